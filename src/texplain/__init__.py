@@ -1,0 +1,1 @@
+"""texplain: explain what a frozen image classifier has learned, in words."""
