@@ -18,3 +18,9 @@ class TexplainError(Exception):
 
 class BadImageError(TexplainError):
     """An image that cannot be read or converted; a folder run skips it and reports it."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a third-party exception's message, to quote inside one of ours."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,252 @@
+"""Labelled image sets: which photo shows which class, in which split and group.
+
+Class-level analysis aggregates explanations over all images of a class and
+compares splits; mitigation fine-tunes and reports worst-group accuracy. Both
+need a flat list of :class:`LabelledImage`, read here from:
+
+* an image folder with class sub-folders, ``root/<class>/*.jpg``, or with
+  split folders above them, ``root/<split>/<class>/*.jpg`` (recognised when
+  every top-level folder is named train, test, val, valid, validation or dev);
+* BAR's ``metadata.json``, ``{stem: {"file", "cls", "split", "source"}}``
+  with files relative to the JSON's folder (a folder holding a
+  ``metadata.json`` is read through it);
+* a CSV/TSV with a header naming ``path`` and ``label`` (optional ``split``,
+  ``group``), or JSON Lines with the same keys; paths relative to the file.
+
+Labelled sets are small enough to check every listed file exists, so a
+missing image is an error here rather than a surprise during extraction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from texplain.errors import TexplainError
+from texplain.images import image_files
+
+SPLIT_FOLDER_NAMES: frozenset[str] = frozenset(
+    {"train", "test", "val", "valid", "validation", "dev"}
+)
+"""Top-level folder names that mark a ``root/<split>/<class>/`` layout (compared in lower case)."""
+
+_PATH_KEYS = ("path", "image", "file", "filepath")
+_LABEL_KEYS = ("label", "class", "cls")
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image with its class; ``split`` and ``group`` are ``None`` where the source has none."""
+
+    path: Path
+    label: str
+    split: str | None = None
+    group: str | None = None
+
+
+def read_labelled(source: str | Path, split: str | None = None) -> list[LabelledImage]:
+    """Read a labelled image set from a folder or a listing file, optionally one ``split`` only."""
+    source = Path(source)
+    if not source.exists():
+        raise TexplainError(f"{source}: no such file or folder")
+    suffix = source.suffix.lower()
+    if source.is_dir() and (source / "metadata.json").is_file():
+        items = read_bar_metadata(source / "metadata.json")
+    elif source.is_dir():
+        items = read_image_folder(source)
+    elif suffix == ".json":
+        items = read_bar_metadata(source)
+    elif suffix in (".csv", ".tsv"):
+        items = read_labelled_table(source)
+    elif suffix in (".jsonl", ".ndjson"):
+        items = read_labelled_jsonl(source)
+    else:
+        raise TexplainError(
+            f"{source}: unknown labelled-set format; supported: a folder of class folders, "
+            "BAR metadata.json, .csv/.tsv or .jsonl with path and label"
+        )
+    return _select_split(source, items, split)
+
+
+def read_image_folder(root: str | Path) -> list[LabelledImage]:
+    """Read ``root/<class>/...`` or ``root/<split>/<class>/...``; labels are folder names.
+
+    Images anywhere below a class folder belong to it. An empty class folder,
+    or images lying outside class folders, is an error.
+    """
+    root = Path(root)
+    tops = _subfolders(root)
+    if not tops:
+        raise TexplainError(
+            f"{root}: no class sub-folders (expected <root>/<class>/*.jpg or <root>/<split>/<class>/*.jpg)"
+        )
+    if all(top.name.lower() in SPLIT_FOLDER_NAMES for top in tops):
+        return [item for top in tops for item in _class_folders(top, top.name)]
+    return _class_folders(root, None)
+
+
+def read_bar_metadata(path: str | Path) -> list[LabelledImage]:
+    """Read BAR's ``{stem: {"file", "cls", "split", "source"}}``, in file order.
+
+    ``file`` (or ``path``) is relative to the JSON's folder; ``cls`` (or
+    ``label``) is the class; an optional ``group`` is kept; ``source`` (the
+    web site a photo came from) is not a group and is not kept.
+    """
+    path = Path(path)
+    data = _load_json(path)
+    if not isinstance(data, dict):
+        raise TexplainError(f"{path}: expected a JSON object of {{name: {{file, cls, split}}}}")
+    items = []
+    for stem, entry in data.items():
+        where = f"{path}: entry '{stem}'"
+        if not isinstance(entry, dict):
+            raise TexplainError(f"{where}: expected an object with file and cls")
+        items.append(_item(path.parent, entry, where))
+    return items
+
+
+def read_labelled_table(path: str | Path) -> list[LabelledImage]:
+    """Read a CSV (or tab-separated ``.tsv``) with ``path``, ``label`` and optional ``split``, ``group``."""
+    path = Path(path)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    items = []
+    for row in reader:
+        if not any(field.strip() for field in row):
+            continue
+        where = f"{path}:{reader.line_num}"
+        if header is None:
+            header = [name.strip().lower() for name in row]
+            _require_columns(where, header)
+            continue
+        if len(row) != len(header):
+            raise TexplainError(f"{where}: expected {len(header)} columns, got {len(row)}")
+        items.append(_item(path.parent, dict(zip(header, row)), where))
+    return items
+
+
+def read_labelled_jsonl(path: str | Path) -> list[LabelledImage]:
+    """Read JSON Lines of ``{"path", "label", "split"?, "group"?}``."""
+    path = Path(path)
+    items = []
+    for number, line in enumerate(_read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TexplainError(f"{where}: bad JSON ({err.msg} at column {err.colno})") from err
+        if not isinstance(record, dict):
+            raise TexplainError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        items.append(_item(path.parent, record, where))
+    return items
+
+
+def class_names(items: Iterable[LabelledImage]) -> list[str]:
+    """The sorted distinct labels of ``items``."""
+    return sorted({item.label for item in items})
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """Sorted non-hidden sub-folders of ``folder``."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_folders(folder: Path, split: str | None) -> list[LabelledImage]:
+    """Items from ``folder/<class>/...``, every class folder non-empty, no loose images."""
+    classes = _subfolders(folder)
+    if not classes:
+        raise TexplainError(f"{folder}: no class sub-folders (expected {folder}/<class>/*.jpg)")
+    loose = image_files(folder, recursive=False)
+    if loose:
+        raise TexplainError(
+            f"{folder}: {len(loose)} image(s) outside class folders, e.g. {loose[0].name}"
+        )
+    items = []
+    for class_dir in classes:
+        files = image_files(class_dir, recursive=True)
+        if not files:
+            raise TexplainError(f"{class_dir}: empty class (no image files)")
+        items.extend(LabelledImage(file, class_dir.name, split) for file in files)
+    return items
+
+
+def _require_columns(where: str, header: list[str]) -> None:
+    """Fail unless the header names a path column and a label column."""
+    for keys in (_PATH_KEYS, _LABEL_KEYS):
+        if not any(key in header for key in keys):
+            raise TexplainError(
+                f"{where}: header has no {' / '.join(keys)} column (found: {', '.join(header)})"
+            )
+
+
+def _item(base: Path, record: dict[str, Any], where: str) -> LabelledImage:
+    """One :class:`LabelledImage` from a record, its path resolved against ``base`` and checked."""
+    relative = _text(record, _PATH_KEYS, where, "path")
+    label = _text(record, _LABEL_KEYS, where, "label")
+    path = base / relative
+    if not path.is_file():
+        raise TexplainError(f"{where}: {relative}: no such file")
+    return LabelledImage(path, label, _optional(record, "split", where), _optional(record, "group", where))
+
+
+def _text(record: dict[str, Any], keys: tuple[str, ...], where: str, what: str) -> str:
+    """The first of ``keys`` in ``record`` as a non-empty string; missing or empty is an error."""
+    for key in keys:
+        value = record.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
+            raise TexplainError(f"{where}: missing {what} ('{key}' is {value!r})")
+        return str(value).strip()
+    raise TexplainError(f"{where}: missing {what} (no {' / '.join(keys)})")
+
+
+def _optional(record: dict[str, Any], key: str, where: str) -> str | None:
+    """An optional string field: ``None`` when absent or blank."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise TexplainError(f"{where}: '{key}' must be a string, got {value!r}")
+    return str(value).strip() or None
+
+
+def _select_split(source: Path, items: list[LabelledImage], split: str | None) -> list[LabelledImage]:
+    """Keep the items of ``split`` (all when ``None``); an empty result is an error."""
+    if not items:
+        raise TexplainError(f"{source}: no labelled images")
+    if split is None:
+        return items
+    present = sorted({item.split for item in items if item.split is not None})
+    if not present:
+        raise TexplainError(f"{source}: has no split information, cannot select split '{split}'")
+    chosen = [item for item in items if item.split == split]
+    if not chosen:
+        raise TexplainError(f"{source}: no images in split '{split}' (splits: {', '.join(present)})")
+    return chosen
+
+
+def _load_json(path: Path) -> Any:
+    """Parse a whole JSON file; a syntax error names its line."""
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise TexplainError(f"{path}:{err.lineno}: bad JSON ({err.msg})") from err
+
+
+def _read_text(path: Path) -> str:
+    """A UTF-8 file's text (a leading byte-order mark dropped); unreadable text is an error."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise TexplainError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
+    except OSError as err:
+        raise TexplainError(f"{path}: cannot read ({err.strerror or err})") from err

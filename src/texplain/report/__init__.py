@@ -1,0 +1,1 @@
+"""Human-facing outputs of an explanation: word clouds and reports."""

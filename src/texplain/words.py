@@ -1,0 +1,228 @@
+"""Dominant words: from the language model's sentences to word frequencies.
+
+TExplain samples many sentences for one image; the words that recur across
+them are what the classifier's features carry, the rare ones are the language
+model's noise. This module normalises each sentence into content words
+(lowercase, stop words out, lemmatised so that "dogs" and "dog" are one word)
+and counts, for every word, the fraction of sentences that mention it.
+
+A word repeated inside one sentence counts once: the frequency of a word is a
+document frequency, ``sentences containing it / sentences``, so it lies in
+[0, 1] and is comparable across images with different numbers of samples.
+Counting streams: :class:`WordCounter` keeps one integer per distinct word,
+never the sentences, so 1000 samples per image over a whole dataset stay cheap
+and counters for many images merge into a class-level counter.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import simplemma
+from wordcloud import STOPWORDS
+
+from texplain.errors import TexplainError
+
+CAPTION_FILLERS: frozenset[str] = frozenset({"image", "picture", "photo", "photograph", "pic"})
+"""Words a captioning model says about the medium rather than the content.
+
+They appear in sentences for every image alike ("a photo of ..."), so they
+would dominate every word cloud while saying nothing about the features.
+Only medium nouns belong here; words about what is depicted never do.
+"""
+
+STOP_WORDS: frozenset[str] = frozenset(STOPWORDS) | CAPTION_FILLERS
+"""English function words (``wordcloud.STOPWORDS``) plus :data:`CAPTION_FILLERS`."""
+
+_TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
+"""Runs of letters, with apostrophes only inside a word ("don't", "dog's")."""
+
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
+
+@dataclass
+class WordConfig:
+    """How sentences become counted words.
+
+    Attributes:
+        top_k: How many words :meth:`WordCounter.top` returns by default.
+        min_length: Words shorter than this many characters (after
+            lemmatising) are dropped; the default removes stray letters left by
+            contractions and initials.
+        extra_stopwords: Words to drop besides :data:`STOP_WORDS`, e.g. a
+            dataset's boilerplate. Matched case-insensitively against both the
+            word and its lemma; stored lowercased, deduplicated and sorted so
+            that equal sets give equal configs.
+        lemmatise: Reduce words to their dictionary form with simplemma
+            (English), so that plural and singular nouns count together.
+    """
+
+    top_k: int = 20
+    min_length: int = 2
+    extra_stopwords: tuple[str, ...] = ()
+    lemmatise: bool = True
+
+    def __post_init__(self) -> None:
+        _require_int("top_k", self.top_k, minimum=1)
+        _require_int("min_length", self.min_length, minimum=1)
+        if not isinstance(self.extra_stopwords, (tuple, list, set, frozenset)):
+            raise TexplainError(
+                f"extra_stopwords must be a tuple of words, got {self.extra_stopwords!r}"
+            )
+        if not all(isinstance(word, str) and word.strip() for word in self.extra_stopwords):
+            raise TexplainError(
+                f"extra_stopwords must hold non-empty strings, got {self.extra_stopwords!r}"
+            )
+        normalised = {word.strip().lower() for word in self.extra_stopwords}
+        self.extra_stopwords = tuple(sorted(normalised))
+        if not isinstance(self.lemmatise, bool):
+            raise TexplainError(f"lemmatise must be true or false, got {self.lemmatise!r}")
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    """Raise a one-line error unless ``value`` is an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TexplainError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _stopwords(extra: tuple[str, ...]) -> frozenset[str]:
+    """:data:`STOP_WORDS` plus a config's extra words, built once per distinct extra set."""
+    return STOP_WORDS | frozenset(extra)
+
+
+@functools.lru_cache(maxsize=65536)
+def _lemma(word: str) -> str:
+    """English dictionary form of a lowercase word; cached because captions repeat words."""
+    return simplemma.lemmatize(word, lang="en").lower()
+
+
+def sentence_words(sentence: str, config: WordConfig) -> list[str]:
+    """Content words of one sentence, in order, duplicates kept.
+
+    Tokens are runs of letters (digits and punctuation split and vanish),
+    lowercased. A token is dropped if it, or its lemma, is a stop word, or if
+    the kept form is shorter than ``config.min_length``.
+    """
+    stopwords = _stopwords(config.extra_stopwords)
+    words = []
+    for token in _TOKEN.findall(sentence.translate(_APOSTROPHES).lower()):
+        if token in stopwords:
+            continue
+        word = _lemma(token) if config.lemmatise else token
+        if len(word) >= config.min_length and word not in stopwords:
+            words.append(word)
+    return words
+
+
+class WordCounter:
+    """Streaming document-frequency counter over sentences.
+
+    Holds the number of sentences seen and, per word, the number of sentences
+    containing it: memory grows with the vocabulary, not with the sentences.
+    """
+
+    def __init__(self, config: WordConfig | None = None):
+        self.config = config if config is not None else WordConfig()
+        self._n_sentences = 0
+        self._counts: Counter[str] = Counter()
+
+    def update(self, sentences: Iterable[str]) -> None:
+        """Count each sentence's distinct words once; ``sentences`` may be a generator."""
+        if isinstance(sentences, str):
+            raise TexplainError("update expects an iterable of sentences, got a single string")
+        for sentence in sentences:
+            self._counts.update(set(sentence_words(sentence, self.config)))
+            self._n_sentences += 1
+
+    @property
+    def n_sentences(self) -> int:
+        """Number of sentences counted so far (including ones with no content words)."""
+        return self._n_sentences
+
+    def document_counts(self) -> dict[str, int]:
+        """Per word, how many sentences contain it at least once."""
+        return dict(self._counts)
+
+    def frequencies(self) -> dict[str, float]:
+        """Per word, the fraction of sentences containing it, most frequent first.
+
+        Ties are ordered alphabetically so the result is deterministic; no
+        sentences gives an empty dict.
+        """
+        if self._n_sentences == 0:
+            return {}
+        ranked = sorted(self._counts.items(), key=lambda item: (-item[1], item[0]))
+        return {word: count / self._n_sentences for word, count in ranked}
+
+    def top(self, k: int | None = None) -> list[tuple[str, float]]:
+        """The ``k`` (default ``config.top_k``) most frequent words as (word, frequency)."""
+        if k is None:
+            k = self.config.top_k
+        _require_int("k", k, minimum=0)
+        return list(self.frequencies().items())[:k]
+
+    def merge(self, other: WordCounter) -> None:
+        """Add another counter's sentences and counts, e.g. to aggregate images into a class.
+
+        Both counters must use the same configuration, otherwise the same
+        sentence would have been counted as different words.
+        """
+        if other.config != self.config:
+            raise TexplainError(
+                f"cannot merge word counts made with different settings: "
+                f"{other.config} vs {self.config}"
+            )
+        self._counts.update(other._counts)
+        self._n_sentences += other._n_sentences
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state: config, sentence count and per-word document counts."""
+        config = asdict(self.config)
+        config["extra_stopwords"] = list(self.config.extra_stopwords)
+        return {
+            "config": config,
+            "n_sentences": self._n_sentences,
+            "document_counts": dict(sorted(self._counts.items())),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WordCounter:
+        """Rebuild a counter from :meth:`to_dict` output, checking it is consistent."""
+        try:
+            config_fields = dict(data["config"])
+            n_sentences = data["n_sentences"]
+            counts = dict(data["document_counts"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise TexplainError(f"word counts are malformed: missing or bad {error}") from error
+        config_fields["extra_stopwords"] = tuple(config_fields.get("extra_stopwords", ()))
+        try:
+            config = WordConfig(**config_fields)
+        except TypeError as error:
+            raise TexplainError(f"word counts have a bad config: {error}") from error
+        _require_int("n_sentences", n_sentences, minimum=0)
+        for word, count in counts.items():
+            if not isinstance(word, str):
+                raise TexplainError(f"word counts are malformed: word {word!r} is not a string")
+            _require_int(f"count of {word!r}", count, minimum=1)
+            if count > n_sentences:
+                raise TexplainError(
+                    f"word counts are malformed: {word!r} is in {count} sentences "
+                    f"but only {n_sentences} were counted"
+                )
+        counter = cls(config)
+        counter._n_sentences = n_sentences
+        counter._counts = Counter(counts)
+        return counter
+
+
+def count_words(sentences: Iterable[str], config: WordConfig | None = None) -> dict[str, float]:
+    """Fraction of ``sentences`` containing each content word, most frequent first."""
+    counter = WordCounter(config)
+    counter.update(sentences)
+    return counter.frequencies()
