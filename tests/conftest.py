@@ -9,6 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+# Tiny models run faster on one thread, and a busy second core cannot stall them.
+torch.set_num_threads(1)
+
 CAPTIONS = [
     "a small red bird standing on green grass",
     "a dog running on the beach near the water",
@@ -32,11 +35,17 @@ def make_tokenizer(texts: list[str] = CAPTIONS, vocab_size: int = 200):
 
 
 def make_gpt2(vocab_size: int, n_embd: int = 32, seed: int = 0):
-    """A two-layer GPT-2 with random weights, built from its config."""
+    """A two-layer GPT-2 with random weights, built from its config.
+
+    With the default 0.02 initialisation every output is near-uniform whatever
+    the input, so no prefix could make it say anything; larger weights make
+    it a usable stand-in for a trained LM.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=n_embd, n_layer=2, n_head=2)
+    config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=n_embd, n_layer=2, n_head=2,
+                        initializer_range=0.5)  # large weights: a prefix can steer the outputs
     return GPT2LMHeadModel(config)
 
 
@@ -66,11 +75,11 @@ def tiny_vit(num_classes: int = 3):
 
 @pytest.fixture(scope="session")
 def images(tmp_path_factory) -> list[Path]:
-    """Six small random RGB photos-to-be (JPEG and PNG)."""
+    """Eight small random RGB images (JPEG and PNG)."""
     folder = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     paths = []
-    for i in range(6):
+    for i in range(8):
         array = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
         path = folder / f"img{i}.{'jpg' if i % 2 else 'png'}"
         Image.fromarray(array).save(path)

@@ -165,10 +165,8 @@ def _noun_phrase(facts: CaptionFacts, rng: np.random.Generator) -> str:
     if rng.random() < P_COLOUR:
         words.append(facts.colour)
     words.append(class_word(facts.kind, facts.count))
-    if facts.count > 1 or rng.random() < P_ONE:
-        determiner = NUMBER_WORDS[facts.count]
-    else:
-        determiner = _article(words[0])
+    spell_number = facts.count > 1 or rng.random() < P_ONE
+    determiner = NUMBER_WORDS[facts.count] if spell_number else _article(words[0])
     return " ".join([determiner, *words])
 
 

@@ -1,0 +1,62 @@
+"""The LM's caption loss scores caption tokens only, never the prefix or padding."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from texplain.lm import load_lm
+
+
+def test_tokenize_appends_eos_and_pads(tiny_lm):
+    ids, mask = tiny_lm.tokenize_captions(["a dog", "a small red bird on the grass"])
+    eos = tiny_lm.eos_token_id
+    short = int(mask[0].sum())
+    assert ids[0, short - 1] == eos and mask[0, short:].sum() == 0
+    assert ids[1, -1] == eos and mask[1].all()
+
+
+def test_loss_ignores_prefix_and_padding(tiny_lm):
+    torch.manual_seed(0)
+    prefix = torch.randn(2, 3, tiny_lm.embed_dim)
+    ids, mask = tiny_lm.tokenize_captions(["a dog", "two fish swimming in blue water"])
+    loss = tiny_lm.caption_loss(prefix, ids, mask)
+
+    # By hand: logits at position K-1+j predict caption token j; only real tokens count.
+    inputs = torch.cat([prefix, tiny_lm.embed_tokens(ids)], 1)
+    attention = torch.cat([torch.ones(2, 3, dtype=torch.long), mask], 1)
+    logits = tiny_lm.model(inputs_embeds=inputs, attention_mask=attention).logits[:, 2:-1]
+    per_token = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+    expected = (per_token * mask).sum() / mask.sum()
+    assert torch.allclose(loss, expected, atol=1e-5)
+
+    # Changing the padding ids changes nothing; the prefix is never a target.
+    padded = ids.clone()
+    padded[mask == 0] = 5
+    assert torch.allclose(tiny_lm.caption_loss(prefix, padded, mask), loss, atol=1e-6)
+
+
+def test_frozen_and_reloadable(tiny_lm, tiny_lm_folder):
+    assert not any(p.requires_grad for p in tiny_lm.model.parameters())
+    again = load_lm(str(tiny_lm_folder))
+    assert again.embed_dim == tiny_lm.embed_dim
+    assert not any(p.requires_grad for p in again.model.parameters())
+    ids, mask = tiny_lm.tokenize_captions(["a dog on the grass"])
+    prefix = torch.zeros(1, 2, tiny_lm.embed_dim)
+    assert torch.allclose(again.caption_loss(prefix, ids, mask), tiny_lm.caption_loss(prefix, ids, mask))
+
+
+def test_bert_as_decoder(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from conftest import make_tokenizer
+
+    tok = make_tokenizer()
+    config = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertForMaskedLM(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    bert = load_lm(str(tmp_path))
+    assert bert.model.config.is_decoder
+    ids, mask = bert.tokenize_captions(["a dog"])
+    loss = bert.caption_loss(torch.zeros(1, 2, 16), ids, mask)
+    assert torch.isfinite(loss)
