@@ -101,7 +101,7 @@ class Classifier:
     def features_and_logits(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """Pixels (B, 3, H, W) → features (B, T, D) at the feature layer, and logits (B, C)."""
         with capture(self.module, self.feature_layer) as captured:
-            logits = _logits(self.module(pixels))
+            logits = logits_of(self.module(pixels))
         return as_tokens(captured["value"]), logits
 
 
@@ -275,7 +275,11 @@ def _load_timm(name: str, pretrained: bool, num_classes: int | None, layer: str,
         module = timm.create_model(name, pretrained=pretrained, **kwargs)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise TexplainError(f"classifier timm:{name}: {first_line(exc)}") from exc
-    preprocess = create_transform(**resolve_data_config({}, model=module))
+    data_config = resolve_data_config({}, model=module)
+    if "img_size" in kwargs:  # built at another size than its pretrained config says
+        size = kwargs["img_size"] if isinstance(kwargs["img_size"], (tuple, list)) else (kwargs["img_size"],) * 2
+        data_config.update(input_size=(3, *size), crop_pct=1.0)
+    preprocess = create_transform(**data_config)
     build = {"spec": f"timm:{name}", "num_classes": module.num_classes, "model_kwargs": {k: v for k, v in kwargs.items() if k != "num_classes"}}
     return Classifier(module, preprocess, _timm_class_names(module), f"timm:{name}", layer, build)
 
@@ -386,10 +390,10 @@ def _output_width(module: nn.Module, preprocess: Preprocess) -> int:
     """Number of classes, found by one forward pass on a grey image."""
     pixels = preprocess(Image.new("RGB", (224, 224), (128, 128, 128))).unsqueeze(0)
     with torch.no_grad():
-        return int(_logits(module.eval()(pixels)).shape[-1])
+        return int(logits_of(module.eval()(pixels)).shape[-1])
 
 
-def _logits(output: object) -> Tensor:
+def logits_of(output: object) -> Tensor:
     """Logits from a plain tensor or a transformers output object."""
     return output if isinstance(output, Tensor) else output.logits
 

@@ -119,6 +119,31 @@ def explain(
     typer.echo(f"{len(records)} explained, {len(skipped)} skipped; results in {out}")
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the world, models, report and summary.json")] = Path("texplain-demo"),
+    seed: SeedOpt = 0,
+    fresh: Annotated[bool, typer.Option(help="Recompute every step instead of reusing cached ones")] = False,
+    balanced: Annotated[bool, typer.Option(help="Control: train the classifier on a balanced split")] = False,
+    bias: Annotated[float, typer.Option(help="Fraction of each class on its planted background in train")] = 0.95,
+    train_images: Annotated[int, typer.Option(help="Images in the labelled train split")] = 900,
+    test_images: Annotated[int, typer.Option(help="Images in the balanced test split")] = 450,
+    caption_images: Annotated[int, typer.Option(help="Captioned images for the LM and translator")] = 2400,
+    samples: Annotated[int, typer.Option(help="Sentences per test image")] = 20,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Run the whole pipeline offline on a synthetic world with a planted shortcut."""
+    from texplain.demo import DemoConfig, headline, run_demo
+
+    config = DemoConfig(out=out, seed=seed, fresh=fresh, balanced=balanced, bias=bias, train_images=train_images,
+                        test_images=test_images, caption_images=caption_images, samples=samples, device=device)
+    summary = run_demo(config)
+    accuracy = summary["accuracy"]
+    typer.echo(f"classifier: average accuracy {accuracy['average']:.1%}, worst group {accuracy['worst_group']:.1%}")
+    typer.echo(headline(summary))
+    typer.echo(f"report: {out / 'report' / 'index.html'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv``; returns the exit code instead of exiting."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
