@@ -34,36 +34,26 @@ def make_tokenizer(texts: list[str] = CAPTIONS, vocab_size: int = 200):
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
-def make_gpt2(vocab_size: int, n_embd: int = 32, seed: int = 0):
-    """A two-layer GPT-2 with random weights, built from its config.
+@pytest.fixture(scope="session")
+def tiny_lm_folder(tmp_path_factory) -> Path:
+    """A two-layer caption LM pretrained on :data:`CAPTIONS`, saved as a Hugging Face folder.
 
-    With the default 0.02 initialisation every output is near-uniform whatever
-    the input, so no prefix could make it say anything; larger weights make
-    it a usable stand-in for a trained LM.
+    Pretrained rather than random: a random LM gives near-uniform outputs
+    whatever its prefix, so nothing could be learned through it.
     """
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from texplain.smalllm import SmallLMConfig, pretrain_caption_lm
 
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=n_embd, n_layer=2, n_head=2,
-                        initializer_range=0.5)  # large weights: a prefix can steer the outputs
-    return GPT2LMHeadModel(config)
-
-
-@pytest.fixture(scope="session")
-def tiny_lm():
-    from texplain.lm import FrozenLM
-
-    tokenizer = make_tokenizer()
-    return FrozenLM(make_gpt2(len(tokenizer)), tokenizer, spec="tiny-gpt2")
+    folder = tmp_path_factory.mktemp("lm") / "caption-lm"
+    config = SmallLMConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=300, epochs=40, batch_size=16, lr=1e-2,
+                           dev_fraction=0.0, n_positions=64, max_tokens=32)
+    return pretrain_caption_lm(CAPTIONS * 20, folder, config, progress=False)
 
 
 @pytest.fixture(scope="session")
-def tiny_lm_folder(tmp_path_factory, tiny_lm) -> Path:
-    """The tiny LM saved as an ordinary Hugging Face folder."""
-    folder = tmp_path_factory.mktemp("lm")
-    tiny_lm.model.save_pretrained(folder)
-    tiny_lm.tokenizer.save_pretrained(folder)
-    return folder
+def tiny_lm(tiny_lm_folder):
+    from texplain.lm import load_lm
+
+    return load_lm(str(tiny_lm_folder))
 
 
 def tiny_vit(num_classes: int = 3):
@@ -85,3 +75,19 @@ def images(tmp_path_factory) -> list[Path]:
         Image.fromarray(array).save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """A whole demo run at toy sizes: world, classifier, LM, features, translator, summary.
+
+    Later steps (dataset explanation, evaluation, mitigation) test on it: every
+    artifact is real, only small. Its summary's figures mean little at this size.
+    """
+    from texplain.demo import DemoConfig, run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    config = DemoConfig(out=out, caption_images=150, train_images=90, test_images=45, samples=3,
+                        classifier_epochs=1, lm_epochs=1, translator_epochs=1)
+    run_demo(config, progress=False)
+    return out

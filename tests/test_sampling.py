@@ -120,6 +120,7 @@ def nucleus_reference(probs: list[float], top_p: float) -> set[int]:
 
 
 def kept(logits: torch.Tensor, top_p: float) -> set[int]:
+    """Ids (of a 1-D logits vector) that survive the filter."""
     return set(torch.nonzero(torch.isfinite(nucleus_filter(logits, top_p))).flatten().tolist())
 
 
@@ -158,7 +159,7 @@ def test_nucleus_matches_python_reference_on_random_batches() -> None:
 def test_nucleus_p1_is_identity_and_top_token_always_kept() -> None:
     logits = torch.tensor([[0.0, float("-inf"), -30.0, 2.0]])
     assert torch.equal(nucleus_filter(logits, 1.0), logits)
-    assert kept(logits, 1e-6) == {3}
+    assert kept(logits[0], 1e-6) == {3}
 
 
 # --- word starts ------------------------------------------------------------

@@ -273,11 +273,12 @@ def _decode_batch(
     """Decode one batch of sentences from a cache that holds only the prefix.
 
     Rows of the batch are sentences; ``sample`` maps each row to its sentence
-    and ``alive`` marks rows still writing. Finished rows keep feeding EOS
-    (their outputs are ignored) until enough of them have piled up to be
+    and ``alive`` marks rows still writing. Finished rows keep feeding a filler
+    token (their outputs are ignored) until enough of them have piled up to be
     dropped from the batch and the cache.
     """
     device, eos = lm.device, lm.eos_token_id
+    filler = _filler_token(lm)
     batch = cache.layers[0].batch_size
     sample = torch.arange(batch, device=device)  # (B,) sentence of each row
     alive = torch.ones(batch, dtype=torch.bool, device=device)  # (B,)
@@ -301,9 +302,15 @@ def _decode_batch(
             rows = alive.nonzero().squeeze(1)  # (B',)
             cache.batch_select_indices(rows)
             sample, alive, words, token = sample[rows], alive[rows], words[rows], token[rows]
-        token = torch.where(alive, token, eos)  # (B,)
+        token = torch.where(alive, token, filler)  # (B,)
         logits = lm.model(input_ids=token[:, None], cache=cache, use_cache=True).logits[:, -1].float()  # (B, V)
     return [row[:n].tolist() for row, n in zip(tokens, lengths.tolist())]
+
+
+def _filler_token(lm: FrozenLM) -> int:
+    """A token id that finished rows feed: not the padding id, which makes some models warn about masks."""
+    pad = getattr(lm.tokenizer, "pad_token_id", None)
+    return 1 if pad == 0 else 0
 
 
 class _SharedPrefixLayer(CacheLayerMixin):

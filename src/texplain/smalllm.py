@@ -214,6 +214,8 @@ def _split(captions: list[str], config: SmallLMConfig) -> tuple[list[str], list[
 
 def _encode(tokenizer, captions: list[str], max_tokens: int, eos: int) -> list[list[int]]:
     """Captions → ``[eos] caption [eos]`` id lists, the caption cut to ``max_tokens - 1`` tokens."""
+    if not captions:
+        return []
     ids = tokenizer(captions, add_special_tokens=False)["input_ids"]
     return [[eos, *row[: max_tokens - 1], eos] for row in ids]
 
