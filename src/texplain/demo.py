@@ -2,9 +2,11 @@
 
 Steps (each cached in the output folder, so a second run only redraws):
 
-1. generate the world: captioned scenes (unbiased) for the LM and the
-   translator, and a Waterbirds-like split whose train half ties each class
-   to a background (``bias``) and whose test half is balanced;
+1. generate the world: captioned scenes for the LM and the translator (every
+   class on every background of the labelled split, unbiased: the captions
+   describe the world the classifier lives in), and a Waterbirds-like split
+   whose train half ties each class to a background (``bias``) and whose test
+   half is balanced;
 2. pretrain the small caption LM on the world's captions;
 3. train a small ViT (from a timm config, so the (P+1) x D token path is
    exercised) on the biased train split; measure accuracy per group;
@@ -171,7 +173,8 @@ def _generate_world(config: DemoConfig, out: Path, progress: bool) -> dict[str, 
     if all((f / "labels.jsonl").is_file() for f in folders.values()):
         return folders
     steps = tqdm(total=3, desc="world", unit="set", disable=not progress)
-    scenes = make_caption_world(config.caption_images, seed=config.seed, size=config.image_size)
+    backgrounds = tuple(planted_background(name) for name in config.classes)
+    scenes = make_caption_world(config.caption_images, seed=config.seed, size=config.image_size, backgrounds=backgrounds)
     write_world(scenes, folders["captions"])
     steps.update()
     split = make_shortcut_split(

@@ -246,6 +246,7 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+
 def iter_batches(items: Iterable, size: int) -> Iterator[list]:
     """Group any iterable into lists of ``size`` (the last may be shorter)."""
     batch: list = []

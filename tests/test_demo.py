@@ -1,0 +1,70 @@
+"""The demo: the planted shortcut is found for three seeds, not for a balanced control; caching; bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from texplain import cli
+from texplain.demo import DemoConfig, run_demo
+from texplain.errors import TexplainError
+
+# Small enough for CI (about a minute each on two cores), large enough for the
+# classifier and the translator to learn what they need to.
+GROUND_TRUTH = dict(caption_images=1200, train_images=450, test_images=90, samples=10,
+                    classifier_epochs=25, lm_epochs=2, translator_epochs=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_background_is_found(tmp_path, seed):
+    summary = run_demo(DemoConfig(out=tmp_path, seed=seed, **GROUND_TRUTH), progress=False)
+    for name, result in summary["classes"].items():
+        assert result["shortcut_found"], (name, result["suspects"], result["top_words"][:5])
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["classes"] == summary["classes"]
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_balanced_control_does_not_find_the_planted_background(tmp_path):
+    summary = run_demo(DemoConfig(out=tmp_path, balanced=True, **GROUND_TRUTH), progress=False)
+    found = [name for name, result in summary["classes"].items() if result["shortcut_found"]]
+    assert found == [], {n: summary["classes"][n]["suspects"] for n in found}
+
+
+def test_second_run_reuses_every_step(tiny_demo):
+    stamps = {p: p.stat().st_mtime_ns for p in tiny_demo.rglob("*") if p.is_file() and "report" not in p.parts}
+    summary_before = json.loads((tiny_demo / "summary.json").read_text())
+    config = DemoConfig(out=tiny_demo, caption_images=150, train_images=90, test_images=45, samples=3,
+                        classifier_epochs=1, lm_epochs=1, translator_epochs=1)
+    summary = run_demo(config, progress=False)
+    changed = [p for p, t in stamps.items() if p.exists() and p.stat().st_mtime_ns != t and p.name not in ("summary.json", "demo_settings.json")]
+    assert changed == []
+    assert summary["classes"] == summary_before["classes"]
+    for name in summary["classes"]:
+        assert (tiny_demo / "report" / f"cloud_{name}.png").is_file()
+
+
+def test_summary_has_what_the_issue_asks(tiny_demo):
+    summary = json.loads((tiny_demo / "summary.json").read_text())
+    for name, result in summary["classes"].items():
+        assert result["planted_background"] in {"water", "snow", "sand"}
+        assert isinstance(result["shortcut_found"], bool)
+        assert all(0 <= w["frequency"] <= 1 for w in result["top_words"])
+    assert set(summary["accuracy"]["per_group"]) == {f"{c}|{b}" for c in summary["classes"] for b in ("water", "snow", "sand")}
+
+
+def test_size_too_small_is_refused():
+    with pytest.raises(TexplainError, match="too small to train on"):
+        DemoConfig(train_images=10)
+
+
+def test_bad_output_folder_and_size_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert cli.main(["demo", "--out", str(blocker / "demo")]) == 2
+    assert "cannot write the demo there" in capsys.readouterr().err
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--train-images", "5"]) == 2
+    assert "too small to train on" in capsys.readouterr().err
