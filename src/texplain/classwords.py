@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from texplain.errors import TexplainError
+from texplain.optional import require
 from texplain.words import WordConfig, sentence_words
 
 
@@ -95,10 +96,7 @@ def load_overrides(path: str | Path) -> dict[str, ClassOverride]:
     except OSError as exc:
         raise TexplainError(f"{path}: cannot read class words ({exc.strerror or exc})") from exc
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as exc:
-            raise TexplainError("reading YAML class words needs PyYAML: pip install 'texplain[analysis]'") from exc
+        yaml = require("yaml", "reading YAML class words")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

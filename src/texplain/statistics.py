@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
 
 from texplain.errors import TexplainError
+from texplain.optional import require
 
 CONFIDENCE = 0.95
 """Default confidence level of the Wilson interval."""
@@ -51,7 +51,7 @@ def wilson_interval(successes, trials, confidence: float = CONFIDENCE) -> tuple[
     n = np.asarray(trials, dtype=float)
     if np.any(k < 0) or np.any(n < 0) or np.any(k > n):
         raise TexplainError("wilson_interval: need 0 <= successes <= trials")
-    z = norm.ppf(0.5 + confidence / 2)
+    z = require("scipy.stats", "Wilson intervals").norm.ppf(0.5 + confidence / 2)
     safe_n = np.where(n > 0, n, 1.0)
     p = k / safe_n
     denominator = 1.0 + z**2 / safe_n
