@@ -5,6 +5,8 @@ VENV ?= .venv
 PYTHON ?= python3
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
+# Spinning OpenMP threads make two-thread torch several times slower when the other core is busy.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test install browser clean
 

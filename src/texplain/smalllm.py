@@ -63,7 +63,9 @@ class SmallLMConfig:
         lr: Peak learning rate of AdamW, reached after the warm-up.
         seed: Seeds the dev split, the order of batches and the weights.
         max_tokens: Tokens kept per caption, its end-of-sentence included;
-            longer captions are cut (few are).
+            longer captions are cut (few are). With the leading
+            end-of-sentence token a sequence fills ``max_tokens + 1``
+            positions, which must be fewer than ``n_positions``.
         warmup_fraction: Fraction of the steps over which the learning rate
             rises linearly from 0; it then decays along a cosine to
             ``min_lr_ratio * lr``.
@@ -71,7 +73,15 @@ class SmallLMConfig:
         weight_decay: AdamW decay on weight matrices (not on biases, norms).
         grad_clip: Gradients are clipped to this global norm.
         dropout: Dropout of GPT-2's residual, embedding and attention paths.
-        dev_fraction: Fraction of captions held out to report a dev loss.
+        dev_fraction: Fraction of captions held out to report a dev loss
+            (on single captions).
+        join_next: When captions come in groups (several of one image), the
+            fraction of training sequences in which a caption is followed by
+            the next one of its group before the final end-of-sentence.
+            TExplain samples 20-30 words, about two captions, with
+            end-of-sentence forbidden before 20 words: a model that only ever
+            saw single captions writes noise after its first full stop.
+            Ungrouped captions are never joined.
     """
 
     n_layer: int = 4
@@ -90,6 +100,7 @@ class SmallLMConfig:
     grad_clip: float = 1.0
     dropout: float = 0.0
     dev_fraction: float = 0.03
+    join_next: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_embd", "n_head", "epochs", "batch_size"):
@@ -99,8 +110,8 @@ class SmallLMConfig:
             raise TexplainError(f"small LM: n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
         if self.vocab_size < 300:
             raise TexplainError(f"small LM: vocab_size must be at least 300 (256 bytes + merges), got {self.vocab_size}")
-        if not 3 <= self.max_tokens <= self.n_positions:
-            raise TexplainError(f"small LM: max_tokens must be in [3, n_positions={self.n_positions}], got {self.max_tokens}")
+        if not 2 <= self.max_tokens < self.n_positions:
+            raise TexplainError(f"small LM: max_tokens must be in [2, n_positions={self.n_positions}), got {self.max_tokens}")
         if not self.lr > 0:
             raise TexplainError(f"small LM: lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_fraction < 1:
@@ -113,6 +124,8 @@ class SmallLMConfig:
             raise TexplainError(f"small LM: dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.dev_fraction < 0.5:
             raise TexplainError(f"small LM: dev_fraction must be in [0, 0.5), got {self.dev_fraction}")
+        if not 0 <= self.join_next <= 1:
+            raise TexplainError(f"small LM: join_next must be in [0, 1], got {self.join_next}")
 
 
 def train_caption_tokenizer(captions: Sequence[str], vocab_size: int):
@@ -140,14 +153,17 @@ def train_caption_tokenizer(captions: Sequence[str], vocab_size: int):
 
 
 def pretrain_caption_lm(
-    captions: Sequence[str],
+    captions: Sequence[str] | Sequence[Sequence[str]],
     out_dir: str | os.PathLike,
     config: SmallLMConfig | None = None,
     progress: bool = True,
 ) -> Path:
     """Train the tokenizer and a GPT-2-style LM on captions; save an HF folder.
 
-    The folder holds ``model.safetensors`` and ``config.json``, the tokenizer
+    ``captions`` are strings, or groups of strings that describe one image
+    each (e.g. Flickr8k's five per photo); only grouped captions are joined
+    into longer training texts (see ``SmallLMConfig.join_next``). The folder
+    holds ``model.safetensors`` and ``config.json``, the tokenizer
     files, and :data:`METADATA_FILE` with the config and final train/dev
     losses. It is written to ``<out_dir>.tmp`` and renamed into place, so a
     reader never sees half a model; an existing folder is replaced only if it
@@ -159,14 +175,15 @@ def pretrain_caption_lm(
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir / METADATA_FILE).is_file():
         raise TexplainError(f"small LM: {out_dir} exists and is not a small LM folder; not overwriting it")
-    captions = [c.strip() for c in captions if c and c.strip()]
-    if len(captions) < 2:
-        raise TexplainError(f"small LM: need at least 2 non-empty captions, got {len(captions)}")
+    groups = [[c.strip() for c in ([g] if isinstance(g, str) else g) if c and c.strip()] for g in captions]
+    groups = [g for g in groups if g]
+    if sum(map(len, groups)) < 2:
+        raise TexplainError(f"small LM: need at least 2 non-empty captions, got {sum(map(len, groups))}")
     started = time.perf_counter()
-    train_captions, dev_captions = _split(captions, config)
-    tokenizer = train_caption_tokenizer(train_captions, config.vocab_size)
+    train_groups, dev_captions = _split(groups, config)
+    tokenizer = train_caption_tokenizer([c for g in train_groups for c in g], config.vocab_size)
     eos = tokenizer.eos_token_id
-    train_rows = _encode(tokenizer, train_captions, config.max_tokens, eos)
+    train_rows = _encode(tokenizer, _join_pairs(train_groups, config), config.max_tokens, eos)
     dev_rows = _encode(tokenizer, dev_captions, config.max_tokens, eos)
     torch.manual_seed(config.seed)
     model = GPT2LMHeadModel(
@@ -181,7 +198,6 @@ def pretrain_caption_lm(
             attn_pdrop=config.dropout,
             bos_token_id=eos,
             eos_token_id=eos,
-            pad_token_id=eos,
         )
     )
     log.info(
@@ -204,12 +220,34 @@ def pretrain_caption_lm(
     return out_dir
 
 
-def _split(captions: list[str], config: SmallLMConfig) -> tuple[list[str], list[str]]:
-    """Hold out ``dev_fraction`` of the captions (at least one when the fraction is positive)."""
-    order = list(range(len(captions)))
+def _split(groups: list[list[str]], config: SmallLMConfig) -> tuple[list[list[str]], list[str]]:
+    """Hold out ``dev_fraction`` of the captions (at least one when the fraction is positive).
+
+    Returns the training captions still in their groups (some may be emptied)
+    and the held-out captions as a flat list.
+    """
+    total = sum(map(len, groups))
+    order = list(range(total))
     random.Random(config.seed).shuffle(order)
-    n_dev = max(1, round(config.dev_fraction * len(captions))) if config.dev_fraction > 0 else 0
-    return [captions[i] for i in order[n_dev:]], [captions[i] for i in order[:n_dev]]
+    n_dev = max(1, round(config.dev_fraction * total)) if config.dev_fraction > 0 else 0
+    dev = set(order[:n_dev])
+    train, held_out, index = [], [], 0
+    for group in groups:
+        train.append([c for i, c in enumerate(group, index) if i not in dev])
+        held_out.extend(c for i, c in enumerate(group, index) if i in dev)
+        index += len(group)
+    return train, held_out
+
+
+def _join_pairs(groups: list[list[str]], config: SmallLMConfig) -> list[str]:
+    """Training texts: each caption, followed by the next of its group in ``join_next`` of the cases."""
+    rng = random.Random(config.seed + 1)
+    texts = []
+    for group in groups:
+        for i, caption in enumerate(group):
+            joined = i + 1 < len(group) and rng.random() < config.join_next
+            texts.append(f"{caption} {group[i + 1]}" if joined else caption)
+    return texts
 
 
 def _encode(tokenizer, captions: list[str], max_tokens: int, eos: int) -> list[list[int]]:
@@ -299,7 +337,7 @@ def _train(model: torch.nn.Module, rows: list[list[int]], config: SmallLMConfig,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                value = float(loss)
+                value = loss.detach().item()
                 tail.append(value)
                 step += 1
                 bar.update(1)
