@@ -63,15 +63,17 @@ def test_explain_folder_end_to_end(trained, images, tmp_path, capsys):
         (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--classifier", "timm:test_resnet"],
          "trained for classifier"),
         (["explain", "{image}", "--translator", "{out}", "--out", "{out}"], "not a translator checkpoint"),
+        (["explain", "{empty}", "--translator", "{translator}", "--out", "{out}"], "no image files"),
         (["train", "--classifier", "{classifier}", "--lm", "{lm}", "--captions", "{bad_captions}", "--out", "{out}"],
          "bad.jsonl:2"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(trained, images, tiny_lm_folder, tmp_path, capsys, args, message):
+    (tmp_path / "empty").mkdir()
     (tmp_path / "bad.jsonl").write_text('{"image": "a.jpg", "caption": "ok", "split": "train"}\n{not json\n')
     values = {"missing": tmp_path / "nope.jpg", "translator": trained / "translator", "out": tmp_path / "o",
               "image": images[0], "classifier": trained / "classifier", "lm": tiny_lm_folder,
-              "bad_captions": tmp_path / "bad.jsonl"}
+              "bad_captions": tmp_path / "bad.jsonl", "empty": tmp_path / "empty"}
     code = cli.main([a.format(**values) for a in args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
