@@ -22,6 +22,7 @@ from texplain.classifiers import Classifier, logits_of
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
 from texplain.images import load_rgb
+from texplain.train import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def train_classifier(
     module = classifier.module.to(device).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * -(-len(pixels) // config.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.1)
+    scheduler = warmup_cosine(optimizer, max(1, steps // 10), steps)
     generator = torch.Generator().manual_seed(config.seed)
     losses = []
     bar = tqdm(range(config.epochs), desc="train classifier", unit="epoch", disable=not progress)

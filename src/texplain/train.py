@@ -129,7 +129,7 @@ def train_translator(
             [p for p in translator.parameters() if p.requires_grad], lr=phase.lr, weight_decay=config.weight_decay
         )
         steps_per_epoch = math.ceil(len(phase.pairs) / config.batch_size)
-        scheduler = _warmup_cosine(optimizer, min(config.warmup_steps, steps_per_epoch * phase.epochs // 10 + 1), steps_per_epoch * phase.epochs)
+        scheduler = warmup_cosine(optimizer, min(config.warmup_steps, steps_per_epoch * phase.epochs // 10 + 1), steps_per_epoch * phase.epochs)
         first_epoch = start[1] if phase_no == start[0] else 0
         if state is not None and phase_no == start[0]:
             optimizer.load_state_dict(state["optimizer"])
@@ -211,7 +211,7 @@ def _batch_loss(translator, lm: FrozenLM, bank: _FeatureBank, pairs: Sequence[Ca
     return lm.caption_loss(prefix, ids.to(device), mask.to(device))
 
 
-def _warmup_cosine(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up for ``warmup`` steps, then cosine decay to a tenth of the peak."""
 
     def factor(step: int) -> float:

@@ -1,0 +1,102 @@
+"""The ``texplain mitigate`` command: select, mask, fine-tune, and compare with the baselines (Table 2).
+
+It reads a run folder made by ``texplain demo`` (``--demo``) or the pieces
+one by one (classifier folder, translator, LM, labelled data), runs
+:func:`~texplain.mitigation_baselines.run_mitigation` and writes
+``mitigation.json``, ``table.md``, ``mitigation.png`` and ``report.html``
+under ``--out``; ``--json FILE`` writes the table's numbers as well.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from texplain.errors import TexplainError
+
+
+def _resolve(demo: Optional[Path], given: Optional[object], inside: str, what: str) -> Path:
+    """An explicit option, else the demo folder's part, else an error naming the option."""
+    if given is not None:
+        return Path(str(given))
+    if demo is not None:
+        return demo / inside
+    raise TexplainError(f"mitigate: give --{what} or --demo RUN_FOLDER")
+
+
+def mitigate(
+    out: Annotated[Path, typer.Option(help="Folder for checkpoints, mitigation.json, table.md, the plot and report.html")],
+    demo: Annotated[Optional[Path], typer.Option(help="A `texplain demo` run folder: its classifier, translator, LM and labelled split")] = None,
+    classifier: Annotated[Optional[Path], typer.Option("--classifier", "-c", help="Saved classifier folder (only read)")] = None,
+    translator: Annotated[Optional[Path], typer.Option(help="Translator checkpoint folder")] = None,
+    lm: Annotated[Optional[str], typer.Option(help="Language model folder or id")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Labelled images: JSONL/CSV with path, label, split, group; BAR metadata; class folders")] = None,
+    train_split: Annotated[str, typer.Option(help="Split to select and fine-tune on")] = "train",
+    test_split: Annotated[str, typer.Option(help="Split to measure on")] = "test",
+    methods: Annotated[str, typer.Option(help="Comma-separated: erm,randmask,randmask_all,masktune,texplain")] = "erm,randmask,randmask_all,masktune,texplain",
+    seeds: Annotated[int, typer.Option(help="Number of seeds (seed, seed+1, ...)")] = 3,
+    seed: Annotated[int, typer.Option(help="First seed")] = 0,
+    samples: Annotated[int, typer.Option("--samples", "-n", help="Sentences per training image")] = 20,
+    min_words: Annotated[int, typer.Option()] = 4,
+    max_words: Annotated[int, typer.Option()] = 20,
+    min_frequency: Annotated[float, typer.Option(help="A dominant word is in at least this fraction of sentences")] = 0.1,
+    min_lift: Annotated[float, typer.Option(help="A dominant word's lift over the LM prior is at least this")] = 1.5,
+    wordnet: Annotated[bool, typer.Option(help="Expand class names with WordNet relatives")] = True,
+    localise: Annotated[str, typer.Option(help="word (Grad-CAM of the non-class word) or class (of the class logit, MaskTune-style)")] = "word",
+    heat: Annotated[str, typer.Option(help="gradcam (at the feature layer) or occlusion (grid cells hidden in turn)")] = "gradcam",
+    grid: Annotated[int, typer.Option(help="Occlusion grid cells per side")] = 8,
+    threshold: Annotated[float, typer.Option(help="Mask where the heat map reaches this (0-1]")] = 0.5,
+    fill: Annotated[str, typer.Option(help="mean, blur, noise (keep the image's mean colour) or zero (the preprocessing mean)")] = "mean",
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (TExplain, RandMask)")] = 3,
+    masktune_epochs: Annotated[int, typer.Option(help="MaskTune's fine-tuning epochs")] = 1,
+    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (AdamW, one cycle)")] = 1e-4,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    min_per_class: Annotated[int, typer.Option(help="Samples of every class a fine-tuning set needs")] = 1,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N training images (quick runs)")] = None,
+    json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the table's numbers to this JSON file")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps")] = "cpu",
+) -> None:
+    """Mitigate a shortcut: fine-tune on the training samples explained by a non-class word, masked there."""
+    from texplain.atomic import write_json
+    from texplain.classifier_training import ClassifierTrainConfig
+    from texplain.classwords import ClassWordConfig
+    from texplain.data.labelled import read_labelled
+    from texplain.lm import load_lm
+    from texplain.mitigate import MaskConfig, SelectionConfig
+    from texplain.mitigation_baselines import MitigateConfig, run_mitigation
+    from texplain.report.mitigation_report import markdown_table, write_mitigation_report
+    from texplain.translator import load_translator
+
+    classifier_folder = _resolve(demo, classifier, "classifier", "classifier")
+    data_file = _resolve(demo, data, "world/split/labels.jsonl", "data")
+    if seeds < 1:
+        raise TexplainError("mitigate: --seeds must be at least 1")
+    config = MitigateConfig(
+        selection=SelectionConfig(samples=samples, min_words=min_words, max_words=max_words, min_frequency=min_frequency,
+                                  min_lift=min_lift, class_words=ClassWordConfig(wordnet=wordnet), seed=seed),
+        mask=MaskConfig(localise=localise, threshold=threshold, fill=fill, heat=heat, grid=grid),
+        finetune=ClassifierTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device),
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        seeds=tuple(range(seed, seed + seeds)), masktune_epochs=masktune_epochs, min_per_class=min_per_class, device=device,
+    )
+    train_items = read_labelled(data_file, split=train_split)[:limit]
+    test_items = read_labelled(data_file, split=test_split)
+    needs_words = {"texplain", "randmask"} & set(config.methods)
+    translator_model = lm_model = None
+    if needs_words:
+        translator_model = load_translator(_resolve(demo, translator, "translator", "translator"))
+        lm_spec = lm or (str(demo / "lm") if demo is not None else translator_model.provenance.lm)
+        if not lm_spec:
+            raise TexplainError("mitigate: give --lm (the translator does not name its language model)")
+        lm_model = load_lm(lm_spec)
+    result, examples = run_mitigation(classifier_folder, translator_model, lm_model, train_items, test_items, out, config,
+                                      progress=True)
+    write_json(out / "mitigation.json", result)
+    paths = write_mitigation_report(out, result, examples)
+    if json_file is not None:
+        write_json(json_file, {"summary": result["summary"], "selection": result.get("selection"),
+                               "settings": result["settings"]})
+    typer.echo(markdown_table(result), nl=False)
+    typer.echo(f"report: {paths['report']}")

@@ -1,0 +1,138 @@
+"""Mitigation results as a Table 2-style markdown table, a bar plot and an HTML section.
+
+:func:`mitigation_section` renders the section (``mitigation_section.html``,
+autoescaped) that a report page includes; :func:`write_mitigation_report`
+writes ``table.md``, ``mitigation.png``, the masked examples and a
+self-contained ``report.html`` that holds the section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from texplain.atomic import write_text
+from texplain.images import load_rgb
+from texplain.mitigation_baselines import METHOD_LABELS, MaskedExample
+from texplain.report.demo_report import render_template
+
+EXAMPLE_SIZE = 160
+ZERO_GREY = (124, 116, 104)
+"""How the ``zero`` fill (the preprocessing's mean colour; ImageNet's for most models) is drawn."""
+
+
+def percent(stat: dict) -> str:
+    """``{"mean": m, "std": s}`` in [0, 1] → "m ± s" in percent, one decimal."""
+    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+
+
+def table_rows(result: dict) -> list[dict]:
+    """One row per method: label, worst group, average, per group and per class, as percent strings."""
+    rows = []
+    for method, summary in result["summary"].items():
+        rows.append({
+            "method": method, "label": METHOD_LABELS.get(method, method),
+            "worst": percent(summary["worst_group"]), "average": percent(summary["average"]),
+            "per_group": {g: percent(s) for g, s in summary["per_group"].items()},
+            "per_class": {c: percent(s) for c, s in summary["per_class"].items()},
+        })
+    return rows
+
+
+def markdown_table(result: dict) -> str:
+    """The Table 2-style markdown: method | worst group | average, then accuracy per class."""
+    rows = table_rows(result)
+    seeds = ", ".join(str(s) for s in next(iter(result["summary"].values()))["seeds"])
+    lines = [f"Test accuracy (%), mean ± std over seeds {seeds}.", "",
+             "| Method | Worst group | Average |", "|---|---:|---:|"]
+    lines += [f"| {r['label']} | {r['worst']} | {r['average']} |" for r in rows]
+    classes = list(rows[0]["per_class"]) if rows else []
+    lines += ["", "| Method | " + " | ".join(classes) + " | Overall |", "|---|" + "---:|" * (len(classes) + 1)]
+    lines += [f"| {r['label']} | " + " | ".join(r["per_class"][c] for c in classes) + f" | {r['average']} |" for r in rows]
+    if "selection" in result:
+        s = result["selection"]
+        lines += ["", f"Selected {s['selected']} of {s['images']} training samples ({100 * s['fraction']:.1f}%)."]
+    return "\n".join(lines) + "\n"
+
+
+def draw_plot(result: dict, path: Path) -> Path:
+    """Bar plot of worst-group and average accuracy per method, with the std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = list(result["summary"])
+    x = np.arange(len(methods))
+    fig, ax = plt.subplots(figsize=(1.6 * len(methods) + 2, 3.5))
+    for offset, key, name in ((-0.2, "worst_group", "worst group"), (0.2, "average", "average")):
+        stats = [result["summary"][m][key] for m in methods]
+        ax.bar(x + offset, [100 * s["mean"] for s in stats], 0.4, yerr=[100 * s["std"] for s in stats], label=name, capsize=3)
+    ax.set_xticks(x, [METHOD_LABELS.get(m, m) for m in methods], rotation=15)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def save_example(example: MaskedExample, threshold: float, fill: str, path: Path) -> Path:
+    """Original | heat map | masked, side by side, from the image file (not the preprocessed pixels).
+
+    The ``zero`` fill is drawn as :data:`ZERO_GREY`, an approximation of the model's own mean colour.
+    """
+    import torch
+
+    from texplain.gradcam import mask_image, region
+
+    image = load_rgb(example.path).resize((EXAMPLE_SIZE, EXAMPLE_SIZE))
+    heat = (example.heat.clamp(0, 1) * 255).to(torch.uint8).numpy()
+    heat_image = Image.fromarray(heat, mode="L").resize((EXAMPLE_SIZE, EXAMPLE_SIZE)).convert("RGB")
+    if fill == "zero":
+        hidden = Image.fromarray(region(example.heat, (EXAMPLE_SIZE, EXAMPLE_SIZE), threshold).numpy())
+        masked = Image.composite(Image.new("RGB", image.size, ZERO_GREY), image, hidden)
+    else:
+        masked = mask_image(image, example.heat, threshold, fill, torch.Generator().manual_seed(0))
+    strip = Image.new("RGB", (3 * EXAMPLE_SIZE, EXAMPLE_SIZE))
+    for i, part in enumerate((image, heat_image, masked)):
+        strip.paste(part, (i * EXAMPLE_SIZE, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    strip.save(tmp)
+    tmp.replace(path)
+    return path
+
+
+def mitigation_section(result: dict, plot: str | None, examples: Sequence[dict]) -> str:
+    """The HTML section (escaped); ``plot`` and each example's ``src`` are paths relative to the page."""
+    return render_template(
+        "mitigation_section.html", settings=result["settings"], selection=result.get("selection"),
+        test_images=result["test_images"], seeds=next(iter(result["summary"].values()))["seeds"],
+        rows=table_rows(result), groups=result["groups"], plot=plot, examples=examples,
+    )
+
+
+def write_mitigation_report(folder: Path, result: dict, examples: Sequence[MaskedExample]) -> dict[str, Path]:
+    """Write table.md, mitigation.png, examples/*.png and report.html into ``folder``; returns their paths."""
+    from markupsafe import Markup
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = write_text(folder / "table.md", markdown_table(result))
+    plot = draw_plot(result, folder / "mitigation.png")
+    mask = result["settings"]["mask"]
+    shown = []
+    for number, example in enumerate(examples):
+        png = save_example(example, mask["threshold"], mask["fill"], folder / "examples" / f"{number:02d}.png")
+        shown.append({"src": f"examples/{png.name}", "label": example.label, "word": example.word or "",
+                      "fraction": example.fraction})
+    section = mitigation_section(result, plot.name, shown)
+    page = write_text(folder / "report.html", render_template("mitigation.html", section=Markup(section)))
+    return {"table": table, "plot": plot, "report": page}

@@ -1,0 +1,144 @@
+"""Mitigation: selection on hand-made counts, exact masks, new checkpoints, bad inputs, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_vit
+from texplain import cli
+from texplain.classifiers import save_classifier
+from texplain.classifier_training import ClassifierTrainConfig
+from texplain.errors import TexplainError
+from texplain.mitigate import (
+    MaskConfig, SelectionConfig, check_classes, dominant_words, fine_tune, mask_batch, occlusion_heat, save_checkpoint,
+)
+from texplain.mitigation_baselines import MitigateConfig, check_translator, summarise_runs
+from texplain.prior import LMPrior
+from texplain.report.mitigation_report import markdown_table
+from texplain.translator import Translator, TranslatorConfig
+from texplain.words import WordCounter
+
+
+@pytest.fixture
+def prior() -> LMPrior:
+    """A prior that says "man" in every sentence and nothing else: 10 sentences."""
+    counter = WordCounter()
+    counter.update(["a man"] * 10)
+    return LMPrior(counter, {})
+
+
+def test_a_background_word_first_makes_the_sample_problematic(prior):
+    counts = {"sand": 8, "dog": 3, "man": 9}
+    found = dominant_words(counts, 10, "dog", frozenset({"dog", "puppy"}), 3, prior, 0.1, 1.5)
+    # "man" is the LM's own word: lift 0.9 / (10.5 / 11) < 1.5, so it is not dominant.
+    assert [d.word for d in found] == ["sand", "dog"]
+    assert found[0].lift == pytest.approx(0.8 / (0.5 / 11))
+
+
+def test_class_words_are_merged_before_ranking(prior):
+    # Neither "dog" (3) nor "puppy" (4) beats "sand" (6), but 7 sentences name the class.
+    counts = {"sand": 6, "dog": 3, "puppy": 4}
+    found = dominant_words(counts, 10, "dog", frozenset({"dog", "puppy"}), 7, prior, 0.1, 1.5)
+    assert [d.word for d in found] == ["dog", "sand"]
+    assert found[0].frequency == pytest.approx(0.7)
+
+
+def test_rare_words_are_not_dominant(prior):
+    assert dominant_words({"sand": 1}, 20, "dog", frozenset({"dog"}), 0, prior, 0.1, 1.5) == []
+    assert dominant_words({}, 0, "dog", frozenset({"dog"}), 0, prior, 0.1, 1.5) == []
+
+
+@pytest.mark.parametrize("fill", ["zero", "mean", "noise"])
+def test_masking_changes_exactly_the_thresholded_region(fill):
+    pixels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) + 1.0
+    heat = torch.full((16, 16), 0.2)
+    heat[:4, :4] = 1.0
+    masked, fractions = mask_batch(pixels, [heat, heat], 0.5, fill, torch.Generator().manual_seed(1))
+    changed = (masked != pixels).any(dim=1)  # (2, 16, 16)
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    expected[:4, :4] = True
+    assert torch.equal(changed[0], expected) and torch.equal(changed[1], expected)
+    assert fractions == [pytest.approx(16 / 256)] * 2
+
+
+def test_occlusion_finds_the_cell_the_score_reads():
+    pixels = torch.ones(1, 3, 8, 8)
+    heat = occlusion_heat(lambda x: x[:, :, 4:, :4].sum(dim=(1, 2, 3)), pixels, grid=2)
+    assert torch.equal(heat, torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+
+
+def test_fine_tuning_writes_a_new_checkpoint_and_never_the_original(tmp_path):
+    original = save_classifier(tiny_vit(), tmp_path / "original")
+    before = {p.name: p.read_bytes() for p in original.iterdir()}
+    pixels = torch.randn(8, 3, 32, 32)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    tuned = fine_tune(original, pixels, labels, ClassifierTrainConfig(epochs=1, batch_size=4, lr=1e-3))
+    folder = save_checkpoint(tuned, tmp_path / "tuned", original)
+    assert (folder / "classifier.safetensors").is_file()
+    assert (folder / "classifier.safetensors").read_bytes() != before["classifier.safetensors"]
+    for bad in (original, original / "inside"):
+        with pytest.raises(TexplainError, match="original classifier"):
+            save_checkpoint(tuned, bad, original)
+    assert {p.name: p.read_bytes() for p in original.iterdir()} == before
+
+
+def test_bad_inputs_have_clear_messages():
+    with pytest.raises(TexplainError, match="no problematic sample"):
+        check_classes(torch.tensor([], dtype=torch.long), ["bird", "dog"], 1, "TExplain")
+    with pytest.raises(TexplainError, match=r"too few samples .* dog \(0\)"):
+        check_classes(torch.tensor([0, 0]), ["bird", "dog"], 1, "TExplain")
+    with pytest.raises(TexplainError, match="unknown method"):
+        MitigateConfig(methods=("erm", "jtt"))
+    with pytest.raises(TexplainError, match="fill"):
+        MaskConfig(fill="paint")
+    with pytest.raises(TexplainError):
+        SelectionConfig(min_lift=-1)
+
+
+def test_a_translator_for_other_features_is_refused():
+    classifier = tiny_vit()
+    translator = Translator(TranslatorConfig(in_tokens=3, in_dim=5, lm_dim=8))
+    with pytest.raises(TexplainError, match="does not match"):
+        check_translator(classifier, translator, torch.randn(1, 3, 32, 32))
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    runs = [{"seed": s, "worst_group": w, "average": a, "per_group": {"g": w}, "per_class": {"c": a}}
+            for s, w, a in ((0, 0.2, 0.8), (1, 0.4, 0.8))]
+    summary = summarise_runs(runs)
+    assert summary["worst_group"]["mean"] == pytest.approx(0.3)
+    assert summary["worst_group"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary["average"]["std"] == 0.0
+    table = markdown_table({"summary": {"texplain": summary}})
+    assert "| TExplain | 30.0 ± 14.1 | 80.0 ± 0.0 |" in table
+
+
+def test_mitigate_command_end_to_end(tiny_demo, tmp_path):
+    classifier = tiny_demo / "classifier"
+    before = {p.name: p.read_bytes() for p in classifier.iterdir()}
+    out, table = tmp_path / "out", tmp_path / "table.json"
+    code = cli.main([
+        "mitigate", "--demo", str(tiny_demo), "--out", str(out), "--json", str(table), "--seeds", "2",
+        "--samples", "4", "--min-frequency", "0", "--min-lift", "0", "--min-per-class", "0", "--epochs", "1",
+        "--batch-size", "8", "--limit", "40", "--heat", "gradcam",
+    ])
+    assert code == 0
+    numbers = json.loads(table.read_text())
+    for method in ("erm", "randmask", "randmask_all", "masktune", "texplain"):
+        assert 0.0 <= numbers["summary"][method]["worst_group"]["mean"] <= numbers["summary"][method]["average"]["mean"] + 1e-9
+        assert numbers["summary"][method]["seeds"] == [0, 1]
+    assert numbers["selection"]["images"] == 40
+    assert (out / "checkpoints" / "texplain-seed1" / "classifier.json").is_file()
+    assert (out / "table.md").is_file() and (out / "mitigation.png").is_file()
+    assert "<section id=\"mitigation\">" in (out / "report.html").read_text()
+    assert {p.name: p.read_bytes() for p in classifier.iterdir()} == before
+
+
+def test_mitigate_refuses_to_write_into_the_classifier(tiny_demo, capsys):
+    code = cli.main(["mitigate", "--demo", str(tiny_demo), "--out", str(tiny_demo / "classifier" / "mitigated")])
+    assert code == 2
+    assert "original classifier" in capsys.readouterr().err
+    assert not (tiny_demo / "classifier" / "mitigated").exists()
