@@ -9,6 +9,7 @@ directly.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -126,9 +127,9 @@ def demo(
     fresh: Annotated[bool, typer.Option(help="Recompute every step instead of reusing cached ones")] = False,
     balanced: Annotated[bool, typer.Option(help="Control: train the classifier on a balanced split")] = False,
     bias: Annotated[float, typer.Option(help="Fraction of each class on its planted background in train")] = 0.95,
-    train_images: Annotated[int, typer.Option(help="Images in the labelled train split")] = 900,
-    test_images: Annotated[int, typer.Option(help="Images in the balanced test split")] = 450,
-    caption_images: Annotated[int, typer.Option(help="Captioned images for the LM and translator")] = 2400,
+    train_images: Annotated[int, typer.Option(help="Images in the labelled train split")] = 600,
+    test_images: Annotated[int, typer.Option(help="Images in the balanced test split")] = 270,
+    caption_images: Annotated[int, typer.Option(help="Captioned images for the LM and translator")] = 1200,
     samples: Annotated[int, typer.Option(help="Sentences per test image")] = 20,
     device: DeviceOpt = "cpu",
 ) -> None:
@@ -142,6 +143,24 @@ def demo(
     typer.echo(f"classifier: average accuracy {accuracy['average']:.1%}, worst group {accuracy['worst_group']:.1%}")
     typer.echo(headline(summary))
     typer.echo(f"report: {out / 'report' / 'index.html'}")
+
+
+from texplain.commands_analysis import analyse, explain_dataset, hide_foreground, query  # noqa: E402
+
+app.command("explain-dataset")(explain_dataset)
+app.command("hide-foreground")(hide_foreground)
+app.command("analyse")(analyse)
+app.command("query")(query)
+
+from texplain.commands_eval import evaluate, rating_export, rating_score  # noqa: E402
+
+app.command("evaluate")(evaluate)
+app.command("rating-export")(rating_export)
+app.command("rating-score")(rating_score)
+
+from texplain.commands_mitigate import mitigate  # noqa: E402
+
+app.command("mitigate")(mitigate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,5 +184,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Sets OpenMP's passive wait policy before torch loads: with the default
+    spinning threads, a busy second core makes two-thread torch several
+    times slower.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.exit(main())

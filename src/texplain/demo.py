@@ -82,13 +82,13 @@ class DemoConfig:
     seed: int = 0
     image_size: int = 64
     classes: tuple[str, ...] = DEFAULT_SHORTCUT_CLASSES
-    caption_images: int = 2400
-    train_images: int = 900
-    test_images: int = 450
+    caption_images: int = 1200
+    train_images: int = 600
+    test_images: int = 270
     bias: float = 0.95
     balanced: bool = False
     samples: int = 20
-    classifier_epochs: int = 12
+    classifier_epochs: int = 20
     lm_epochs: int = 2
     translator_epochs: int = 4
     fresh: bool = False
