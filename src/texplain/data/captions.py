@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from texplain.data.files import load_json, read_text, select_split
 from texplain.errors import TexplainError
 
 SUPPORTED_FORMATS: tuple[str, ...] = (
@@ -72,7 +73,7 @@ def read_captions(
     if suffix in (".jsonl", ".ndjson"):
         pairs = read_jsonl_captions(path, images_dir)
     elif suffix == ".json":
-        pairs = _json_pairs(path, _load_json(path), images_dir)
+        pairs = _json_pairs(path, load_json(path), images_dir)
     elif suffix == ".csv":
         pairs = read_csv_captions(path, images_dir)
     elif suffix == ".tsv":
@@ -81,7 +82,7 @@ def read_captions(
         pairs = _text_pairs(path, images_dir)
     else:
         raise _unknown_format(path)
-    return _select_split(path, pairs, split)
+    return select_split(path, pairs, split, "no captions in the file", "captions")
 
 
 def read_tsv_captions(path: str | Path, images_dir: str | Path | None = None) -> list[CaptionPair]:
@@ -99,7 +100,7 @@ def read_tsv_captions(path: str | Path, images_dir: str | Path | None = None) ->
 def read_csv_captions(path: str | Path, images_dir: str | Path | None = None) -> list[CaptionPair]:
     """Read a comma-separated table (standard CSV quoting) with ``image`` and ``caption`` columns."""
     path = Path(path)
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
     rows = []
     for row in reader:
         if row and any(field.strip() for field in row):
@@ -144,13 +145,13 @@ def read_coco_captions(
     ``train2017/`` beside the file or beside its ``annotations/`` folder.
     """
     path = Path(path)
-    return _coco_pairs(path, _load_json(path), images_dir, split)
+    return _coco_pairs(path, load_json(path), images_dir, split)
 
 
 def read_karpathy_json(path: str | Path, images_dir: str | Path | None = None) -> list[CaptionPair]:
     """Read a Karpathy split file (``images[i].{filename, filepath?, split, sentences[j].raw}``)."""
     path = Path(path)
-    return _karpathy_pairs(path, _load_json(path), images_dir)
+    return _karpathy_pairs(path, load_json(path), images_dir)
 
 
 def read_jsonl_captions(path: str | Path, images_dir: str | Path | None = None) -> list[CaptionPair]:
@@ -379,20 +380,6 @@ def _split_from_name(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def _select_split(path: Path, pairs: list[CaptionPair], split: str | None) -> list[CaptionPair]:
-    """Keep the pairs of ``split`` (all when ``None``); an empty result is an error."""
-    if not pairs:
-        raise TexplainError(f"{path}: no captions in the file")
-    if split is None:
-        return pairs
-    present = sorted({pair.split for pair in pairs if pair.split is not None})
-    if not present:
-        raise TexplainError(f"{path}: has no split information, cannot select split '{split}'")
-    chosen = [pair for pair in pairs if pair.split == split]
-    if not chosen:
-        raise TexplainError(f"{path}: no captions in split '{split}' (splits: {', '.join(present)})")
-    return chosen
-
 
 def _json_list(path: Path, data: Any, key: str) -> list[Any]:
     """``data[key]``, which must be a list."""
@@ -402,29 +389,8 @@ def _json_list(path: Path, data: Any, key: str) -> list[Any]:
     return value
 
 
-def _load_json(path: Path) -> Any:
-    """Parse a whole JSON file; a syntax error names its line."""
-    text = _read_text(path)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise TexplainError(f"{path}:{err.lineno}: bad JSON ({err.msg})") from err
-
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
     """Non-blank lines with their 1-based numbers, line ends stripped."""
-    lines = _read_text(path).split("\n")
+    lines = read_text(path).split("\n")
     return [(number, line.rstrip("\r")) for number, line in enumerate(lines, 1) if line.strip()]
-
-
-def _read_text(path: Path) -> str:
-    """A UTF-8 file's text (a leading byte-order mark dropped); unreadable text is an error."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as err:
-        raise TexplainError(f"{path}: no such file") from err
-    except UnicodeDecodeError as err:
-        raise TexplainError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
-    except OSError as err:
-        raise TexplainError(f"{path}: cannot read ({err.strerror or err})") from err
-

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from texplain.data.files import load_json, read_text, select_split
 from texplain.errors import TexplainError
 from texplain.images import image_files
 
@@ -70,7 +71,7 @@ def read_labelled(source: str | Path, split: str | None = None) -> list[Labelled
             f"{source}: unknown labelled-set format; supported: a folder of class folders, "
             "BAR metadata.json, .csv/.tsv or .jsonl with path and label"
         )
-    return _select_split(source, items, split)
+    return select_split(source, items, split, "no labelled images", "images")
 
 
 def read_image_folder(root: str | Path) -> list[LabelledImage]:
@@ -98,7 +99,7 @@ def read_bar_metadata(path: str | Path) -> list[LabelledImage]:
     web site a photo came from) is not a group and is not kept.
     """
     path = Path(path)
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict):
         raise TexplainError(f"{path}: expected a JSON object of {{name: {{file, cls, split}}}}")
     items = []
@@ -114,7 +115,7 @@ def read_labelled_table(path: str | Path) -> list[LabelledImage]:
     """Read a CSV (or tab-separated ``.tsv``) with ``path``, ``label`` and optional ``split``, ``group``."""
     path = Path(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
     header: list[str] | None = None
     items = []
     for row in reader:
@@ -135,7 +136,7 @@ def read_labelled_jsonl(path: str | Path) -> list[LabelledImage]:
     """Read JSON Lines of ``{"path", "label", "split"?, "group"?}``."""
     path = Path(path)
     items = []
-    for number, line in enumerate(_read_text(path).split("\n"), 1):
+    for number, line in enumerate(read_text(path).split("\n"), 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -219,34 +220,3 @@ def _optional(record: dict[str, Any], key: str, where: str) -> str | None:
     return str(value).strip() or None
 
 
-def _select_split(source: Path, items: list[LabelledImage], split: str | None) -> list[LabelledImage]:
-    """Keep the items of ``split`` (all when ``None``); an empty result is an error."""
-    if not items:
-        raise TexplainError(f"{source}: no labelled images")
-    if split is None:
-        return items
-    present = sorted({item.split for item in items if item.split is not None})
-    if not present:
-        raise TexplainError(f"{source}: has no split information, cannot select split '{split}'")
-    chosen = [item for item in items if item.split == split]
-    if not chosen:
-        raise TexplainError(f"{source}: no images in split '{split}' (splits: {', '.join(present)})")
-    return chosen
-
-
-def _load_json(path: Path) -> Any:
-    """Parse a whole JSON file; a syntax error names its line."""
-    try:
-        return json.loads(_read_text(path))
-    except json.JSONDecodeError as err:
-        raise TexplainError(f"{path}:{err.lineno}: bad JSON ({err.msg})") from err
-
-
-def _read_text(path: Path) -> str:
-    """A UTF-8 file's text (a leading byte-order mark dropped); unreadable text is an error."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise TexplainError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
-    except OSError as err:
-        raise TexplainError(f"{path}: cannot read ({err.strerror or err})") from err

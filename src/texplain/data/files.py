@@ -1,0 +1,57 @@
+"""Reading the text files that caption sets and labelled image sets come in.
+
+Shared by :mod:`texplain.data.captions` and :mod:`texplain.data.labelled`:
+every problem is a one-line :class:`~texplain.errors.TexplainError` naming
+the file (and the line, for JSON), and choosing a split works the same way
+for captions and for labelled images.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from texplain.errors import TexplainError
+
+Item = TypeVar("Item")
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 file's text (a leading byte-order mark dropped); unreadable text is an error."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as err:
+        raise TexplainError(f"{path}: no such file") from err
+    except UnicodeDecodeError as err:
+        raise TexplainError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
+    except OSError as err:
+        raise TexplainError(f"{path}: cannot read ({err.strerror or err})") from err
+
+
+def load_json(path: Path) -> Any:
+    """Parse a whole JSON file; a syntax error names its line."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise TexplainError(f"{path}:{err.lineno}: bad JSON ({err.msg})") from err
+
+
+def select_split(source: Path, items: Sequence[Item], split: str | None, empty: str, noun: str) -> list[Item]:
+    """Keep the items (anything with a ``split``) of ``split``, all when ``None``.
+
+    ``empty`` is the message for a source with no items at all; ``noun``
+    names them in the other messages ("captions", "images").
+    """
+    if not items:
+        raise TexplainError(f"{source}: {empty}")
+    if split is None:
+        return list(items)
+    present = sorted({item.split for item in items if item.split is not None})
+    if not present:
+        raise TexplainError(f"{source}: has no split information, cannot select split '{split}'")
+    chosen = [item for item in items if item.split == split]
+    if not chosen:
+        raise TexplainError(f"{source}: no {noun} in split '{split}' (splits: {', '.join(present)})")
+    return chosen
