@@ -17,6 +17,9 @@ from typing import Annotated, Optional
 import click
 import typer
 
+from texplain.commands_analysis import analyse, explain_dataset, hide_foreground, query
+from texplain.commands_eval import evaluate, rating_export, rating_score
+from texplain.commands_mitigate import mitigate
 from texplain.errors import TexplainError
 
 app = typer.Typer(
@@ -145,22 +148,17 @@ def demo(
     typer.echo(f"report: {out / 'report' / 'index.html'}")
 
 
-from texplain.commands_analysis import analyse, explain_dataset, hide_foreground, query  # noqa: E402
-
-app.command("explain-dataset")(explain_dataset)
-app.command("hide-foreground")(hide_foreground)
-app.command("analyse")(analyse)
-app.command("query")(query)
-
-from texplain.commands_eval import evaluate, rating_export, rating_score  # noqa: E402
-
-app.command("evaluate")(evaluate)
-app.command("rating-export")(rating_export)
-app.command("rating-score")(rating_score)
-
-from texplain.commands_mitigate import mitigate  # noqa: E402
-
-app.command("mitigate")(mitigate)
+for name, command in (
+    ("explain-dataset", explain_dataset),
+    ("hide-foreground", hide_foreground),
+    ("analyse", analyse),
+    ("query", query),
+    ("evaluate", evaluate),
+    ("rating-export", rating_export),
+    ("rating-score", rating_score),
+    ("mitigate", mitigate),
+):
+    app.command(name)(command)
 
 
 def main(argv: list[str] | None = None) -> int:
