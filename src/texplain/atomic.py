@@ -24,3 +24,21 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, value: object) -> Path:
     """Write ``value`` as indented JSON atomically."""
     return write_text(path, json.dumps(value, indent=1, ensure_ascii=False))
+
+
+def replace_folder(new: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Put the finished folder ``new`` in the place of ``folder``.
+
+    The old folder (if any) moves aside under a unique name first and is
+    deleted last, so ``folder`` always holds a complete old or new version.
+    """
+    import secrets
+    import shutil
+
+    new, folder = Path(new), Path(folder)
+    old = folder.with_name(f".{folder.name}.old-{secrets.token_hex(4)}")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder

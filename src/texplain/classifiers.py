@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from texplain.atomic import replace_folder
 from texplain.errors import TexplainError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -228,14 +229,7 @@ def save_classifier(classifier: Classifier, folder: str | os.PathLike) -> Path:
         "spec": classifier.spec,
     }
     (tmp / CLASSIFIER_CONFIG).write_text(json.dumps(recipe, indent=2))
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        os.replace(folder, old)
-        os.replace(tmp, folder)
-        _remove_tree(old)
-    else:
-        os.replace(tmp, folder)
-    return folder
+    return replace_folder(tmp, folder)
 
 
 def _load_saved(folder: Path, feature_layer: str) -> Classifier:
@@ -413,8 +407,3 @@ def _some_module_names(module: nn.Module, limit: int = 8) -> list[str]:
     return [n for n, _ in module.named_children()][:limit]
 
 
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

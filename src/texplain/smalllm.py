@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from texplain.atomic import replace_folder
 from texplain.errors import TexplainError
 from texplain.lm import IGNORE_INDEX
 
@@ -369,12 +370,4 @@ def _save(model: torch.nn.Module, tokenizer, metadata: dict, out_dir: Path) -> N
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out_dir)
+    replace_folder(tmp, out_dir)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from texplain.atomic import write_json
+from texplain.atomic import replace_folder, write_json
 from texplain.data.captions import CaptionPair
 from texplain.errors import TexplainError
 from texplain.features import FeatureStore
@@ -239,11 +239,7 @@ def _save_checkpoint(out: Path, translator, optimizer, scheduler, phase_no: int,
         "history": history.epochs,
     }
     torch.save(state, tmp / STATE_FILE)
-    old = out / (CHECKPOINT_DIR + ".old")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, final)
 
 
 def _load_checkpoint(out: Path, translator: Translator) -> dict | None:

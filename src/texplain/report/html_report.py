@@ -35,7 +35,7 @@ from pathlib import Path
 from PIL import Image
 
 from texplain.analysis import ALL_SPLITS, DatasetAnalysis
-from texplain.atomic import write_json, write_text
+from texplain.atomic import replace_folder, write_json, write_text
 from texplain.dataset_explain import ResultsFolder
 from texplain.errors import BadImageError, TexplainError
 from texplain.images import load_rgb
@@ -84,19 +84,10 @@ def write_report(
     try:
         tmp.mkdir(parents=True)
         _build(tmp, results, analysis, only_background or {}, config)
-        _swap(tmp, folder)
+        replace_folder(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder / "index.html"
-
-
-def _swap(new: Path, folder: Path) -> None:
-    """Replace ``folder`` by ``new``: the old report moves aside first and is deleted last."""
-    old = folder.with_name(f".{folder.name}.old-{secrets.token_hex(4)}")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(new, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(
