@@ -144,7 +144,7 @@ def extract_features(
     skipped: list[tuple[str, str]] = []
     next_shard = 1 + max((r["shard"] for r in store.rows.values()), default=-1)
     bar = tqdm(total=len(todo), desc="features", unit="img", disable=not progress)
-    for chunk in _chunks(todo, config.shard_size):
+    for chunk in iter_batches(todo, config.shard_size):
         feats, rows, bad = _extract_chunk(classifier, chunk, config, bar)
         skipped += bad
         if rows:
@@ -170,7 +170,7 @@ def _extract_chunk(
     feats: list[Tensor] = []
     rows: list[dict] = []
     bad: list[tuple[str, str]] = []
-    for batch in _chunks(paths, config.batch_size):
+    for batch in iter_batches(paths, config.batch_size):
         pixels, good = [], []
         for path in batch:
             try:
@@ -239,11 +239,6 @@ def _shard_name(number: int) -> str:
 
 def _key(path: object) -> str:
     return str(path)
-
-
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 
