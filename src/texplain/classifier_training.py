@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from texplain.classifiers import Classifier, logits_of
+from texplain.classifiers import INPUT_SUFFIX, Classifier, capture, head_name, logits_of
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
 from texplain.images import load_rgb
@@ -29,7 +29,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClassifierTrainConfig:
-    """Settings for training a classifier: epochs, batch size, AdamW's lr and decay, seed, device."""
+    """Settings for training a classifier: epochs, batch size, AdamW's lr and decay, seed, device.
+
+    ``head_only`` trains the last linear layer alone, with the rest frozen in
+    eval mode (batch-norm statistics included), so the features stay exactly
+    those of the classifier it started from.
+    """
 
     epochs: int = 10
     batch_size: int = 64
@@ -37,6 +42,7 @@ class ClassifierTrainConfig:
     weight_decay: float = 0.05
     seed: int = 0
     device: str = "cpu"
+    head_only: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -64,16 +70,24 @@ def train_classifier(
     config: ClassifierTrainConfig | None = None,
     progress: bool = True,
 ) -> list[float]:
-    """Train all of ``classifier``'s weights on pixels (N, 3, H, W) and labels (N,); returns loss per epoch.
+    """Train ``classifier`` (all weights, or its head alone) on pixels (N, 3, H, W) and labels (N,).
 
-    The classifier is frozen and in eval mode again afterwards, ready to be explained.
+    Returns the loss per epoch. The classifier is frozen and in eval mode
+    again afterwards, ready to be explained; after head-only training its
+    ``features_of`` still names the classifier its features come from.
     """
     config = config or ClassifierTrainConfig()
     if len(pixels) < 2:
         raise TexplainError("classifier training: need at least 2 images")
     device = torch.device(config.device)
-    module = classifier.module.to(device).train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    module = classifier.module.to(device).eval().requires_grad_(False)
+    if config.head_only:
+        name = head_name(module)
+        model, inputs = module.get_submodule(name), head_inputs(module, name, pixels, config.batch_size, progress)
+    else:
+        model, inputs = module, pixels
+    model.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * -(-len(pixels) // config.batch_size)
     scheduler = warmup_cosine(optimizer, max(1, steps // 10), steps)
     generator = torch.Generator().manual_seed(config.seed)
@@ -84,7 +98,7 @@ def train_classifier(
         total = 0.0
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
-            loss = nn.functional.cross_entropy(logits_of(module(pixels[index].to(device))), labels[index].to(device))
+            loss = nn.functional.cross_entropy(logits_of(model(inputs[index].to(device))), labels[index].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -93,7 +107,23 @@ def train_classifier(
         losses.append(total / len(pixels))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     module.eval().requires_grad_(False)
+    classifier.features_of = classifier.feature_spec if config.head_only else ""
     return losses
+
+
+def head_inputs(module: nn.Module, head: str, pixels: Tensor, batch_size: int, progress: bool = False) -> Tensor:
+    """What the head ``head`` receives for each image (N, ...), computed once.
+
+    Head-only training needs no more: the rest is frozen in eval mode, so
+    these inputs never change from one epoch to the next.
+    """
+    device = next(module.parameters()).device
+    chunks = []
+    with torch.no_grad(), capture(module, head + INPUT_SUFFIX) as captured:
+        for start in tqdm(range(0, len(pixels), batch_size), desc="frozen features", unit="batch", disable=not progress):
+            module(pixels[start : start + batch_size].to(device))
+            chunks.append(captured["value"].cpu())
+    return torch.cat(chunks)
 
 
 def predict(classifier: Classifier, pixels: Tensor, batch_size: int = 256) -> Tensor:

@@ -54,6 +54,9 @@ class Classifier:
     recorded in feature stores and translator checkpoints. ``build`` holds
     what :func:`save_classifier` needs to rebuild the module (backend, name,
     constructor arguments); it is empty for modules given directly.
+    ``features_of`` names another classifier whose features at the same layer
+    these are: set when only the head after the feature layer was trained, so
+    a translator trained for that classifier's features applies unchanged.
     """
 
     module: nn.Module
@@ -62,6 +65,7 @@ class Classifier:
     spec: str
     feature_layer: str = ""
     build: dict = field(default_factory=dict)
+    features_of: str = ""
 
     def __post_init__(self) -> None:
         self.module.eval()
@@ -90,6 +94,11 @@ class Classifier:
         if names is None:
             names = [f"class_{i}" for i in range(_output_width(module, preprocess))]
         return cls(module, preprocess, list(names), spec, feature_layer)
+
+    @property
+    def feature_spec(self) -> str:
+        """The classifier whose features these are: ``features_of`` when set, else this one's ``spec``."""
+        return self.features_of or self.spec
 
     @property
     def device(self) -> torch.device:
@@ -227,9 +236,33 @@ def save_classifier(classifier: Classifier, folder: str | os.PathLike) -> Path:
         "class_names": classifier.class_names,
         "feature_layer": classifier.feature_layer,
         "spec": classifier.spec,
+        "features_of": classifier.features_of,
     }
     (tmp / CLASSIFIER_CONFIG).write_text(json.dumps(recipe, indent=2))
     return replace_folder(tmp, folder)
+
+
+def feature_source(spec: str) -> str:
+    """The name whose features ``spec`` gives: a saved folder's ``features_of``, else ``spec`` itself.
+
+    Reads only the folder's recipe, so a translator can be checked against a
+    classifier before the classifier is loaded.
+    """
+    recipe_file = Path(spec) / CLASSIFIER_CONFIG
+    if not recipe_file.is_file():
+        return spec
+    try:
+        return json.loads(recipe_file.read_text()).get("features_of") or spec
+    except json.JSONDecodeError as exc:
+        raise TexplainError(f"{recipe_file}: not a classifier recipe ({exc})") from exc
+
+
+def head_name(module: nn.Module) -> str:
+    """The classification head's module name: the last ``nn.Linear`` (the one replaced for new classes)."""
+    linears = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TexplainError("classifier: no nn.Linear head to train on its own")
+    return linears[-1]
 
 
 def _load_saved(folder: Path, feature_layer: str) -> Classifier:
@@ -254,6 +287,7 @@ def _load_saved(folder: Path, feature_layer: str) -> Classifier:
         raise TexplainError(f"{folder / CLASSIFIER_WEIGHTS}: weights do not fit {build['spec']} ({str(exc)[:120]})") from exc
     loaded.class_names = list(recipe["class_names"])
     loaded.spec = str(folder)
+    loaded.features_of = recipe.get("features_of", "")
     loaded.module.eval().requires_grad_(False)
     return loaded
 
@@ -373,7 +407,7 @@ def _load_factory(spec: str, layer: str, kwargs: dict) -> Classifier:
 
 def _replace_last_linear(module: nn.Module, num_classes: int) -> None:
     """Swap the last ``nn.Linear`` for a fresh one with ``num_classes`` outputs."""
-    name = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)][-1]
+    name = head_name(module)
     parent_name, _, child = name.rpartition(".")
     parent = module.get_submodule(parent_name) if parent_name else module
     old = getattr(parent, child)

@@ -53,6 +53,7 @@ def mitigate(
     masktune_epochs: Annotated[int, typer.Option(help="MaskTune's fine-tuning epochs")] = 1,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (AdamW, one cycle)")] = 1e-4,
     batch_size: Annotated[int, typer.Option()] = 32,
+    head_only: Annotated[bool, typer.Option(help="Fine-tune the last linear layer alone (the features stay as they were)")] = False,
     min_per_class: Annotated[int, typer.Option(help="Samples of every class a fine-tuning set needs")] = 1,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N training images (quick runs)")] = None,
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the table's numbers to this JSON file")] = None,
@@ -77,7 +78,7 @@ def mitigate(
         selection=SelectionConfig(samples=samples, min_words=min_words, max_words=max_words, min_frequency=min_frequency,
                                   min_lift=min_lift, class_words=ClassWordConfig(wordnet=wordnet), seed=seed),
         mask=MaskConfig(localise=localise, threshold=threshold, fill=fill, heat=heat, grid=grid),
-        finetune=ClassifierTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device),
+        finetune=ClassifierTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, head_only=head_only),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         seeds=tuple(range(seed, seed + seeds)), masktune_epochs=masktune_epochs, min_per_class=min_per_class, device=device,
     )

@@ -241,7 +241,7 @@ def _train_translator(config, classifier, lm_folder, store, folder, world, progr
     torch.manual_seed(config.seed)
     translator = Translator(
         TranslatorConfig(in_tokens=t, in_dim=d, lm_dim=lm.embed_dim, prefix_len=8, hidden=256),
-        Provenance(classifier=classifier.spec, feature_layer=classifier.feature_layer, lm=lm.spec),
+        Provenance(classifier=classifier.feature_spec, feature_layer=classifier.feature_layer, lm=lm.spec),
     )
     train_translator(
         translator, lm, store, [Phase("train", pairs, config.translator_epochs, lr=2e-3)], folder,

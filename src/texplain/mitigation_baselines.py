@@ -273,8 +273,7 @@ def _run_one(
         if method != "texplain":
             check_classes(labels, harness.classifier.class_names, config.min_per_class, METHOD_LABELS[method])
         epochs = config.masktune_epochs if method == "masktune" else config.finetune.epochs
-        settings = ClassifierTrainConfig(epochs=epochs, batch_size=config.finetune.batch_size, lr=config.finetune.lr,
-                                         weight_decay=config.finetune.weight_decay, seed=seed, device=config.device)
+        settings = replace(config.finetune, epochs=epochs, seed=seed, device=config.device)
         classifier = fine_tune(harness.classifier_folder, pixels, labels, settings, progress=False)
         extra = {"fine_tuned_on": len(labels)}
         if method == "texplain":

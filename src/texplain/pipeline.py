@@ -92,7 +92,7 @@ def train_from_files(request: TrainRequest) -> History:
     t, d = store.token_shape
     translator = Translator(
         TranslatorConfig(in_tokens=t, in_dim=d, lm_dim=lm.embed_dim, prefix_len=r.prefix_len, hidden=r.hidden, mode=r.mode),
-        Provenance(classifier=classifier.spec, feature_layer=classifier.feature_layer, lm=lm.spec),
+        Provenance(classifier=classifier.feature_spec, feature_layer=classifier.feature_layer, lm=lm.spec),
     )
     phases = [Phase("train", train_pairs, r.epochs, r.lr)]
     if finetune_pairs:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from texplain.atomic import write_json
+from texplain.classifiers import feature_source
 from texplain.errors import TexplainError
 
 WEIGHTS_FILE = "translator.safetensors"
@@ -161,8 +162,10 @@ def load_translator(
     """Load a translator, refusing it when it was trained for another classifier, layer or LM.
 
     Names are compared after resolving paths, so ``./runs/cls`` and its
-    absolute path are the same classifier.
+    absolute path are the same classifier. A saved classifier whose head
+    alone was trained counts as the classifier it got its features from.
     """
+
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise TexplainError(f"{folder}: not a translator checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
@@ -173,7 +176,7 @@ def load_translator(
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise TexplainError(f"{folder / CONFIG_FILE}: not a translator config ({exc})") from exc
     for what, wanted, have in (
-        ("classifier", classifier, provenance.classifier),
+        ("classifier", classifier and feature_source(classifier), provenance.classifier),
         ("feature layer", feature_layer, provenance.feature_layer),
         ("language model", lm, provenance.lm),
     ):
