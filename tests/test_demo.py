@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from PIL import Image
 
 from texplain import cli
-from texplain.demo import DemoConfig, run_demo
+from texplain.classifiers import load_classifier
+from texplain.demo import DemoConfig, _generate_world, _pretrained_classifier, run_demo, untrained_classifier
 from texplain.errors import TexplainError
 
 # Small enough for CI (about a minute each on two cores), large enough for the
@@ -77,3 +80,36 @@ def test_bad_output_folder_and_size_exit_2(tmp_path, capsys):
     assert "cannot write the demo there" in capsys.readouterr().err
     assert cli.main(["demo", "--out", str(tmp_path / "d"), "--train-images", "5"]) == 2
     assert "too small to train on" in capsys.readouterr().err
+
+
+def test_a_pretrained_cnn_demo_saves_a_classifier_with_the_split_classes(tmp_path):
+    config = DemoConfig(out=tmp_path, classifier="test_resnet", pretrain_epochs=1, caption_images=150, train_images=90,
+                        test_images=45, samples=3, classifier_epochs=1, lm_epochs=1, translator_epochs=1)
+    summary = run_demo(config, progress=False)
+    classifier = load_classifier(str(tmp_path / "classifier"))
+    assert classifier.build["spec"] == "timm:test_resnet"
+    assert classifier.class_names == ["bird", "car", "dog"]
+    pixels = classifier.preprocess(Image.open(next((tmp_path / "world" / "split").rglob("*.png"))).convert("RGB"))
+    assert classifier.features_and_logits(pixels[None])[1].shape == (1, 3)
+    assert set(summary["classes"]) <= {"bird", "car", "dog"}
+
+
+def test_pretraining_trains_the_backbone_before_the_split(tmp_path):
+    """The pretrained backbone differs from the untrained one the same seed gives; the head is fresh, for the split's classes."""
+    config = DemoConfig(out=tmp_path, classifier="test_resnet", pretrain_epochs=1, caption_images=150, train_images=90,
+                        test_images=45)
+    world = _generate_world(config, tmp_path, progress=False)
+    torch.manual_seed(0)
+    pretrained = _pretrained_classifier(config, world, 3, progress=False)
+    torch.manual_seed(0)
+    untrained = untrained_classifier("test_resnet", 7, 64)
+    changed = [k for k, v in pretrained.module.state_dict().items()
+               if not k.startswith("fc.") and v.is_floating_point() and not torch.equal(v, untrained.module.state_dict()[k])]
+    assert changed
+    assert pretrained.module.fc.out_features == 3 and pretrained.build["num_classes"] == 3
+
+
+def test_unknown_classifier_is_refused_before_any_work(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--classifier", "no_such_net"]) == 2
+    assert "unknown classifier 'no_such_net'" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

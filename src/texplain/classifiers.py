@@ -386,7 +386,7 @@ def _load_torchvision(name: str, pretrained: bool, num_classes: int | None, laye
     module = torchvision.models.get_model(name, weights=weights if pretrained else None, **kwargs)
     names = list(weights.meta["categories"])
     if num_classes is not None and num_classes != len(names):
-        _replace_last_linear(module, num_classes)
+        replace_head(module, num_classes)
         names = [f"class_{i}" for i in range(num_classes)]
     build = {"spec": f"torchvision:{name}", "num_classes": num_classes, "model_kwargs": kwargs}
     return Classifier(module, weights.transforms(), names, f"torchvision:{name}", layer, build)
@@ -405,7 +405,7 @@ def _load_factory(spec: str, layer: str, kwargs: dict) -> Classifier:
     return Classifier.from_module(module, feature_layer=layer, spec=spec)
 
 
-def _replace_last_linear(module: nn.Module, num_classes: int) -> None:
+def replace_head(module: nn.Module, num_classes: int) -> None:
     """Swap the last ``nn.Linear`` for a fresh one with ``num_classes`` outputs."""
     name = head_name(module)
     parent_name, _, child = name.rpartition(".")

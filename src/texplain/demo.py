@@ -8,7 +8,7 @@ Steps (each cached in the output folder, so a second run only redraws):
    whose train half ties each class to a background (``bias``) and whose test
    half is balanced;
 2. pretrain the small caption LM on the world's captions;
-3. train a small ViT (from a timm config, so the (P+1) x D token path is
+3. train the classifier (by default a small ViT from a timm config, so the (P+1) x D token path is
    exercised) on the biased train split; measure accuracy per group;
 4. extract its features;
 5. train the translator on the captioned scenes;
@@ -41,7 +41,7 @@ from texplain.atomic import write_json
 from texplain.classifier_training import (
     ClassifierTrainConfig, group_accuracy, label_indices, load_pixels, predict, train_classifier,
 )
-from texplain.classifiers import Classifier, load_classifier, save_classifier
+from texplain.classifiers import Classifier, load_classifier, replace_head, save_classifier
 from texplain.data.captions import read_captions
 from texplain.data.labelled import read_labelled
 from texplain.data.world import (
@@ -71,6 +71,14 @@ MIN_TRAIN_PER_CLASS = 20
 class DemoConfig:
     """Sizes and seeds of the demo; the defaults finish in about two minutes on two CPU cores.
 
+    classifier: ``vit`` (the default: a small ViT, so the (P+1) x D token
+    path is the one exercised) or any timm architecture name, built untrained
+    at ``image_size`` (``resnet10t``: a small CNN, which learns the drawn
+    objects where the small ViT learns only backgrounds).
+    pretrain_epochs: when above 0, the classifier first learns the objects of
+    the captioned scenes (every class on every background: the demo's stand-in
+    for ImageNet pretraining), then its head is replaced and it is trained on
+    the biased split, as a practitioner fine-tunes a pretrained model.
     caption_images: captioned scenes for the LM and the translator.
     train_images, test_images: the labelled split (train biased, test balanced).
     bias: fraction of each class's train images on its planted background;
@@ -82,6 +90,8 @@ class DemoConfig:
     seed: int = 0
     image_size: int = 64
     classes: tuple[str, ...] = DEFAULT_SHORTCUT_CLASSES
+    classifier: str = "vit"
+    pretrain_epochs: int = 0
     caption_images: int = 1200
     train_images: int = 600
     test_images: int = 270
@@ -106,6 +116,10 @@ class DemoConfig:
             raise TexplainError("demo: test_images must cover every group a few times and caption_images be at least 100")
         if self.image_size < 32:
             raise TexplainError(f"demo: image_size={self.image_size} is too small; use 32 or more")
+        if self.classifier != "vit" and not _is_timm_model(self.classifier):
+            raise TexplainError(f"demo: unknown classifier {self.classifier!r}; use vit or a timm architecture (e.g. resnet10t)")
+        if self.pretrain_epochs < 0:
+            raise TexplainError("demo: pretrain_epochs must be 0 (no pretraining) or more")
         if self.samples < 1 or min(self.classifier_epochs, self.lm_epochs, self.translator_epochs) < 1:
             raise TexplainError("demo: samples and every epochs setting must be at least 1")
 
@@ -113,6 +127,13 @@ class DemoConfig:
         """A hash of every setting that changes the results (not out, fresh, device)."""
         settings = {k: v for k, v in asdict(self).items() if k not in ("out", "fresh", "device")}
         return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _is_timm_model(name: str) -> bool:
+    """Whether timm can build ``name`` (checked before the long steps, not after them)."""
+    import timm
+
+    return timm.is_model(name)
 
 
 def run_demo(config: DemoConfig, progress: bool = True) -> dict:
@@ -198,17 +219,17 @@ def _pretrain_lm(config: DemoConfig, folder: Path, world: dict[str, Path], progr
 
 
 def _train_classifier(config: DemoConfig, folder: Path, world: dict[str, Path], progress: bool) -> tuple[Classifier, dict]:
-    """A small ViT trained on the biased train split, with its per-group test accuracy."""
+    """The classifier trained on the biased train split, with its per-group test accuracy."""
     accuracy_file = folder / "accuracy.json"
     if accuracy_file.is_file():
         return load_classifier(str(folder)), json.loads(accuracy_file.read_text())
     items = read_labelled(world["split"] / "labels.jsonl")
     names = list(config.classes)
     torch.manual_seed(config.seed)
-    classifier = load_classifier(
-        "timm:vit_tiny_patch16_224", pretrained=False, num_classes=len(names),
-        model_kwargs={"img_size": config.image_size, **VIT_KWARGS},
-    )
+    if config.pretrain_epochs:
+        classifier = _pretrained_classifier(config, world, len(names), progress)
+    else:
+        classifier = untrained_classifier(config.classifier, len(names), config.image_size)
     classifier.class_names = names
     train_items = [i for i in items if i.split == "train"]
     test_items = [i for i in items if i.split == "test"]
@@ -221,6 +242,30 @@ def _train_classifier(config: DemoConfig, folder: Path, world: dict[str, Path], 
     save_classifier(classifier, folder)
     write_json(accuracy_file, accuracy)
     return load_classifier(str(folder)), accuracy
+
+
+def _pretrained_classifier(config: DemoConfig, world: dict[str, Path], num_classes: int, progress: bool) -> Classifier:
+    """The chosen architecture trained on the captioned scenes' objects, with a fresh head of ``num_classes``."""
+    scenes = read_labelled(world["captions"] / "labels.jsonl")
+    names = sorted({i.label for i in scenes})
+    classifier = untrained_classifier(config.classifier, len(names), config.image_size)
+    train_classifier(
+        classifier, load_pixels(classifier, scenes), label_indices(scenes, names),
+        ClassifierTrainConfig(epochs=config.pretrain_epochs, seed=config.seed, device=config.device), progress,
+    )
+    replace_head(classifier.module, num_classes)
+    classifier.build["num_classes"] = num_classes  # so that save_classifier rebuilds it with the new head
+    return classifier
+
+
+def untrained_classifier(name: str, num_classes: int, image_size: int) -> Classifier:
+    """``vit`` (the demo's small ViT) or a timm architecture, randomly initialised for ``image_size`` px."""
+    if name == "vit":
+        return load_classifier("timm:vit_tiny_patch16_224", pretrained=False, num_classes=num_classes,
+                               model_kwargs={"img_size": image_size, **VIT_KWARGS})
+    overlay = {"input_size": [3, image_size, image_size], "crop_pct": 1.0}
+    return load_classifier(f"timm:{name}", pretrained=False, num_classes=num_classes,
+                           model_kwargs={"pretrained_cfg_overlay": overlay})
 
 
 def _extract(config: DemoConfig, classifier: Classifier, folder: Path, world: dict[str, Path], progress: bool) -> FeatureStore:
