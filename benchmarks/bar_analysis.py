@@ -17,7 +17,9 @@ its output exists (so a killed run resumes):
    resumable), with the LM prior and BAR's class words below;
 5. aggregate, compare train vs test, rank suspects, write the HTML report
    (``texplain analyse``), and write ``summary.json``: per class the top-5
-   non-class words, the suspects, and whether the planted place is among them.
+   non-class words, the suspects, whether the planted place is among them,
+   and the words that shift most between train and test;
+6. screenshot the report's overview and class pages (when Chromium is installed).
 
     OMP_NUM_THREADS=1 python benchmarks/bar_analysis.py --out runs/bar            # full (hours on 2 CPU cores)
     OMP_NUM_THREADS=1 python benchmarks/bar_analysis.py --out runs/bar-quick --quick
@@ -43,6 +45,7 @@ from texplain.classifier_training import (
 from texplain.classifiers import load_classifier, save_classifier
 from texplain.cli import main
 from texplain.data.labelled import read_labelled
+from texplain.report.browser import chromium_path, screenshot_sections
 
 CLASSES = ["climbing", "diving", "fishing", "pole vaulting", "racing", "throwing"]
 PLACES = {
@@ -140,11 +143,18 @@ def run(argv: list[str] | None = None) -> int:
     for name, result in analysis["classes"].items():
         top = [w["word"] for w in result["words"]["all"] if not w["is_class"]][:5]
         found = [s["word"] for s in result["suspects"]]
+        shift = {split: [w["word"] for w in words[:6]] for split, words in result["shift"].items()}
         summary["classes"][name] = {"top5_non_class_words": top, "suspects": found,
-                                    "planted_place_found": bool(set(found) & set(PLACES[name]))}
-        print(f"{name}: top non-class words {', '.join(top)}; suspects {', '.join(found) or 'none'}")
+                                    "planted_place_found": bool(set(found) & set(PLACES[name])),
+                                    "stronger_in": shift}
+        print(f"{name}: top non-class words {', '.join(top)}; suspects {', '.join(found) or 'none'}; "
+              + "; ".join(f"stronger in {split}: {', '.join(words)}" for split, words in shift.items()))
     write_json(out / "summary.json", summary)
     print(f"report: {out / 'report' / 'index.html'}")
+    if chromium_path() is not None:
+        shots = screenshot_sections(out / "report" / "index.html", out / "screenshots",
+                                    [f"nav a.nav-class >> nth={i}" for i in range(len(CLASSES))])
+        print(f"screenshots: {shots[0].parent}")
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,11 @@ from texplain.analysis import analyse_results
 from texplain.cli import main
 from texplain.dataset_explain import ResultsFolder
 from texplain.errors import TexplainError
+from texplain.report.browser import CHROMIUM_FLAGS, chromium_path, screenshot_sections
 from texplain.report.html_report import MARKER, ReportConfig, write_report
 
 EVIL = "<img src=x onerror=alert(1)>"
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]
+CHROMIUM = chromium_path()
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +133,6 @@ def test_report_in_a_headless_browser(demo, tmp_path):
             assert page.locator("#class-0 h1").inner_text().endswith("bird")
             assert page.is_visible("#class-0 img.cloud")
             page.screenshot(path=str(tmp_path / "class.png"), full_page=True)
-            page.screenshot(path="/tmp/report_screenshot.png", full_page=True)
 
             link = page.locator("#class-0 .thumbs a.example").first
             target = link.get_attribute("href").lstrip("#")
@@ -149,3 +146,14 @@ def test_report_in_a_headless_browser(demo, tmp_path):
         finally:
             browser.close()
     assert (tmp_path / "class.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium chromium-driver)")
+def test_screenshots_of_the_overview_and_a_class_page(demo, tmp_path):
+    from PIL import Image
+
+    paths = screenshot_sections(demo["report"] / "index.html", tmp_path / "shots", ["nav a.nav-class >> nth=0"])
+    assert [p.name for p in paths] == ["page-0.png", "page-1.png"]
+    overview, first_class = (Image.open(p) for p in paths)
+    assert overview.width == first_class.width == 1280
+    assert overview.tobytes() != first_class.tobytes()  # the click showed another section
