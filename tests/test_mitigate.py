@@ -142,3 +142,22 @@ def test_mitigate_refuses_to_write_into_the_classifier(tiny_demo, capsys):
     assert code == 2
     assert "original classifier" in capsys.readouterr().err
     assert not (tiny_demo / "classifier" / "mitigated").exists()
+
+
+def test_class_words_and_head_only_reach_the_command(tiny_demo, tmp_path, capsys):
+    """--head-only keeps the features (and the checkpoint says so); words given as class words stop counting against a sample."""
+    common = ["mitigate", "--demo", str(tiny_demo), "--methods", "texplain", "--seeds", "1", "--samples", "4",
+              "--min-frequency", "0", "--min-lift", "0", "--min-per-class", "0", "--epochs", "1", "--batch-size", "8",
+              "--limit", "12"]
+    assert cli.main([*common, "--out", str(tmp_path / "plain"), "--json", str(tmp_path / "plain.json"), "--head-only"]) == 0
+    checkpoint = json.loads((tmp_path / "plain" / "checkpoints" / "texplain-seed0" / "classifier.json").read_text())
+    assert checkpoint["features_of"] == str(tiny_demo / "classifier")
+    selection = json.loads((tmp_path / "plain.json").read_text())["selection"]
+    assert selection["selected"] > 0
+    words_file = tmp_path / "class_words.json"
+    every_word = [word for word, _ in selection["top_words_selected"]]
+    assert len(every_word) < 10  # the list is cut at ten: these are all the words that selected a sample
+    words_file.write_text(json.dumps({name: every_word for name in ("bird", "car", "dog")}))
+    capsys.readouterr()
+    assert cli.main([*common, "--out", str(tmp_path / "words"), "--class-words", str(words_file)]) == 2
+    assert "no problematic sample found" in capsys.readouterr().err

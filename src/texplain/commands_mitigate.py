@@ -44,6 +44,7 @@ def mitigate(
     min_frequency: Annotated[float, typer.Option(help="A dominant word is in at least this fraction of sentences")] = 0.1,
     min_lift: Annotated[float, typer.Option(help="A dominant word's lift over the LM prior is at least this")] = 1.5,
     wordnet: Annotated[bool, typer.Option(help="Expand class names with WordNet relatives")] = True,
+    class_words: Annotated[Optional[Path], typer.Option(help="JSON/YAML of extra words per class (they never make a sample problematic for that class)")] = None,
     localise: Annotated[str, typer.Option(help="word (Grad-CAM of the non-class word) or class (of the class logit, MaskTune-style)")] = "word",
     heat: Annotated[str, typer.Option(help="gradcam (at the feature layer) or occlusion (grid cells hidden in turn)")] = "gradcam",
     grid: Annotated[int, typer.Option(help="Occlusion grid cells per side")] = 8,
@@ -62,7 +63,7 @@ def mitigate(
     """Mitigate a shortcut: fine-tune on the training samples explained by a non-class word, masked there."""
     from texplain.atomic import write_json
     from texplain.classifier_training import ClassifierTrainConfig
-    from texplain.classwords import ClassWordConfig
+    from texplain.classwords import ClassWordConfig, load_overrides
     from texplain.data.labelled import read_labelled
     from texplain.lm import load_lm
     from texplain.mitigate import MaskConfig, SelectionConfig
@@ -74,9 +75,10 @@ def mitigate(
     data_file = _resolve(demo, data, "world/split/labels.jsonl", "data")
     if seeds < 1:
         raise TexplainError("mitigate: --seeds must be at least 1")
+    overrides = load_overrides(class_words) if class_words else {}
     config = MitigateConfig(
         selection=SelectionConfig(samples=samples, min_words=min_words, max_words=max_words, min_frequency=min_frequency,
-                                  min_lift=min_lift, class_words=ClassWordConfig(wordnet=wordnet), seed=seed),
+                                  min_lift=min_lift, class_words=ClassWordConfig(wordnet=wordnet, overrides=overrides), seed=seed),
         mask=MaskConfig(localise=localise, threshold=threshold, fill=fill, heat=heat, grid=grid),
         finetune=ClassifierTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, head_only=head_only),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
