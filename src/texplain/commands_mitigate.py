@@ -52,7 +52,7 @@ def mitigate(
     fill: Annotated[str, typer.Option(help="mean, blur, noise (keep the image's mean colour) or zero (the preprocessing mean)")] = "mean",
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (TExplain, RandMask)")] = 3,
     masktune_epochs: Annotated[int, typer.Option(help="MaskTune's fine-tuning epochs")] = 1,
-    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (AdamW, one cycle)")] = 1e-4,
+    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (AdamW, warm-up then cosine decay)")] = 1e-4,
     batch_size: Annotated[int, typer.Option()] = 32,
     head_only: Annotated[bool, typer.Option(help="Fine-tune the last linear layer alone (the features stay as they were)")] = False,
     min_per_class: Annotated[int, typer.Option(help="Samples of every class a fine-tuning set needs")] = 1,

@@ -8,8 +8,9 @@ Steps (each cached in the output folder, so a second run only redraws):
    whose train half ties each class to a background (``bias``) and whose test
    half is balanced;
 2. pretrain the small caption LM on the world's captions;
-3. train the classifier (by default a small ViT from a timm config, so the (P+1) x D token path is
-   exercised) on the biased train split; measure accuracy per group;
+3. train the classifier (by default a small ViT from a timm config, so the
+   (P+1) x D token path is exercised) on the biased train split, perhaps
+   after pretraining it on the captioned scenes; measure accuracy per group;
 4. extract its features;
 5. train the translator on the captioned scenes;
 6. explain the balanced test images and their only-background versions,
