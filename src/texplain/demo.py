@@ -241,8 +241,9 @@ def _train_classifier(config: DemoConfig, folder: Path, world: dict[str, Path], 
     test_labels = label_indices(test_items, names)
     accuracy = group_accuracy(predict(classifier, load_pixels(classifier, test_items)), test_labels, [i.group for i in test_items])
     save_classifier(classifier, folder)
+    saved = load_classifier(str(folder))  # before accuracy.json marks the step done: a folder that fails here is redone
     write_json(accuracy_file, accuracy)
-    return load_classifier(str(folder)), accuracy
+    return saved, accuracy
 
 
 def _pretrained_classifier(config: DemoConfig, world: dict[str, Path], num_classes: int, progress: bool) -> Classifier:
