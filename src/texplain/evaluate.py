@@ -45,10 +45,10 @@ from texplain.atomic import write_json
 from texplain.causal import causal_checks
 from texplain.classifiers import Classifier, load_classifier
 from texplain.data.captions import read_captions
-from texplain.errors import BadImageError, TexplainError
+from texplain.errors import TexplainError
 from texplain.explain import ExplainConfig, Explanation, explain_features
-from texplain.features import top_classes
-from texplain.images import find_images, load_rgb
+from texplain.features import readable_pixels, top_classes
+from texplain.images import find_images
 from texplain.lm import FrozenLM, load_lm
 from texplain.metrics import (
     HYPERNYM_HOPS, MeanPooledEncoder, Meteor, RougeL, SentenceEncoder, best_cosine, embed_texts, load_minilm,
@@ -199,7 +199,7 @@ def image_features(
     """The readable images, their features (n, T, D) and top-5 classes, and (path, reason) for the others."""
     read, features, predictions, unreadable = [], [], [], []
     for start in tqdm(range(0, len(paths), batch_size), desc="features", unit="batch", disable=not progress):
-        pixels, good = load_pixels(classifier, paths[start : start + batch_size], unreadable)
+        pixels, good = readable_pixels(classifier, paths[start : start + batch_size], unreadable)
         if pixels is None:
             continue
         read += good
@@ -213,24 +213,6 @@ def image_features(
         first = f" (first: {unreadable[0][1]})" if unreadable else ""
         raise TexplainError(f"evaluate: none of the {len(paths)} images could be read{first}")
     return read, torch.cat(features), predictions, unreadable
-
-
-def load_pixels(
-    classifier: Classifier, paths: Sequence[str], unreadable: list[tuple[str, str]] | None = None
-) -> tuple[Tensor | None, list[str]]:
-    """Preprocessed pixels (B, 3, H, W) of the readable images among ``paths``, and their paths.
-
-    Unreadable images are appended to ``unreadable`` as (path, reason).
-    """
-    pixels, good = [], []
-    for path in paths:
-        try:
-            pixels.append(classifier.preprocess(load_rgb(path)))
-            good.append(path)
-        except BadImageError as exc:
-            if unreadable is not None:
-                unreadable.append((path, str(exc)))
-    return (torch.stack(pixels) if pixels else None), good
 
 
 def null_explanation(translator: Translator, lm: FrozenLM, features: Tensor, config: EvaluateConfig) -> Explanation:
@@ -343,7 +325,7 @@ def sanity_checks(
     if not subset:
         out["skipped"] = "sanity_images is 0"
         return out
-    pixels, good = load_pixels(classifier, [e.image for e in subset])
+    pixels, good = readable_pixels(classifier, [e.image for e in subset])
     with torch.inference_mode():
         features, _ = classifier.features_and_logits(pixels.to(classifier.device))  # (m, T, D)
     reference = [e.explanation for e in subset]
@@ -366,7 +348,7 @@ def causal_section(
     subset = list(kept[: config.causal_images])
     if not subset:
         return {"skipped": "causal_images is 0"}
-    pixels, good = load_pixels(classifier, [e.image for e in subset])
+    pixels, good = readable_pixels(classifier, [e.image for e in subset])
     return causal_checks(
         classifier, translator, lm, good, pixels, [e.explanation for e in subset], config.explain,
         config.mask_threshold, config.mask_fill, config.seed, progress,

@@ -171,22 +171,34 @@ def _extract_chunk(
     rows: list[dict] = []
     bad: list[tuple[str, str]] = []
     for batch in iter_batches(paths, config.batch_size):
-        pixels, good = [], []
-        for path in batch:
-            try:
-                pixels.append(classifier.preprocess(load_rgb(path)))
-                good.append(path)
-            except BadImageError as exc:
-                bad.append((path, str(exc)))
+        pixels, good = readable_pixels(classifier, batch, bad)
         bar.update(len(batch))
-        if not good:
+        if pixels is None:
             continue
-        x = torch.stack(pixels).to(classifier.device)  # (B, 3, H, W)
+        x = pixels.to(classifier.device)  # (B, 3, H, W)
         with torch.inference_mode():
             tokens, logits = classifier.features_and_logits(x)  # (B, T, D), (B, C)
         feats.append(tokens.to("cpu", torch.float16 if config.fp16 else torch.float32))
         rows += [{"path": p, "top5": top} for p, top in zip(good, top_classes(logits, classifier.class_names))]
     return (torch.cat(feats) if feats else torch.empty(0)), rows, bad
+
+
+def readable_pixels(
+    classifier: Classifier, paths: Sequence[str], unreadable: list[tuple[str, str]] | None = None
+) -> tuple[Tensor | None, list[str]]:
+    """Preprocessed pixels (B, 3, H, W) of the readable images among ``paths``, and their paths.
+
+    Unreadable images are appended to ``unreadable`` as (path, reason).
+    """
+    pixels, good = [], []
+    for path in paths:
+        try:
+            pixels.append(classifier.preprocess(load_rgb(path)))
+            good.append(path)
+        except BadImageError as exc:
+            if unreadable is not None:
+                unreadable.append((path, str(exc)))
+    return (torch.stack(pixels) if pixels else None), good
 
 
 def top_classes(logits: Tensor, class_names: Sequence[str], k: int = TOP_K) -> list[list[dict]]:
