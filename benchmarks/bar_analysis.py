@@ -39,14 +39,19 @@ from pathlib import Path
 
 import torch
 
+from texplain.analysis.statistics import group_accuracy
 from texplain.atomic import write_json
-from texplain.classifier_training import (
-    ClassifierTrainConfig, group_accuracy, label_indices, load_pixels, predict, train_classifier,
-)
-from texplain.classifiers import load_classifier, save_classifier
 from texplain.cli import main
 from texplain.data.labelled import read_labelled
+from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.browser import chromium_path, screenshot_sections
+from texplain.training.classifier_training import (
+    ClassifierTrainConfig,
+    label_indices,
+    load_pixels,
+    predict,
+    train_classifier,
+)
 
 CLASSES = ["climbing", "diving", "fishing", "pole vaulting", "racing", "throwing"]
 PLACES = {
@@ -103,7 +108,7 @@ def train_bar_classifier(args: argparse.Namespace, folder: Path) -> dict:
                                    head_only=args.head_only)
     train_classifier(classifier, load_pixels(classifier, train, progress=True), label_indices(train, CLASSES), config)
     predictions = predict(classifier.to(args.device), load_pixels(classifier, test, progress=True))
-    accuracy = group_accuracy(predictions, label_indices(test, CLASSES), [i.label for i in test])
+    accuracy = group_accuracy(predictions.tolist(), label_indices(test, CLASSES).tolist(), [i.label for i in test])
     save_classifier(classifier.to("cpu"), folder)
     write_json(accuracy_file, accuracy)
     return accuracy

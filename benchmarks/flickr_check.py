@@ -18,13 +18,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from texplain.atomic import write_text
-from texplain.classifiers import load_classifier
 from texplain.data.captions import read_captions
-from texplain.explain import ExplainConfig, explain_images
-from texplain.lm import load_lm
-from texplain.sampling import SamplingConfig
-from texplain.translator import load_translator
-from texplain.words import WordConfig
+from texplain.generate.explain import ExplainConfig, explain_images
+from texplain.generate.sampling import SamplingConfig
+from texplain.generate.words import WordConfig
+from texplain.models.explainer import load_explainer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k" / "captions.tsv"
 
@@ -43,14 +41,12 @@ def main() -> None:
     for pair in read_captions(args.captions, split="dev"):
         references[str(pair.image)].append(pair.caption)
     paths = sorted(references)[: args.images]
-    translator = load_translator(args.translator)
-    classifier = load_classifier(translator.provenance.classifier, feature_layer=translator.provenance.feature_layer)
-    lm = load_lm(translator.provenance.lm)
+    explainer = load_explainer(args.translator)
     config = ExplainConfig(
         sampling=SamplingConfig(num_samples=args.samples, min_words=8, max_words=20, seed=args.seed),
         words=WordConfig(top_k=10),
     )
-    records, _ = explain_images(classifier, translator, lm, paths, args.out, config)
+    records, _ = explain_images(explainer, paths, args.out, config)
     lines = [
         f"Flickr8k dev, {len(records)} photos, {args.samples} sentences each, translator {args.translator}",
         "",

@@ -36,9 +36,14 @@ from pathlib import Path
 import torch
 import transformers
 
-from texplain.lm import FrozenLM, load_lm
-from texplain.sampling import SamplingConfig, count_words, sample_sentences, sample_token_ids
-from texplain.smalllm import SmallLMConfig
+from texplain.generate.sampling import (
+    SamplingConfig,
+    sample_sentences,
+    sample_token_ids,
+)
+from texplain.generate.word_boundaries import count_token_words
+from texplain.models.caption_lm import CaptionLMConfig
+from texplain.models.lm import FrozenLM, load_lm
 
 RESULTS = Path(__file__).parent / "results" / "sampling.json"
 
@@ -64,7 +69,7 @@ def random_small_lm() -> FrozenLM:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    shape = SmallLMConfig()
+    shape = CaptionLMConfig()
     vocab = {"<|endoftext|>": 0, **{f"w{i}": i for i in range(1, shape.vocab_size)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -168,7 +173,7 @@ def main() -> None:
     sample_sentences(lm, prefix, SamplingConfig(num_samples=8, batch_size=8, min_words=2, max_words=4))  # warm-up
 
     ours_s, ours_ids = time_ours(lm, prefix, config, repeats)
-    ours_words = [count_words(lm.tokenizer, row) for row in ours_ids]
+    ours_words = [count_token_words(lm.tokenizer, row) for row in ours_ids]
     per_word = sum(len(r) for r in ours_ids) / max(1, sum(ours_words))
     lengths = (max(1, round(config.min_words * per_word)), max(1, round(config.max_words * per_word)))
 
@@ -188,9 +193,9 @@ def main() -> None:
         "sampling_config": asdict(config),
         "generate_token_lengths": {"min_new_tokens": lengths[0], "max_new_tokens": lengths[1], "top_k": 0},
         "shared_prefix_sampler": summary(ours_s, [len(r) for r in ours_ids], ours_words),
-        "hf_generate": summary(gen_s, [len(r) for r in gen_rows], [count_words(lm.tokenizer, r) for r in gen_rows]),
+        "hf_generate": summary(gen_s, [len(r) for r in gen_rows], [count_token_words(lm.tokenizer, r) for r in gen_rows]),
         "hf_generate_batched": summary(
-            batched_s, [len(r) for r in batched_rows], [count_words(lm.tokenizer, r) for r in batched_rows]
+            batched_s, [len(r) for r in batched_rows], [count_token_words(lm.tokenizer, r) for r in batched_rows]
         ),
         "speedup_vs_hf_generate": round(speedup, 2),
         "speedup_vs_hf_generate_batched": round(batched_s / ours_s, 2),

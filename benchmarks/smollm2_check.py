@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 
 from texplain.atomic import write_json
-from texplain.classifiers import load_classifier
 from texplain.data.captions import read_captions
-from texplain.features import extract_features
-from texplain.lm import load_lm
-from texplain.sampling import SamplingConfig, sample_sentences
-from texplain.train import Phase, TrainConfig, train_translator
-from texplain.translator import Provenance, Translator, TranslatorConfig
+from texplain.generate.sampling import SamplingConfig, sample_sentences
+from texplain.models.classifiers import load_classifier
+from texplain.models.features import extract_features
+from texplain.models.lm import load_lm
+from texplain.models.translator import new_translator
+from texplain.training.translator_training import Phase, TrainConfig, train_translator
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k" / "captions.tsv"
 
@@ -42,12 +42,8 @@ def main() -> None:
     classifier = load_classifier("efficientnet_lite0")
     pairs = read_captions(args.captions, split="train")[: args.pairs]
     store, _ = extract_features(classifier, [str(p.image) for p in pairs], args.out / "features", progress=False)
-    t, d = store.token_shape
     torch.manual_seed(0)
-    translator = Translator(
-        TranslatorConfig(in_tokens=t, in_dim=d, lm_dim=lm.embed_dim, prefix_len=10, hidden=512),
-        Provenance(classifier=classifier.spec, feature_layer=classifier.feature_layer, lm=lm.spec),
-    )
+    translator = new_translator(classifier, lm, store.token_shape, prefix_len=10, hidden=512)
     started = time.perf_counter()
     history = train_translator(translator, lm, store, [Phase("one-step", pairs, 1)], args.out / "translator",
                                TrainConfig(batch_size=len(pairs), warmup_steps=0), progress=False)

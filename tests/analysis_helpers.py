@@ -14,10 +14,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from texplain.analysis.class_vocabulary import ClassOverride, ClassWordConfig
+from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
-from texplain.classwords import ClassOverride, ClassWordConfig
-from texplain.dataset_explain import PRIOR, ResultsFolder
-from texplain.words import WordConfig, WordCounter
+from texplain.generate.words import WordConfig, WordCounter
 
 CLASSES = ["bird", "car", "dog"]
 

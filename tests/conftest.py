@@ -45,23 +45,23 @@ def tiny_lm_folder(tmp_path_factory) -> Path:
     Pretrained rather than random: a random LM gives near-uniform outputs
     whatever its prefix, so nothing could be learned through it.
     """
-    from texplain.smalllm import SmallLMConfig, pretrain_caption_lm
+    from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
 
     folder = tmp_path_factory.mktemp("lm") / "caption-lm"
-    config = SmallLMConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=300, epochs=40, batch_size=16, lr=1e-2,
+    config = CaptionLMConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=300, epochs=40, batch_size=16, lr=1e-2,
                            dev_fraction=0.0, n_positions=64, max_tokens=32)
     return pretrain_caption_lm(CAPTIONS * 20, folder, config, progress=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_lm_folder):
-    from texplain.lm import load_lm
+    from texplain.models.lm import load_lm
 
     return load_lm(str(tiny_lm_folder))
 
 
 def tiny_vit(num_classes: int = 3):
-    from texplain.classifiers import load_classifier
+    from texplain.models.classifiers import load_classifier
 
     torch.manual_seed(0)
     return load_classifier("timm:test_vit", pretrained=False, num_classes=num_classes)

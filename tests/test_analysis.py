@@ -12,21 +12,21 @@ import json
 
 import numpy as np
 import pytest
-from analysis_helpers import PRIOR_COUNTS, make_results
 from PIL import Image
 
-from texplain.analysis import AnalysisConfig, analyse_results, rank_of, suspects
-from texplain.data.labelled import LabelledImage, read_labelled
-from texplain.dataset_explain import ResultsFolder
-from texplain.errors import TexplainError
-from texplain.only_background import (
+from analysis_helpers import PRIOR_COUNTS, make_results
+from texplain.analysis.analyse import AnalysisConfig, analyse_results
+from texplain.analysis.only_background import (
     hide_foreground,
     pair_rows,
     plot_top5,
     summarise,
     write_hidden_set,
 )
-from texplain.statistics import log_odds_dirichlet, wilson_interval
+from texplain.analysis.results import ResultsFolder
+from texplain.analysis.statistics import log_odds_dirichlet, wilson_interval
+from texplain.data.labelled import LabelledImage, read_labelled
+from texplain.errors import TexplainError
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +128,6 @@ def test_analysis_is_json_ready(analysis):
     data = json.loads(json.dumps(analysis.to_json()))
     assert data["classes"]["bird"]["suspects"][0]["word"] == "water"
     assert data["prior_words"][0]["word"] in ("man", "standing")
-
-
-def test_the_quick_suspects_of_the_demo_still_work():
-    frequencies = {"bird": {"water": 0.9, "bird": 0.5, "small": 0.4}, "car": {"road": 0.8, "small": 0.4}}
-    assert [s.word for s in suspects(frequencies, "bird", ["bird"], k=3)] == ["water"]
-    assert rank_of(frequencies["bird"], "bird") == 2 and rank_of(frequencies["bird"], "cat") is None
 
 
 # --- only background --------------------------------------------------------

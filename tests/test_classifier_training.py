@@ -5,10 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from texplain.classifier_training import ClassifierTrainConfig, train_classifier
-from texplain.classifiers import load_classifier, save_classifier
 from texplain.errors import TexplainError
-from texplain.translator import Provenance, Translator, TranslatorConfig, load_translator, save_translator
+from texplain.models.classifiers import load_classifier, save_classifier
+from texplain.models.translator import (
+    Provenance,
+    Translator,
+    TranslatorConfig,
+    load_translator,
+    save_translator,
+)
+from texplain.training.classifier_training import (
+    ClassifierTrainConfig,
+    train_classifier,
+)
 
 
 def _cnn_and_data():

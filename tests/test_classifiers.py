@@ -7,10 +7,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from texplain.classifiers import Classifier, capture, load_classifier, save_classifier
-from texplain.errors import TexplainError
-
 from conftest import tiny_vit
+from texplain.errors import TexplainError
+from texplain.models.classifiers import (
+    Classifier,
+    capture,
+    load_classifier,
+    save_classifier,
+)
 
 
 def _pixels(classifier, n: int = 2):

@@ -8,10 +8,9 @@ import shutil
 import pytest
 from PIL import Image
 
-from texplain import cli
-from texplain.classifiers import save_classifier
-
 from conftest import CAPTIONS, tiny_vit
+from texplain import cli
+from texplain.models.classifiers import save_classifier
 
 
 @pytest.fixture(scope="module")

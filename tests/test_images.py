@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from texplain.data.images import (
+    IMAGE_SUFFIXES,
+    find_images,
+    images_in,
+    load_rgb,
+)
 from texplain.errors import BadImageError, TexplainError
-from texplain.images import IMAGE_SUFFIXES, find_images, iter_rgb, load_many, load_rgb
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -173,22 +178,23 @@ def test_find_images_errors_name_the_folder(tmp_path):
         find_images(tmp_path / "empty")
 
 
-def test_folder_run_skips_and_reports_a_bad_image(tmp_path):
+def test_a_folder_reads_good_images_and_names_the_bad(tmp_path):
     _save(Image.new("RGB", (2, 2), (1, 2, 3)), tmp_path / "a.png")
     (tmp_path / "b.jpg").write_text("not an image")
     _save(Image.new("L", (2, 2), 9), tmp_path / "c.png")
-    good, skipped = load_many(find_images(tmp_path))
-    assert [path.name for path, _ in good] == ["a.png", "c.png"]
-    assert all(image.mode == "RGB" for _, image in good)
-    assert [(path.name, problem.startswith("not a readable image")) for path, problem in skipped] == [
-        ("b.jpg", True)
-    ]
+    good, problems = [], []
+    for path in find_images(tmp_path):
+        try:
+            good.append((path.name, load_rgb(path).mode))
+        except BadImageError as exc:
+            problems.append(str(exc))
+    assert good == [("a.png", "RGB"), ("c.png", "RGB")]
+    assert len(problems) == 1 and problems[0].startswith(f"{tmp_path / 'b.jpg'}: not a readable image")
 
 
-def test_iter_rgb_is_lazy_and_reports_each_path(tmp_path):
-    _save(Image.new("RGB", (1, 1)), tmp_path / "a.png")
-    results = iter_rgb([tmp_path / "a.png", tmp_path / "gone.png"])
-    first = next(results)
-    assert first.image is not None and first.problem is None
-    second = next(results)
-    assert second.image is None and second.problem == "no such file"
+def test_images_in_takes_a_file_or_a_folder(tmp_path):
+    one = _save(Image.new("RGB", (2, 2)), tmp_path / "a.png")
+    assert images_in(one) == [one]
+    assert images_in(tmp_path) == [one]
+    with pytest.raises(TexplainError, match="no such file or folder"):
+        images_in(tmp_path / "gone.png")

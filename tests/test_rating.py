@@ -10,7 +10,13 @@ import pytest
 
 from texplain.cli import main
 from texplain.errors import TexplainError
-from texplain.rating import CSV_COLUMNS, export_rating, read_answers, read_records, score_answers
+from texplain.evaluation.rating import (
+    CSV_COLUMNS,
+    export_rating,
+    read_answers,
+    read_records,
+    score_answers,
+)
 
 
 def record(image, words, predicted="dog"):

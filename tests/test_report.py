@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from analysis_helpers import ROWS, demo_runs, make_results
 from PIL import Image
 
 import texplain.report.html_report as html_report
-from texplain.analysis import analyse_results
+from analysis_helpers import ROWS, demo_runs, make_results
+from texplain.analysis.analyse import analyse_results
+from texplain.analysis.results import ResultsFolder
 from texplain.cli import main
-from texplain.dataset_explain import ResultsFolder
 from texplain.errors import TexplainError
 from texplain.report.browser import CHROMIUM_FLAGS, chromium_path, screenshot_sections
 from texplain.report.html_report import MARKER, ReportConfig, write_report

@@ -22,16 +22,14 @@ from transformers import (
 )
 
 from texplain.errors import TexplainError
-from texplain.lm import FrozenLM
-from texplain.sampling import (
+from texplain.generate.nucleus import nucleus_filter, sample_nucleus
+from texplain.generate.sampling import (
     SamplingConfig,
-    count_words,
-    nucleus_filter,
-    sample_nucleus,
     sample_sentences,
     sample_token_ids,
-    word_start_mask,
 )
+from texplain.generate.word_boundaries import count_token_words, word_start_mask
+from texplain.models.lm import FrozenLM
 
 EOS = "[EOS]"
 WORDS = [f"w{i}" for i in range(14)]
@@ -229,12 +227,12 @@ def test_word_start_mask_sentencepiece_markers_and_byte_tokens() -> None:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="</s>"))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>")
     assert word_start_mask(tokenizer).tolist() == [False, True, True, False, False, False, False, False]
-    assert count_words(tokenizer, [1, 2, 3, 5]) == 2  # "a doggy ."
-    assert count_words(tokenizer, [2, 4, 7, 6, 7]) == 2  # "dog\ndog?dog": the newline opens a word, U+FFFD does not
+    assert count_token_words(tokenizer, [1, 2, 3, 5]) == 2  # "a doggy ."
+    assert count_token_words(tokenizer, [2, 4, 7, 6, 7]) == 2  # "dog\ndog?dog": the newline opens a word, U+FFFD does not
 
 
 def test_word_start_mask_byte_level_bpe() -> None:
-    from texplain.smalllm import train_caption_tokenizer
+    from texplain.models.caption_lm import train_caption_tokenizer
 
     tokenizer = train_caption_tokenizer(["a dog runs on the grass .", "a black dog jumps ."] * 5, vocab_size=300)
     mask = word_start_mask(tokenizer)
@@ -250,12 +248,12 @@ def test_word_start_mask_byte_level_bpe() -> None:
     "text",
     ["a black dog jumps .", "a dog\nruns\n\non the grass", '"Two" dogs (big ones) run ...', "dogs .run  fast", "\u00e9t\u00e9 caf\u00e9 \u2014 ok"],
 )
-def test_count_words_agrees_with_the_decoded_text(text: str) -> None:
-    from texplain.smalllm import train_caption_tokenizer
+def test_count_token_words_agrees_with_the_decoded_text(text: str) -> None:
+    from texplain.models.caption_lm import train_caption_tokenizer
 
     tokenizer = train_caption_tokenizer(["a dog runs on the grass .", "a black dog jumps .\n"] * 5, vocab_size=300)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    assert count_words(tokenizer, ids) == decoded_words(tokenizer, ids)
+    assert count_token_words(tokenizer, ids) == decoded_words(tokenizer, ids)
 
 
 # --- config ----------------------------------------------------------------

@@ -9,14 +9,22 @@ import torch
 from torch import nn
 
 from conftest import tiny_vit
-from texplain.explain import ExplainConfig, explain_features
-from texplain.sampling import SamplingConfig
-from texplain.sanity import (
-    ROOT_STAGE, cascade_stages, derangement, mean_correlation, randomisation_cascade, randomise_, rank_correlation,
-    same_seed_identical, shuffled_pairing, stage_parameters,
+from texplain.evaluation.sanity import (
+    ROOT_STAGE,
+    cascade_stages,
+    derangement,
+    mean_correlation,
+    randomisation_cascade,
+    randomise_,
+    rank_correlation,
+    same_seed_identical,
+    shuffled_pairing,
+    stage_parameters,
 )
-from texplain.translator import Translator, TranslatorConfig
-from texplain.words import WordConfig
+from texplain.generate.explain import ExplainConfig, explain_features
+from texplain.generate.sampling import SamplingConfig
+from texplain.generate.words import WordConfig
+from texplain.models.translator import Translator, TranslatorConfig
 
 VIT_PIXELS = (1, 3, 160, 160)
 

@@ -6,8 +6,13 @@ import pytest
 import torch
 
 from texplain.errors import TexplainError
-from texplain.translator import (
-    Provenance, Translator, TranslatorConfig, contiguous_average, load_translator, save_translator,
+from texplain.models.translator import (
+    Provenance,
+    Translator,
+    TranslatorConfig,
+    contiguous_average,
+    load_translator,
+    save_translator,
 )
 
 

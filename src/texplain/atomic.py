@@ -1,24 +1,61 @@
-"""Write files so that a crash never leaves a half-written result behind.
+"""Write files and folders so that a crash never leaves a half-written result behind.
 
-Everything the project writes goes to a temporary file beside its target and
-is renamed over it: readers see the old file or the new one, never a mix.
+Everything the project writes goes to a temporary name beside its target and
+is renamed over it: readers see the old version or the new one, never a mix.
+Temporary names carry a random part, so two writers never share one, and a
+failed write removes its temporary file or folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without error, rename it over ``path``.
+
+    The parent folder is created. The temporary name ends in ``.tmp``, so a
+    writer that picks the format from the suffix must be told the format.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def building_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``folder``; when the block ends without error, swap it in.
+
+    On an error the temporary folder is deleted and ``folder`` is untouched.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_folder(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (creating the parent folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    with writing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_json(path: str | os.PathLike, value: object) -> Path:
@@ -32,9 +69,6 @@ def replace_folder(new: str | os.PathLike, folder: str | os.PathLike) -> Path:
     The old folder (if any) moves aside under a unique name first and is
     deleted last, so ``folder`` always holds a complete old or new version.
     """
-    import secrets
-    import shutil
-
     new, folder = Path(new), Path(folder)
     old = folder.with_name(f".{folder.name}.old-{secrets.token_hex(4)}")
     if folder.exists():

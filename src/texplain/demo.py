@@ -11,16 +11,17 @@ Steps (each cached in the output folder, so a second run only redraws):
 3. train the classifier (by default a small ViT from a timm config, so the
    (P+1) x D token path is exercised) on the biased train split, perhaps
    after pretraining it on the captioned scenes; measure accuracy per group;
-4. extract its features;
-5. train the translator on the captioned scenes;
-6. explain the balanced test images and their only-background versions,
-   pooled by the class the classifier predicts: "what it sees when it says
-   bird";
-7. write the report folder and ``summary.json``.
+4. extract its features and train the translator on the captioned scenes;
+5. explain the balanced test images and their only-background versions
+   with :func:`~texplain.analysis.explain_dataset.explain_dataset`, as a
+   user's data set is explained;
+6. analyse them as ``texplain analyse`` does, pooled by the class the
+   classifier predicts ("what it sees when it says bird"), and write the
+   same HTML report, with the demo's findings on top, and ``summary.json``.
 
 A class's shortcut is found when its planted background word is among its
-top-3 non-class words that are over-represented in it (see
-:mod:`texplain.analysis`).
+shortcut suspects (:mod:`texplain.analysis.suspects`), the same suspects
+``texplain analyse`` lists.
 """
 
 from __future__ import annotations
@@ -29,41 +30,54 @@ import hashlib
 import json
 import logging
 import shutil
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from texplain.analysis import class_frequencies, pool_counters, rank_of, suspects
+from texplain.analysis.analyse import AnalysisConfig, DatasetAnalysis, analyse_folders
+from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
+from texplain.analysis.lm_prior import PriorConfig
+from texplain.analysis.results import MANIFEST, ResultsFolder
+from texplain.analysis.statistics import group_accuracy
 from texplain.atomic import write_json
-from texplain.classifier_training import (
-    ClassifierTrainConfig, group_accuracy, label_indices, load_pixels, predict, train_classifier,
-)
-from texplain.classifiers import Classifier, load_classifier, replace_head, save_classifier
 from texplain.data.captions import read_captions
 from texplain.data.labelled import read_labelled
 from texplain.data.world import (
-    DEFAULT_SHORTCUT_CLASSES, make_caption_world, make_shortcut_split, planted_background, write_world,
+    DEFAULT_SHORTCUT_CLASSES,
+    make_caption_world,
+    make_shortcut_split,
+    planted_background,
+    write_world,
 )
 from texplain.data.world_captions import BACKGROUND_WORDS
 from texplain.errors import TexplainError
-from texplain.explain import ExplainConfig, class_words, explain_features
-from texplain.features import ExtractionConfig, FeatureStore, extract_features
-from texplain.lm import load_lm
-from texplain.report.demo_report import write_demo_report
-from texplain.sampling import SamplingConfig
-from texplain.smalllm import SmallLMConfig, pretrain_caption_lm
-from texplain.train import Phase, TrainConfig, train_translator
-from texplain.translator import Provenance, Translator, TranslatorConfig, load_translator
-from texplain.words import WordConfig, WordCounter
+from texplain.generate.explain import ExplainConfig
+from texplain.generate.sampling import SamplingConfig
+from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
+from texplain.models.classifiers import Classifier, load_classifier, replace_head, save_classifier
+from texplain.models.explainer import Explainer
+from texplain.models.features import ExtractionConfig
+from texplain.models.lm import FrozenLM, load_lm
+from texplain.models.translator import Translator, load_translator
+from texplain.report.html_report import ReportConfig, write_report
+from texplain.training.classifier_training import (
+    ClassifierTrainConfig,
+    label_indices,
+    load_pixels,
+    predict,
+    train_classifier,
+)
+from texplain.training.translator_training import Phase, TrainConfig, fit_translator
 
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "demo_settings.json"
-OWNED = ("world", "lm", "classifier", "features", "translator", "explanations.json", "report", "summary.json", SETTINGS_FILE)
+OWNED = ("world", "lm", "classifier", "features", "translator", "results", "results_only_bg", "report", "summary.json",
+         SETTINGS_FILE)
+RESULTS = {"split": "results", "only_bg": "results_only_bg"}
+"""Results folder of each explained world folder: the balanced test split, and the same images with the object hidden."""
 VIT_KWARGS = {"patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3}
 MIN_TRAIN_PER_CLASS = 20
 
@@ -141,28 +155,33 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     """Run (or reuse) every step and return the summary that is also written to ``summary.json``."""
     out = _prepare_output(config)
     world = _generate_world(config, out, progress)
-    lm_folder = _pretrain_lm(config, out / "lm", world, progress)
+    lm = load_lm(str(_pretrain_lm(config, out / "lm", world, progress))).to(config.device)
     classifier, accuracy = _train_classifier(config, out / "classifier", world, progress)
-    store = _extract(config, classifier, out / "features", world, progress)
-    translator = _train_translator(config, classifier, lm_folder, store, out / "translator", world, progress)
-    explanations = _explain(config, classifier, translator, lm_folder, store, world, out / "explanations.json", progress)
-    summary = _summarise(config, accuracy, explanations)
+    explainer = Explainer(classifier, _train_translator(config, classifier, lm, out, world, progress), lm).to(config.device)
+    for name in ("split", "only_bg"):
+        _explain(config, explainer, world[name], out / RESULTS[name], out / "features", progress)
+    folder, analysis, hidden = analyse_folders(out / RESULTS["split"], AnalysisConfig(by="predicted"),
+                                               out / RESULTS["only_bg"])
+    summary = _summarise(config, accuracy, analysis, hidden)
     write_json(out / "summary.json", summary)
-    write_demo_report(out / "report", summary, explanations, headline(summary).splitlines())
+    findings = tuple(headline(summary).splitlines())
+    write_report(out / "report", folder, analysis, hidden,
+                 ReportConfig(title="texplain demo: what a shortcut-trained classifier sees", findings=findings,
+                              seed=config.seed))
     return summary
 
 
 def headline(summary: dict) -> str:
-    """One line per class: the planted word's rank against the class word's."""
+    """One line per class: where its planted background stands among its shortcut suspects."""
     lines = []
     for name, result in summary["classes"].items():
-        planted, rank, own = result["planted_background"], result["planted_rank"], result["class_word_rank"]
-        if rank is not None and (own is None or rank < own):
-            lines.append(f"class {name}: '{planted}' outranks '{name}' (rank {rank} vs {own or 'absent'})")
-        elif result["shortcut_found"]:
-            lines.append(f"class {name}: '{planted}' is among its top non-class words (rank {rank})")
+        planted, rank = result["planted_background"], result["planted_rank"]
+        if rank is not None:
+            lines.append(f"class {name}: '{planted}' is shortcut suspect {rank} of {len(result['suspects'])}"
+                         f" (the class word ranks {result['class_word_rank'] or 'absent'} among its words)")
         else:
-            lines.append(f"class {name}: no shortcut to '{planted}' found (rank {rank or 'absent'})")
+            suspects = ", ".join(s["word"] for s in result["suspects"]) or "none"
+            lines.append(f"class {name}: no shortcut to '{planted}' found (suspects: {suspects})")
     return "\n".join(lines)
 
 
@@ -215,7 +234,7 @@ def _pretrain_lm(config: DemoConfig, folder: Path, world: dict[str, Path], progr
     if (folder / "config.json").is_file():
         return folder
     captions = [p.caption for p in read_captions(world["captions"] / "captions.jsonl")]
-    lm_config = SmallLMConfig(n_layer=2, n_embd=128, n_head=4, vocab_size=1024, epochs=config.lm_epochs, seed=config.seed)
+    lm_config = CaptionLMConfig(n_layer=2, n_embd=128, n_head=4, vocab_size=1024, epochs=config.lm_epochs, seed=config.seed)
     return pretrain_caption_lm(captions, folder, lm_config, progress=progress)
 
 
@@ -239,7 +258,8 @@ def _train_classifier(config: DemoConfig, folder: Path, world: dict[str, Path], 
         ClassifierTrainConfig(epochs=config.classifier_epochs, seed=config.seed, device=config.device), progress,
     )
     test_labels = label_indices(test_items, names)
-    accuracy = group_accuracy(predict(classifier, load_pixels(classifier, test_items)), test_labels, [i.group for i in test_items])
+    accuracy = group_accuracy(predict(classifier, load_pixels(classifier, test_items)).tolist(), test_labels.tolist(),
+                              [i.group for i in test_items])
     save_classifier(classifier, folder)
     saved = load_classifier(str(folder))  # before accuracy.json marks the step done: a folder that fails here is redone
     write_json(accuracy_file, accuracy)
@@ -270,89 +290,53 @@ def untrained_classifier(name: str, num_classes: int, image_size: int) -> Classi
                            model_kwargs={"pretrained_cfg_overlay": overlay})
 
 
-def _extract(config: DemoConfig, classifier: Classifier, folder: Path, world: dict[str, Path], progress: bool) -> FeatureStore:
-    paths = [str(p.image) for p in read_captions(world["captions"] / "captions.jsonl")]
-    paths += [str(i.path) for name in ("split", "only_bg") for i in read_labelled(world[name] / "labels.jsonl", split="test")]
-    store, skipped = extract_features(classifier, list(dict.fromkeys(paths)), folder, ExtractionConfig(batch_size=128), progress=progress)
-    if skipped:
-        raise TexplainError(f"{skipped[0][0]}: a generated image could not be read ({skipped[0][1]})")
-    return store
-
-
-def _train_translator(config, classifier, lm_folder, store, folder, world, progress) -> Translator:
+def _train_translator(config: DemoConfig, classifier: Classifier, lm: FrozenLM, out: Path, world: dict[str, Path],
+                      progress: bool) -> Translator:
+    """The translator from the classifier's features to the LM, trained on the captioned scenes."""
+    folder = out / "translator"
     if (folder / "translator.json").is_file():
         return load_translator(folder)
-    lm = load_lm(str(lm_folder))
-    pairs = read_captions(world["captions"] / "captions.jsonl")
-    t, d = store.token_shape
     torch.manual_seed(config.seed)
-    translator = Translator(
-        TranslatorConfig(in_tokens=t, in_dim=d, lm_dim=lm.embed_dim, prefix_len=8, hidden=256),
-        Provenance(classifier=classifier.feature_spec, feature_layer=classifier.feature_layer, lm=lm.spec),
+    pairs = read_captions(world["captions"] / "captions.jsonl")
+    translator, _ = fit_translator(
+        classifier, lm, [Phase("train", pairs, config.translator_epochs, lr=2e-3)], folder,
+        settings={"prefix_len": 8, "hidden": 256}, config=TrainConfig(batch_size=128, seed=config.seed, device=config.device),
+        features=out / "features", extraction=ExtractionConfig(batch_size=128), progress=progress,
     )
-    train_translator(
-        translator, lm, store, [Phase("train", pairs, config.translator_epochs, lr=2e-3)], folder,
-        TrainConfig(batch_size=128, seed=config.seed, device=config.device), progress=progress,
-    )
-    return load_translator(folder)
+    return translator.eval()
 
 
-def _explain(config, classifier, translator, lm_folder, store, world, cache: Path, progress: bool) -> dict:
-    """Per test image (and its only-background twin): prediction and word counts, cached as JSON."""
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    lm = load_lm(str(lm_folder)).to(config.device)
-    translator.to(config.device)
-    explain_config = ExplainConfig(
-        sampling=SamplingConfig(num_samples=config.samples, min_words=4, max_words=20, batch_size=config.samples, seed=config.seed),
-        words=WordConfig(top_k=15),
-    )
-    result: dict[str, list[dict]] = {}
-    for name in ("split", "only_bg"):
-        items = read_labelled(world[name] / "labels.jsonl", split="test")
-        rows = []
-        for item in tqdm(items, desc=f"explain {name}", unit="img", disable=not progress):
-            explanation = explain_features(translator, lm, store.features([str(item.path)])[0], explain_config)
-            top = store.row(str(item.path))["top5"][0]
-            rows.append({"path": str(item.path), "label": item.label, "group": item.group, "predicted": top["name"],
-                         "counts": explanation.counter.to_dict(), "sentences": explanation.sentences[:3]})
-        result[name] = rows
-    write_json(cache, result)
-    return result
+def _explain(config: DemoConfig, explainer: Explainer, world: Path, results: Path, features: Path, progress: bool) -> None:
+    """Explain the test split of one labelled world folder into a results folder, unless that is complete."""
+    if (results / MANIFEST).is_file() and ResultsFolder.open(results).complete:
+        return
+    explain = ExplainConfig(sampling=SamplingConfig(num_samples=config.samples, seed=config.seed), word_cloud=False)
+    prior = PriorConfig(seed=config.seed) if results.name == RESULTS["split"] else None
+    explain_dataset(explainer, read_labelled(world / "labels.jsonl", split="test"), results,
+                    DatasetExplainConfig(explain=explain, prior=prior), features=features, progress=progress)
 
 
-def _summarise(config: DemoConfig, accuracy: dict, explanations: dict) -> dict:
-    """Per predicted class: pooled top words, suspects, the planted word's rank, shortcut_found."""
-    word_config = WordConfig(top_k=15)
-    by_class = _pool_by_prediction(explanations["split"], config.classes)
-    only_bg = _pool_by_prediction(explanations["only_bg"], config.classes)
-    frequencies = class_frequencies(by_class)
+def _summarise(config: DemoConfig, accuracy: dict, analysis: DatasetAnalysis, hidden: dict | None) -> dict:
+    """Per predicted class: its top words and suspects (from the analysis), the planted word's rank, shortcut_found."""
     classes = {}
     for name in config.classes:
         planted = BACKGROUND_WORDS[planted_background(name)]
-        own = class_words(name, word_config)
-        found = suspects(frequencies, name, own, k=3)
-        top = list(frequencies[name].items())[:15]
+        report = analysis.classes.get(name)
+        words = report.words["all"] if report else []
+        suspects = [s.word for s in report.suspects] if report else []
+        only_bg = hidden.get(name) if hidden else None
         classes[name] = {
-            "images": sum(1 for r in explanations["split"] if r["predicted"] == name),
-            "top_words": [{"word": w, "frequency": round(f, 4)} for w, f in top],
-            "suspects": [s.to_json() for s in found],
+            "images": report.images["all"] if report else 0,
+            "top_words": [{"word": w.word, "frequency": round(w.frequency, 4)} for w in words],
+            "suspects": [s.to_json() for s in report.suspects] if report else [],
             "planted_background": planted,
-            "planted_rank": rank_of(frequencies[name], planted),
-            "class_word_rank": rank_of(frequencies[name], own[0]) if own else None,
-            "shortcut_found": planted in [s.word for s in found],
+            "planted_rank": suspects.index(planted) + 1 if planted in suspects else None,
+            "class_word_rank": next((i for i, w in enumerate(words, 1) if w.is_class), None),
+            "shortcut_found": planted in suspects,
             "only_background": {
-                "images": sum(1 for r in explanations["only_bg"] if r["predicted"] == name),
-                "top_words": [{"word": w, "frequency": round(f, 4)} for w, f in only_bg[name].top(10)],
+                "images": only_bg.images if only_bg else 0,
+                "top_words": [{"word": w, "frequency": round(f, 4)} for w, f in only_bg.top_words] if only_bg else [],
             },
         }
     return {"settings": {k: v for k, v in asdict(config).items() if k not in ("out", "fresh")} | {"out": str(config.out)},
             "accuracy": accuracy, "classes": classes}
-
-
-def _pool_by_prediction(rows: Sequence[dict], classes: Sequence[str]) -> dict[str, WordCounter]:
-    grouped: dict[str, list[WordCounter]] = defaultdict(list)
-    for row in rows:
-        grouped[row["predicted"]].append(WordCounter.from_dict(row["counts"]))
-    return {name: pool_counters(grouped.get(name, []), WordConfig(top_k=15)) for name in classes}
-

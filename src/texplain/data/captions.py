@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from typing import Any
 
 from texplain.data.files import load_json, read_text, select_split
 from texplain.errors import TexplainError
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_FORMATS: tuple[str, ...] = (
     "Flickr8k captions.tsv / any .tsv with image and caption columns",
@@ -83,6 +86,28 @@ def read_captions(
     else:
         raise _unknown_format(path)
     return select_split(path, pairs, split, "no captions in the file", "captions")
+
+
+def read_caption_pairs(
+    files: Sequence[str | Path], split: str | None, limit: int | None = None, missing_ok: bool = False
+) -> list[CaptionPair]:
+    """The pairs of one split from several caption files (a mix), perhaps of the first ``limit`` images only.
+
+    With ``missing_ok``, files without that split give no pairs (logged)
+    instead of an error: a dev split is welcome, not required.
+    """
+    pairs = []
+    for path in files:
+        try:
+            pairs += read_captions(path, split=split)
+        except TexplainError as exc:
+            if not missing_ok:
+                raise
+            log.info("no %s pairs: %s", split, exc)
+    if limit is not None:
+        keep = set(list(dict.fromkeys(p.image for p in pairs))[:limit])
+        pairs = [p for p in pairs if p.image in keep]
+    return pairs
 
 
 def read_tsv_captions(path: str | Path, images_dir: str | Path | None = None) -> list[CaptionPair]:
@@ -146,12 +171,6 @@ def read_coco_captions(
     """
     path = Path(path)
     return _coco_pairs(path, load_json(path), images_dir, split)
-
-
-def read_karpathy_json(path: str | Path, images_dir: str | Path | None = None) -> list[CaptionPair]:
-    """Read a Karpathy split file (``images[i].{filename, filepath?, split, sentences[j].raw}``)."""
-    path = Path(path)
-    return _karpathy_pairs(path, load_json(path), images_dir)
 
 
 def read_jsonl_captions(path: str | Path, images_dir: str | Path | None = None) -> list[CaptionPair]:

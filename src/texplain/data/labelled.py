@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from texplain.data.files import load_json, read_text, select_split
+from texplain.data.images import image_files
 from texplain.errors import TexplainError
-from texplain.images import image_files
 
 SPLIT_FOLDER_NAMES: frozenset[str] = frozenset(
     {"train", "test", "val", "valid", "validation", "dev"}

@@ -31,7 +31,6 @@ antialiased; the mask is every pixel that an object touches at all.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from texplain.atomic import write_text, writing
 from texplain.data.world_captions import BACKGROUND_WORDS, CaptionFacts, caption_scene
 from texplain.errors import TexplainError
 
@@ -874,26 +874,16 @@ def _finish(image: np.ndarray, seed: int) -> Image.Image:
 # Writing
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary sibling and rename it over ``path``, so readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def _write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> None:
     """One JSON object per line, UTF-8, written atomically."""
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    _replace_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    write_text(path, text)
 
 
 def _save_png(image: Image.Image, path: Path) -> None:
     """A fast-compressed PNG, written atomically."""
-    _replace_atomically(path, lambda temporary: image.save(temporary, format="PNG", compress_level=1))
+    with writing(path) as tmp:
+        image.save(tmp, format="PNG", compress_level=1)
 
 
 def write_world(scenes: Sequence[Scene], folder: str | Path, background_only: bool = False) -> Path:

@@ -26,21 +26,23 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from texplain.analysis import ALL_SPLITS, DatasetAnalysis
-from texplain.atomic import replace_folder, write_json, write_text
-from texplain.dataset_explain import ResultsFolder
+from texplain.analysis.analyse import ALL_SPLITS, DatasetAnalysis
+from texplain.analysis.only_background import (
+    ROW_COLUMNS,
+    OnlyBackgroundClass,
+    plot_top5,
+)
+from texplain.analysis.results import ResultsFolder
+from texplain.atomic import building_folder, write_json, write_text, writing
+from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
-from texplain.images import load_rgb
-from texplain.only_background import ROW_COLUMNS, OnlyBackgroundClass, plot_top5
-from texplain.report.demo_report import render_template
+from texplain.report.templates import render_template
 from texplain.report.wordcloud import draw_word_cloud
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,14 @@ MARKER = ".texplain-report"
 class ReportConfig:
     """What goes into the report.
 
-    title: the page title. images_per_class: example images per class and
+    title: the page title. findings: lines shown first on the overview (the
+    demo's verdict per class). images_per_class: example images per class and
     split with a drill-down (suspect examples come on top). thumbnail: the
     longest side of copied images, in pixels. seed: word-cloud layout.
     """
 
     title: str = "texplain: what the classifier's features say"
+    findings: tuple[str, ...] = ()
     images_per_class: int = 6
     thumbnail: int = 192
     seed: int = 0
@@ -80,13 +84,8 @@ def write_report(
     folder = Path(folder)
     if folder.exists() and not (folder / MARKER).is_file():
         raise TexplainError(f"{folder}: exists and is not a texplain report; not replaced (choose another --out)")
-    tmp = folder.with_name(f".{folder.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        tmp.mkdir(parents=True)
+    with building_folder(folder) as tmp:
         _build(tmp, results, analysis, only_background or {}, config)
-        replace_folder(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder / "index.html"
 
 
@@ -111,6 +110,7 @@ def _build(
     html = render_template(
         "report.html",
         title=config.title,
+        findings=config.findings,
         analysis=analysis,
         splits=splits,
         class_ids=class_ids,
@@ -183,9 +183,8 @@ def _thumbnail(source: str, target: Path, config: ReportConfig) -> str | None:
         log.warning("report: no thumbnail for %s (%s)", source, exc)
         return None
     image.thumbnail((config.thumbnail, config.thumbnail), Image.Resampling.LANCZOS)
-    tmp = target.with_name(f".{target.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, target)
+    with writing(target) as tmp:
+        image.save(tmp, format="PNG")
     return f"assets/{target.name}"
 
 

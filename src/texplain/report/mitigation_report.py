@@ -13,10 +13,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from texplain.atomic import write_text
-from texplain.images import load_rgb
-from texplain.mitigation_baselines import METHOD_LABELS, MaskedExample
-from texplain.report.demo_report import render_template
+from texplain.atomic import write_text, writing
+from texplain.data.images import load_rgb
+from texplain.mitigation.harness import METHOD_LABELS, MaskedExample
+from texplain.report.templates import render_template
 
 EXAMPLE_SIZE = 160
 ZERO_GREY = (124, 116, 104)
@@ -76,11 +76,9 @@ def draw_plot(result: dict, path: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with writing(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -91,7 +89,7 @@ def save_example(example: MaskedExample, threshold: float, fill: str, path: Path
     """
     import torch
 
-    from texplain.gradcam import mask_image, region
+    from texplain.attribution.gradcam import mask_image, region
 
     image = load_rgb(example.path).resize((EXAMPLE_SIZE, EXAMPLE_SIZE))
     heat = (example.heat.clamp(0, 1) * 255).to(torch.uint8).numpy()
@@ -104,10 +102,8 @@ def save_example(example: MaskedExample, threshold: float, fill: str, path: Path
     strip = Image.new("RGB", (3 * EXAMPLE_SIZE, EXAMPLE_SIZE))
     for i, part in enumerate((image, heat_image, masked)):
         strip.paste(part, (i * EXAMPLE_SIZE, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    strip.save(tmp)
-    tmp.replace(path)
+    with writing(path) as tmp:
+        strip.save(tmp, format="PNG")
     return path
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from random import Random
@@ -25,6 +23,7 @@ from typing import Any, Callable
 
 from wordcloud import WordCloud
 
+from texplain.atomic import writing
 from texplain.errors import TexplainError
 
 HIGHLIGHT_COLOUR = "#d62728"
@@ -67,18 +66,6 @@ def _drawable(frequencies: Mapping[str, float], path: Path) -> dict[str, float]:
     if not ranked:
         raise TexplainError(f"{path}: nothing to draw, no word has a positive frequency")
     return dict(ranked)
-
-
-def _write_png_atomically(image: Any, path: Path) -> None:
-    """Save a PIL image to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def draw_word_cloud(
@@ -124,5 +111,6 @@ def draw_word_cloud(
         cloud.generate_from_frequencies(words)
     except ValueError as error:
         raise TexplainError(f"{path}: cannot lay out the word cloud: {error}") from error
-    _write_png_atomically(cloud.to_image(), path)
+    with writing(path) as tmp:
+        cloud.to_image().save(tmp, format="PNG")
     return path

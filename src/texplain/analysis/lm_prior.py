@@ -1,0 +1,188 @@
+"""The language model's own word prior: what it says whatever the image.
+
+A caption LM says "man", "standing" or "front" after almost any prefix. Such
+a word can dominate a class's sentences without the classifier's features
+carrying it. The prior is measured by explaining *null* features, prefixes
+that carry no image content, with the same translator, LM and sampling:
+
+* ``blank``: the features of a uniform mid-grey image;
+* ``mean``: the mean feature over the data set (every image's content
+  averaged away);
+* ``shuffled``: each feature coordinate drawn from a different image, so the
+  marginals of real features remain and their joint structure (the content)
+  is gone.
+
+A word's *lift* is its frequency in a class over its frequency in the prior:
+a finding should be well above 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from texplain.analysis.class_vocabulary import class_mentions
+from texplain.errors import TexplainError
+from texplain.generate.words import WordCounter
+
+if TYPE_CHECKING:  # the models are needed to make a prior, not to read one
+    from torch import Tensor
+
+    from texplain.generate.explain import ExplainConfig
+    from texplain.models.classifiers import Classifier
+    from texplain.models.features import FeatureStore
+    from texplain.models.lm import FrozenLM
+    from texplain.models.translator import Translator
+
+log = logging.getLogger(__name__)
+
+KINDS = ("blank", "mean", "shuffled")
+BLANK_GREY = (128, 128, 128)
+BLANK_SIZE = 224
+SMOOTHING = 0.5
+"""Pseudo-count added to a word's prior count, so a word the prior never says has a finite lift."""
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Which null prefixes make the prior.
+
+    kinds: any of ``blank``, ``mean``, ``shuffled``. shuffled: how many
+    shuffled feature sets. pool: how many images' features the shuffled ones
+    draw their coordinates from (memory is pool x T x D). seed: for the shuffle.
+    samples: sentences per null prefix, or the data set's N when that is
+    more. Each null prefix gets the data set's other sampling settings. The
+    prior is sampled once per data set, and a suspect's z-score against it is
+    bounded by its size: a few dozen sentences could not tell a word the LM
+    says half the time from one it says a third of the time.
+    """
+
+    kinds: tuple[str, ...] = KINDS
+    shuffled: int = 4
+    pool: int = 32
+    seed: int = 0
+    samples: int = 200
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.kinds if k not in KINDS]
+        if unknown or not self.kinds:
+            raise TexplainError(f"prior: kinds must be among {', '.join(KINDS)}, got {', '.join(self.kinds) or 'none'}")
+        if self.shuffled < 1 or self.pool < 2 or self.samples < 1:
+            raise TexplainError("prior: shuffled and samples must be at least 1 and pool at least 2")
+
+
+@dataclass
+class LMPrior:
+    """Word counts of the sentences written after null prefixes, and class mentions among them."""
+
+    counter: WordCounter
+    mentions: dict[str, int] = field(default_factory=dict)
+    kinds: tuple[str, ...] = ()
+
+    def frequency(self, word: str) -> float:
+        """Smoothed fraction of prior sentences that mention ``word``: (count + 0.5) / (n + 1)."""
+        count = self.counter.document_counts().get(word, 0)
+        return (count + SMOOTHING) / (self.counter.n_sentences + 2 * SMOOTHING)
+
+    def mention_frequency(self, name: str) -> float:
+        """Smoothed fraction of prior sentences that mention class ``name`` by any of its words."""
+        return (self.mentions.get(name, 0) + SMOOTHING) / (self.counter.n_sentences + 2 * SMOOTHING)
+
+    def to_dict(self) -> dict:
+        return {"kinds": list(self.kinds), "counts": self.counter.to_dict(), "mentions": dict(sorted(self.mentions.items()))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> LMPrior:
+        try:
+            return cls(WordCounter.from_dict(data["counts"]), dict(data.get("mentions", {})), tuple(data.get("kinds", ())))
+        except (KeyError, TypeError) as exc:
+            raise TexplainError(f"LM prior is malformed: {exc}") from exc
+
+
+def lift(frequency: float, prior_frequency: float) -> float:
+    """How many times more often a word is said for a class than after a null prefix."""
+    return frequency / prior_frequency
+
+
+def null_features(
+    config: PriorConfig, classifier: Classifier, store: FeatureStore, paths: Sequence[str]
+) -> list[tuple[str, Tensor]]:
+    """The null feature sets, each (kind, (T, D)), from the classifier and the data set's stored features."""
+    out: list[tuple[str, Tensor]] = []
+    if "blank" in config.kinds:
+        out.append(("blank", blank_features(classifier)))
+    if "mean" in config.kinds:
+        out.append(("mean", mean_features(store, paths)))
+    if "shuffled" in config.kinds:
+        out += [("shuffled", f) for f in shuffled_features(store, paths, config.shuffled, config.pool, config.seed)]
+    return out
+
+
+def blank_features(classifier: Classifier) -> Tensor:
+    """Features (T, D) of a uniform mid-grey image: what the classifier sees in nothing."""
+    import torch
+    from PIL import Image
+
+    image = Image.new("RGB", (BLANK_SIZE, BLANK_SIZE), BLANK_GREY)
+    pixels = classifier.preprocess(image).unsqueeze(0).to(classifier.device)  # (1, 3, H, W)
+    with torch.inference_mode():
+        features, _ = classifier.features_and_logits(pixels)  # (1, T, D)
+    return features[0].float().cpu()
+
+
+def mean_features(store: FeatureStore, paths: Sequence[str], batch: int = 256) -> Tensor:
+    """Mean (T, D) of the stored features of ``paths``, read a batch at a time."""
+    import torch
+
+    from texplain.models.features import iter_batches
+
+    if not paths:
+        raise TexplainError("prior: no explained images to average")
+    total = torch.zeros(store.token_shape, dtype=torch.float64)
+    for chunk in iter_batches(paths, batch):
+        total += store.load_all(chunk).double().sum(0)  # (T, D)
+    return (total / len(paths)).float()
+
+
+def shuffled_features(store: FeatureStore, paths: Sequence[str], n: int, pool: int, seed: int) -> list[Tensor]:
+    """``n`` feature sets (T, D) whose every coordinate comes from a random one of ``pool`` images."""
+    import torch
+
+    if len(paths) < 2:
+        raise TexplainError("prior: shuffled features need at least two explained images; choose other prior kinds")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(paths), generator=generator)[:pool].tolist()
+    feats = store.load_all([paths[i] for i in sorted(chosen)]).float()  # (M, T, D)
+    index = torch.randint(feats.shape[0], (n, *feats.shape[1:]), generator=generator)  # (n, T, D)
+    return list(torch.gather(feats, 0, index))
+
+
+def explain_prior(
+    translator: Translator,
+    lm: FrozenLM,
+    features: Sequence[tuple[str, Tensor]],
+    config: ExplainConfig,
+    index: Mapping[str, Sequence[str]],
+    samples: int = 0,
+) -> LMPrior:
+    """Sample after every null prefix and pool the words (and class mentions) into one prior.
+
+    Each null prefix gets ``config``'s sentences, or ``samples`` when that is more.
+    """
+    from dataclasses import replace
+
+    from texplain.generate.explain import explain_features
+
+    if samples > config.sampling.num_samples:
+        config = replace(config, sampling=replace(config.sampling, num_samples=samples))
+    counter = WordCounter(config.words)
+    mentions: dict[str, int] = {}
+    for kind, feats in features:
+        explanation = explain_features(translator, lm, feats, config)
+        counter.merge(explanation.counter)
+        for name, count in class_mentions(explanation.sentences, index, config.words).items():
+            mentions[name] = mentions.get(name, 0) + count
+        log.info("prior (%s): %s", kind, ", ".join(w for w, _ in explanation.top_words[:8]))
+    return LMPrior(counter, mentions, tuple(dict.fromkeys(kind for kind, _ in features)))

@@ -1,0 +1,37 @@
+"""The ``demo`` command: the whole pipeline, offline, on a synthetic world with a planted shortcut."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from texplain.cli import options
+
+
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Folder for the world, models, results, report and summary.json")] = Path("texplain-demo"),
+    seed: options.Seed = options.SEED,
+    fresh: Annotated[bool, typer.Option(help="Recompute every step instead of reusing cached ones")] = False,
+    balanced: Annotated[bool, typer.Option(help="Control: train the classifier on a balanced split")] = False,
+    bias: Annotated[float, typer.Option(help="Fraction of each class on its planted background in train")] = 0.95,
+    train_images: Annotated[int, typer.Option(help="Images in the labelled train split")] = 600,
+    test_images: Annotated[int, typer.Option(help="Images in the balanced test split")] = 270,
+    caption_images: Annotated[int, typer.Option(help="Captioned images for the LM and translator")] = 1200,
+    samples: Annotated[int, typer.Option("--samples", "-n", help="Sentences per test image")] = 20,
+    classifier: Annotated[str, typer.Option(help="vit (a small ViT) or a timm architecture trained from scratch, e.g. resnet10t")] = "vit",
+    pretrain_epochs: Annotated[int, typer.Option(help="First train the classifier on the captioned scenes' objects (0: no pretraining)")] = 0,
+    device: options.Device = options.DEVICE,
+) -> None:
+    """Run the whole pipeline offline on a synthetic world with a planted shortcut."""
+    from texplain.demo import DemoConfig, headline, run_demo
+
+    config = DemoConfig(out=out, seed=seed, fresh=fresh, balanced=balanced, bias=bias, train_images=train_images,
+                        test_images=test_images, caption_images=caption_images, samples=samples, classifier=classifier,
+                        pretrain_epochs=pretrain_epochs, device=device)
+    summary = run_demo(config)
+    accuracy = summary["accuracy"]
+    typer.echo(f"classifier: average accuracy {accuracy['average']:.1%}, worst group {accuracy['worst_group']:.1%}")
+    typer.echo(headline(summary))
+    typer.echo(f"report: {out / 'report' / 'index.html'}")

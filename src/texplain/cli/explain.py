@@ -1,0 +1,43 @@
+"""The ``explain`` command: one JSON record and one word cloud per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from texplain.cli import options
+
+
+def explain_command(
+    target: Annotated[Path, typer.Argument(help="An image or a folder of images")],
+    translator: options.Translator,
+    out: Annotated[Path, typer.Option(help="Folder for JSON and word clouds")],
+    classifier: options.ClassifierOverride = None,
+    lm: options.LMOverride = None,
+    samples: options.Samples = options.SAMPLES,
+    top_p: options.TopP = options.TOP_P,
+    min_words: options.MinWords = options.MIN_WORDS,
+    max_words: options.MaxWords = options.MAX_WORDS,
+    top_k: options.TopK = options.TOP_K,
+    seed: options.Seed = options.SEED,
+    device: options.Device = options.DEVICE,
+) -> None:
+    """Explain an image or every image in a folder: JSON + word cloud per image."""
+    from texplain.data.images import images_in
+    from texplain.generate.explain import ExplainConfig, explain_images
+    from texplain.generate.words import WordConfig
+    from texplain.models.explainer import load_explainer
+
+    paths = images_in(target)
+    explainer = load_explainer(translator, classifier, lm, device)
+    config = ExplainConfig(sampling=options.sampling_config(samples, top_p, min_words, max_words, seed),
+                           words=WordConfig(top_k=top_k))
+    records, skipped = explain_images(explainer, paths, out, config)
+    for record in records:
+        words = ", ".join(w["word"] for w in record["top_words"][:8])
+        typer.echo(f"{record['image']}: {record['prediction'][0]['name']} | {words}")
+    for path, reason in skipped:
+        typer.echo(f"skipped {reason}", err=True)
+    typer.echo(f"{len(records)} explained, {len(skipped)} skipped; results in {out}")

@@ -1,0 +1,71 @@
+"""Commands that make models: ``pretrain-lm`` (a small caption LM) and ``train`` (a translator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from texplain.cli import options
+
+
+def pretrain_lm_command(
+    captions: Annotated[list[Path], typer.Option("--captions", help="Caption file (repeatable)")],
+    out: Annotated[Path, typer.Option(help="Folder for the Hugging Face LM")],
+    split: Annotated[Optional[str], typer.Option(help="Keep only this split (e.g. train)")] = "train",
+    epochs: Annotated[int, typer.Option(help="Passes over the captions")] = 4,
+    seed: options.Seed = options.SEED,
+) -> None:
+    """Pretrain a small GPT-2-style LM on caption text only (the fast CPU default LM)."""
+    from texplain.data.captions import read_captions
+    from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
+
+    texts = [p.caption for path in captions for p in read_captions(path, split=split)]
+    folder = pretrain_caption_lm(texts, out, CaptionLMConfig(epochs=epochs, seed=seed))
+    typer.echo(f"language model written to {folder}")
+
+
+def train_command(
+    classifier: options.ClassifierName,
+    lm: Annotated[str, typer.Option(help="HF causal LM id or folder, a .gguf file, or smollm2")],
+    captions: Annotated[list[Path], typer.Option("--captions", help="(image, caption) file for phase 1 (repeatable: a mix)")],
+    out: Annotated[Path, typer.Option(help="Folder for the translator checkpoint")],
+    features: Annotated[Optional[Path], typer.Option(help="Feature store folder (default: OUT/features)")] = None,
+    finetune_captions: Annotated[Optional[list[Path]], typer.Option("--finetune-captions", help="Caption file for phase 2")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Training split")] = "train",
+    dev_split: Annotated[Optional[str], typer.Option(help="Split for the dev loss ('' for none)")] = "dev",
+    epochs: Annotated[int, typer.Option(help="Epochs of phase 1")] = 20,
+    finetune_epochs: Annotated[int, typer.Option(help="Epochs of phase 2")] = 5,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of phase 1")] = 1e-3,
+    finetune_lr: Annotated[float, typer.Option(help="Peak learning rate of phase 2")] = 3e-4,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step")] = 64,
+    prefix_len: Annotated[int, typer.Option(help="K, prefix embeddings")] = 10,
+    hidden: Annotated[int, typer.Option(help="Translator hidden width")] = 512,
+    mode: Annotated[str, typer.Option(help="auto, token or flatten")] = "auto",
+    feature_layer: options.FeatureLayer = "",
+    fp16: Annotated[bool, typer.Option(help="Store features as float16")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images (quick runs)")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint")] = False,
+    seed: options.Seed = options.SEED,
+    device: options.Device = options.DEVICE,
+) -> None:
+    """Train a translator from a classifier's features to an LM's prefix on (image, caption) pairs."""
+    from texplain.data.captions import read_caption_pairs
+    from texplain.models.classifiers import load_classifier
+    from texplain.models.features import ExtractionConfig
+    from texplain.models.lm import load_lm
+    from texplain.training.translator_training import Phase, TrainConfig, fit_translator
+
+    phases = [Phase("train", read_caption_pairs(captions, split, limit), epochs, lr)]
+    if finetune_captions:
+        phases.append(Phase("finetune", read_caption_pairs(finetune_captions, split, limit), finetune_epochs, finetune_lr))
+    dev_pairs = read_caption_pairs(captions, dev_split, limit, missing_ok=True) if dev_split else []
+    _, history = fit_translator(
+        load_classifier(classifier, feature_layer=feature_layer), load_lm(lm), phases, out,
+        settings={"prefix_len": prefix_len, "hidden": hidden, "mode": mode},
+        config=TrainConfig(batch_size=batch_size, seed=seed, device=device), dev_pairs=dev_pairs,
+        features=features, extraction=ExtractionConfig(fp16=fp16), resume=resume,
+    )
+    last = history.epochs[-1] if history.epochs else {}
+    typer.echo(f"translator written to {out} (last epoch: {last})")

@@ -1,0 +1,57 @@
+"""Options that several commands share, each declared once, with one default.
+
+Every command that samples sentences takes the same sampling options with the
+same defaults as :class:`~texplain.generate.sampling.SamplingConfig` (a test
+keeps them equal; they are repeated here as plain values so that building the
+command line imports no model code). Only the number of sentences differs by
+command, where one image's explanation is one of many (evaluation runs three
+per image, mitigation one per training image): those commands say so in their
+default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+SAMPLES = 1000
+TOP_P = 0.95
+MIN_WORDS = 5
+MAX_WORDS = 20
+TOP_K = 20
+SEED = 0
+DEVICE = "cpu"
+
+Translator = Annotated[Path, typer.Option(help="Translator checkpoint folder")]
+ClassifierName = Annotated[str, typer.Option(
+    "--classifier", "-c",
+    help="timm:NAME, hf:ID, torchvision:NAME, efficientnet_lite0, a saved folder, or pkg.mod:factory")]
+ClassifierOverride = Annotated[Optional[str], typer.Option(
+    "--classifier", "-c", help="Default: the classifier the translator was trained for")]
+LMOverride = Annotated[Optional[str], typer.Option(help="Default: the language model the translator was trained for")]
+FeatureLayer = Annotated[str, typer.Option(help="Module whose output (or NAME:input) is the feature; default: penultimate")]
+Samples = Annotated[int, typer.Option("--samples", "-n", help="Sentences per image")]
+TopP = Annotated[float, typer.Option(help="Nucleus mass: each token is drawn from the most probable tokens holding this much")]
+MinWords = Annotated[int, typer.Option(help="Words a sentence has before it may end")]
+MaxWords = Annotated[int, typer.Option(help="Most words per sentence")]
+TopK = Annotated[int, typer.Option(help="Dominant words kept per image")]
+ClassWords = Annotated[Optional[Path], typer.Option(help="JSON/YAML of extra words per class (they count as the class)")]
+WordNet = Annotated[bool, typer.Option(help="Expand class names with WordNet synonyms, hyponyms, hypernyms")]
+Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same sentences")]
+Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps")]
+
+
+def sampling_config(samples: int, top_p: float, min_words: int, max_words: int, seed: int, **more):
+    """The :class:`~texplain.generate.sampling.SamplingConfig` the shared options describe (imported when called)."""
+    from texplain.generate.sampling import SamplingConfig
+
+    return SamplingConfig(num_samples=samples, top_p=top_p, min_words=min_words, max_words=max_words, seed=seed, **more)
+
+
+def class_word_config(class_words: Path | None, wordnet: bool):
+    """The :class:`~texplain.analysis.class_vocabulary.ClassWordConfig` of ``--class-words`` and ``--wordnet``."""
+    from texplain.analysis.class_vocabulary import ClassWordConfig, load_overrides
+
+    return ClassWordConfig(wordnet=wordnet, overrides=load_overrides(class_words) if class_words else {})

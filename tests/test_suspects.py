@@ -1,0 +1,66 @@
+"""The one suspect rule, on hand-made counts: merging the class's words, the frequency, lift and z tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from texplain.analysis.lm_prior import LMPrior
+from texplain.analysis.statistics import compare_counts
+from texplain.analysis.suspects import ClassMerge, SuspectRule, dominant_words, rank_suspects
+from texplain.errors import TexplainError
+from texplain.generate.words import WordCounter
+
+
+def prior_saying(word: str, sentences: int = 100) -> LMPrior:
+    """A prior whose every sentence says ``word`` and nothing else."""
+    counter = WordCounter()
+    counter.update([f"the {word}"] * sentences)
+    return LMPrior(counter, {})
+
+
+def test_class_words_merge_into_one_entry_with_the_exact_mention_count():
+    merge = ClassMerge("bird", frozenset({"bird", "duck"}))
+    assert merge({"duck": 30, "bird": 20, "water": 50}, {"bird": 45}) == {"water": 50, "bird": 45}
+    outside = ClassMerge("heron", frozenset({"heron", "egret"}), indexed=False)  # a label the classifier lacks
+    assert outside({"heron": 3, "egret": 9, "water": 5}, {}) == {"water": 5, "heron": 9}  # a lower bound
+
+
+def test_a_word_over_represented_against_classes_and_prior_is_the_suspect():
+    merge = ClassMerge("bird", frozenset({"bird"}))
+    own = {"water": 80, "bird": 40, "man": 60, "sky": 3}
+    rest = {"water": 10, "man": 120, "road": 90}
+    found = rank_suspects(own, 100, rest, merge, prior_saying("man"), SuspectRule())
+    # man is frequent but the LM says it anyway and other classes say it more; sky is too rare; bird is the class.
+    assert [s.word for s in found] == ["water"]
+    water = found[0]
+    z_classes = {s.word: s.z for s in compare_counts(own, rest)}["water"]
+    assert water.z_classes == pytest.approx(z_classes)
+    assert water.frequency == pytest.approx(0.8) and water.low < 0.8 < water.high
+    assert water.lift == pytest.approx(0.8 / (0.5 / 101))
+
+
+def test_without_a_prior_only_the_classes_are_compared():
+    merge = ClassMerge("bird", frozenset({"bird"}))
+    own, rest = {"water": 80, "man": 90}, {"man": 10, "road": 90}
+    found = rank_suspects(own, 100, rest, merge, None, SuspectRule())
+    z = {s.word: s.z for s in compare_counts(own, rest)}
+    assert z["water"] > z["man"] > 1.96  # water is never said elsewhere: the stronger evidence
+    assert [s.word for s in found] == ["water", "man"] and all(s.z_prior is None and s.lift is None for s in found)
+
+
+def test_thresholds_and_limit_apply():
+    merge = ClassMerge("bird", frozenset({"bird"}))
+    own, rest = {"water": 80, "lake": 70, "pond": 60}, {"road": 90}
+    assert [s.word for s in rank_suspects(own, 100, rest, merge, None, SuspectRule(limit=2))] == ["water", "lake"]
+    assert rank_suspects(own, 100, rest, merge, None, SuspectRule(min_frequency=0.9)) == []
+    assert rank_suspects(own, 0, rest, merge, None, SuspectRule()) == []
+    with pytest.raises(TexplainError):
+        SuspectRule(limit=0)
+
+
+def test_one_image_dominant_words_use_the_same_merge_and_lift():
+    merge = ClassMerge("dog", frozenset({"dog", "puppy"}))
+    counts = merge({"sand": 6, "dog": 3, "puppy": 4, "man": 9}, {"dog": 7})
+    found = dominant_words(counts, 10, merge, prior_saying("man", 10), 0.1, 1.5)
+    assert [d.word for d in found] == ["dog", "sand"]  # man is the LM's own word
+    assert found[0].frequency == pytest.approx(0.7)

@@ -1,0 +1,48 @@
+"""Training: only the translator learns, a tiny one overfits 8 pairs, and resume continues."""
+
+from __future__ import annotations
+
+import torch
+
+from conftest import CAPTIONS, tiny_vit
+from texplain.data.captions import CaptionPair
+from texplain.models.features import extract_features
+from texplain.models.translator import Translator, TranslatorConfig, load_translator
+from texplain.training.translator_training import Phase, TrainConfig, train_translator
+
+
+def _setup(tmp_path, images, lm):
+    vit = tiny_vit()
+    store, _ = extract_features(vit, [str(p) for p in images], tmp_path / "features", progress=False)
+    pairs = [CaptionPair(images[i % len(images)], CAPTIONS[i]) for i in range(8)]
+    t, d = store.token_shape
+    translator = Translator(TranslatorConfig(in_tokens=t, in_dim=d, lm_dim=lm.embed_dim, prefix_len=4, hidden=64, dropout=0.0))
+    return store, pairs, translator
+
+
+def test_tiny_translator_overfits_eight_pairs(tmp_path, images, tiny_lm):
+    store, pairs, translator = _setup(tmp_path, images, tiny_lm)
+    lm_before = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
+    history = train_translator(translator, tiny_lm, store, [Phase("train", pairs, 100, lr=1e-2)], tmp_path / "out",
+                               TrainConfig(batch_size=8, warmup_steps=5, seed=0), progress=False)
+    losses = [row["train_loss"] for row in history.epochs]
+    assert losses[-1] < 0.3 * losses[0]
+    assert all(torch.equal(v, lm_before[k]) for k, v in tiny_lm.model.state_dict().items())
+    assert load_translator(tmp_path / "out").config == translator.config
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, images, tiny_lm):
+    store, pairs, _ = _setup(tmp_path, images, tiny_lm)
+    config = TrainConfig(batch_size=4, warmup_steps=2, seed=3)
+
+    def fresh():
+        torch.manual_seed(0)
+        return _setup(tmp_path, images, tiny_lm)[2]
+
+    full = train_translator(fresh(), tiny_lm, store, [Phase("a", pairs, 2), Phase("b", pairs[:4], 2, lr=1e-4)],
+                            tmp_path / "full", config, progress=False)
+    train_translator(fresh(), tiny_lm, store, [Phase("a", pairs, 2)], tmp_path / "part", config, progress=False)
+    resumed = train_translator(fresh(), tiny_lm, store, [Phase("a", pairs, 2), Phase("b", pairs[:4], 2, lr=1e-4)],
+                               tmp_path / "part", config, resume=True, progress=False)
+    assert [r["phase"] for r in resumed.epochs] == ["a", "a", "b", "b"]
+    assert [round(r["train_loss"], 5) for r in resumed.epochs] == [round(r["train_loss"], 5) for r in full.epochs]
