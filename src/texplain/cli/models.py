@@ -14,15 +14,15 @@ def pretrain_lm_command(
     captions: Annotated[list[Path], typer.Option("--captions", help="Caption file (repeatable)")],
     out: Annotated[Path, typer.Option(help="Folder for the Hugging Face LM")],
     split: Annotated[Optional[str], typer.Option(help="Keep only this split (e.g. train)")] = "train",
-    epochs: Annotated[int, typer.Option(help="Passes over the captions")] = 4,
+    epochs: Annotated[int, typer.Option(help="Passes over the captions")] = 3,
     seed: options.Seed = options.SEED,
 ) -> None:
-    """Pretrain a small GPT-2-style LM on caption text only (the fast CPU default LM)."""
-    from texplain.data.captions import read_captions
+    """Pretrain a small GPT-2-style LM on caption text only, prefix-ready (the fast CPU default LM)."""
+    from texplain.data.captions import caption_groups, read_caption_pairs
     from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
 
-    texts = [p.caption for path in captions for p in read_captions(path, split=split)]
-    folder = pretrain_caption_lm(texts, out, CaptionLMConfig(epochs=epochs, seed=seed))
+    groups = caption_groups(read_caption_pairs(captions, split))
+    folder = pretrain_caption_lm(groups, out, CaptionLMConfig(epochs=epochs, seed=seed))
     typer.echo(f"language model written to {folder}")
 
 
@@ -40,9 +40,9 @@ def train_command(
     lr: Annotated[float, typer.Option(help="Peak learning rate of phase 1")] = 1e-3,
     finetune_lr: Annotated[float, typer.Option(help="Peak learning rate of phase 2")] = 3e-4,
     batch_size: Annotated[int, typer.Option(help="Pairs per step")] = 64,
-    prefix_len: Annotated[int, typer.Option(help="K, prefix embeddings")] = 10,
+    prefix_len: Annotated[Optional[int], typer.Option(help="K, prefix slots (default: what the LM was pretrained with, else 8)")] = None,
     hidden: Annotated[int, typer.Option(help="Translator hidden width")] = 512,
-    mode: Annotated[str, typer.Option(help="auto, token or flatten")] = "auto",
+    mode: Annotated[str, typer.Option(help="auto, pooled, token, resampler or flatten")] = "auto",
     feature_layer: options.FeatureLayer = "",
     fp16: Annotated[bool, typer.Option(help="Store features as float16")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images (quick runs)")] = None,
@@ -63,7 +63,7 @@ def train_command(
     dev_pairs = read_caption_pairs(captions, dev_split, limit, missing_ok=True) if dev_split else []
     _, history = fit_translator(
         load_classifier(classifier, feature_layer=feature_layer), load_lm(lm), phases, out,
-        settings={"prefix_len": prefix_len, "hidden": hidden, "mode": mode},
+        settings={"hidden": hidden, "mode": mode, **({"prefix_len": prefix_len} if prefix_len else {})},
         config=TrainConfig(batch_size=batch_size, seed=seed, device=device), dev_pairs=dev_pairs,
         features=features, extraction=ExtractionConfig(fp16=fp16), resume=resume,
     )

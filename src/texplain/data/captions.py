@@ -110,6 +110,14 @@ def read_caption_pairs(
     return pairs
 
 
+def caption_groups(pairs: Iterable[CaptionPair]) -> list[list[str]]:
+    """The captions of each image, in the order images first appear: what a prefix-ready LM learns from."""
+    groups: dict[Path, list[str]] = {}
+    for pair in pairs:
+        groups.setdefault(pair.image, []).append(pair.caption)
+    return list(groups.values())
+
+
 def read_tsv_captions(path: str | Path, images_dir: str | Path | None = None) -> list[CaptionPair]:
     """Read a tab-separated table whose header names ``image`` and ``caption`` (and maybe ``split``).
 

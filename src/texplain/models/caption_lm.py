@@ -1,4 +1,4 @@
-"""A small GPT-2-style language model pretrained on caption text only.
+"""A small GPT-2-style language model pretrained on caption text only, ready to read a prefix.
 
 TExplain needs a frozen LM that writes captions. Large pretrained LMs do, but
 sample a few sentences per second on a CPU; a model of a few million
@@ -7,14 +7,20 @@ exactly the vocabulary the translator will be trained on. This module trains
 one from scratch and saves it as an ordinary Hugging Face folder that
 :func:`texplain.models.lm.load_lm` loads like any other LM.
 
+It is *prefix-ready*: each training caption follows K context slots holding
+content words of the same image's other captions (:mod:`.word_context`), so
+the frozen LM has learnt, from text alone, to write about what precedes it.
+A training sequence is ``[K slots] <eos> caption <eos>``: the end-of-sentence
+token also plays GPT-2's beginning-of-text role. Captions without a context
+get K null slots (the end-of-sentence embedding), which is also how the LM
+is run alone. The recipe is recorded in the folder's ``config.json``
+(``texplain_recipe``) so that a translator is never paired with an LM of
+another recipe.
+
 The tokenizer is a byte-level BPE trained on the captions, so that word
-starts are 'Ġ' tokens as in GPT-2 (the sampler counts words by them). Each
-training sequence is ``<eos> caption <eos>``: the leading end-of-sentence
-token plays GPT-2's beginning-of-text role, and the model learns where a
-caption ends. Positions are offset at random per sequence, so every position
-embedding is trained even though captions are much shorter than
-``n_positions``; TExplain's prefix then moves the caption to later positions
-without leaving what the model learned.
+starts are 'Ġ' tokens as in GPT-2 (the sampler counts words by them).
+Positions are offset at random per sequence, so every position embedding is
+trained even though captions are much shorter than ``n_positions``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,12 +42,20 @@ from tqdm.auto import tqdm
 
 from texplain.atomic import building_folder
 from texplain.errors import TexplainError
-from texplain.models.lm import IGNORE_INDEX
+from texplain.models.lm import IGNORE_INDEX, RECIPE_KEY
+from texplain.models.word_context import (
+    ContextRecipe,
+    WordTable,
+    draw_context,
+    sibling_words,
+    word_context,
+)
+from texplain.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"
-"""The one special token: end of caption, and (GPT-2 style) beginning and padding too."""
+"""The one special token: end of caption, and (GPT-2 style) beginning, null slot and padding too."""
 
 METADATA_FILE = "texplain_lm.json"
 """Written beside the model: the training config and the final losses."""
@@ -49,23 +63,23 @@ METADATA_FILE = "texplain_lm.json"
 
 @dataclass
 class CaptionLMConfig:
-    """Size and training schedule of the caption LM.
+    """Size, context recipe and training schedule of the caption LM.
 
     Attributes:
         n_layer: Transformer blocks.
         n_embd: Width of the model (and of the prefix the translator makes).
         n_head: Attention heads; must divide ``n_embd``.
-        n_positions: Most positions the model reads: prefix plus sentence.
+        n_positions: Most positions the model reads: context, start token and sentence.
         vocab_size: Target size of the byte-level BPE vocabulary (it can come
             out smaller on a small caption set).
+        context: How each caption's context is drawn (:class:`~.word_context.ContextRecipe`);
+            ``slots=0`` gives an LM that reads no context.
         epochs: Passes over the training captions.
         batch_size: Captions per optimizer step.
         lr: Peak learning rate of AdamW, reached after the warm-up.
-        seed: Seeds the dev split, the order of batches and the weights.
+        seed: Seeds the dev split, the contexts, the order of batches and the weights.
         max_tokens: Tokens kept per caption, its end-of-sentence included;
-            longer captions are cut (few are). With the leading
-            end-of-sentence token a sequence fills ``max_tokens + 1``
-            positions, which must be fewer than ``n_positions``.
+            longer captions are cut (few are).
         warmup_fraction: Fraction of the steps over which the learning rate
             rises linearly from 0; it then decays along a cosine to
             ``min_lr_ratio * lr``.
@@ -73,15 +87,9 @@ class CaptionLMConfig:
         weight_decay: AdamW decay on weight matrices (not on biases, norms).
         grad_clip: Gradients are clipped to this global norm.
         dropout: Dropout of GPT-2's residual, embedding and attention paths.
-        dev_fraction: Fraction of captions held out to report a dev loss
-            (on single captions).
-        join_next: When captions come in groups (several of one image), the
-            fraction of training sequences in which a caption is followed by
-            the next one of its group before the final end-of-sentence.
-            TExplain samples 20-30 words, about two captions, with
-            end-of-sentence forbidden before 20 words: a model that only ever
-            saw single captions writes noise after its first full stop.
-            Ungrouped captions are never joined.
+        dev_fraction: Fraction of the images (caption groups) held out to
+            report dev losses: without context, with the right context and
+            with another image's.
     """
 
     n_layer: int = 4
@@ -89,20 +97,22 @@ class CaptionLMConfig:
     n_head: int = 4
     n_positions: int = 128
     vocab_size: int = 4096
-    epochs: int = 2
+    context: ContextRecipe = field(default_factory=ContextRecipe)
+    epochs: int = 3
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 0
-    max_tokens: int = 48
+    max_tokens: int = 40
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     dropout: float = 0.0
     dev_fraction: float = 0.03
-    join_next: float = 0.5
 
     def __post_init__(self) -> None:
+        if isinstance(self.context, dict):
+            self.context = ContextRecipe(**self.context)
         for name in ("n_layer", "n_embd", "n_head", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise TexplainError(f"caption LM: {name} must be at least 1, got {getattr(self, name)}")
@@ -110,8 +120,11 @@ class CaptionLMConfig:
             raise TexplainError(f"caption LM: n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
         if self.vocab_size < 300:
             raise TexplainError(f"caption LM: vocab_size must be at least 300 (256 bytes + merges), got {self.vocab_size}")
-        if not 2 <= self.max_tokens < self.n_positions:
-            raise TexplainError(f"caption LM: max_tokens must be in [2, n_positions={self.n_positions}), got {self.max_tokens}")
+        if not 2 <= self.max_tokens or self.context.slots + self.max_tokens + 1 > self.n_positions:
+            raise TexplainError(
+                f"caption LM: context slots + max_tokens + 1 must fit in n_positions={self.n_positions} "
+                f"(max_tokens at least 2), got {self.context.slots} + {self.max_tokens} + 1"
+            )
         if not self.lr > 0:
             raise TexplainError(f"caption LM: lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_fraction < 1:
@@ -124,8 +137,13 @@ class CaptionLMConfig:
             raise TexplainError(f"caption LM: dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.dev_fraction < 0.5:
             raise TexplainError(f"caption LM: dev_fraction must be in [0, 0.5), got {self.dev_fraction}")
-        if not 0 <= self.join_next <= 1:
-            raise TexplainError(f"caption LM: join_next must be in [0, 1], got {self.join_next}")
+
+    @property
+    def recipe(self) -> dict | None:
+        """What a translator must match: the context format (stored in ``config.json``); None without context."""
+        if not self.context.slots:
+            return None
+        return {"format": "word-slots", "slots": self.context.slots, "start": "eos"}
 
 
 def train_caption_tokenizer(captions: Sequence[str], vocab_size: int):
@@ -152,22 +170,31 @@ def train_caption_tokenizer(captions: Sequence[str], vocab_size: int):
     )
 
 
+@dataclass
+class CaptionRows:
+    """Encoded captions, ``[eos] caption [eos]`` each, the word indices their contexts may use, and their image."""
+
+    ids: list[list[int]]
+    words: list[list[int]]
+    groups: list[int]
+
+
 def pretrain_caption_lm(
     captions: Sequence[str] | Sequence[Sequence[str]],
     out_dir: str | os.PathLike,
     config: CaptionLMConfig | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train the tokenizer and a GPT-2-style LM on captions; save an HF folder.
+    """Train the tokenizer and a prefix-ready GPT-2-style LM on captions; save an HF folder.
 
     ``captions`` are strings, or groups of strings that describe one image
-    each (e.g. Flickr8k's five per photo); only grouped captions are joined
-    into longer training texts (see ``CaptionLMConfig.join_next``). The folder
-    holds ``model.safetensors`` and ``config.json``, the tokenizer
-    files, and :data:`METADATA_FILE` with the config and final train/dev
-    losses. It is written to a temporary folder and swapped into place, so a
-    reader never sees half a model; an existing folder is replaced only if it
-    is itself a caption LM folder. Returns ``out_dir``.
+    each (e.g. Flickr8k's five per photo): a caption's context holds words of
+    its group's other captions (its own words when it is alone). The folder
+    holds ``model.safetensors`` and ``config.json`` (with the recipe), the
+    tokenizer files, and :data:`METADATA_FILE` with the config, the final train
+    loss and the three dev losses. It is written to a temporary folder and
+    swapped into place; an existing folder is replaced only if it is itself a
+    caption LM folder. Returns ``out_dir``.
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -180,82 +207,84 @@ def pretrain_caption_lm(
     if sum(map(len, groups)) < 2:
         raise TexplainError(f"caption LM: need at least 2 non-empty captions, got {sum(map(len, groups))}")
     started = time.perf_counter()
-    train_groups, dev_captions = _split(groups, config)
+    train_groups, dev_groups = _split(groups, config)
     tokenizer = train_caption_tokenizer([c for g in train_groups for c in g], config.vocab_size)
-    eos = tokenizer.eos_token_id
-    train_rows = _encode(tokenizer, _join_pairs(train_groups, config), config.max_tokens, eos)
-    dev_rows = _encode(tokenizer, dev_captions, config.max_tokens, eos)
+    table = WordTable(sorted({w for g in groups for ws in sibling_words(g) for w in ws}), tokenizer)
+    train_rows = encode_groups(tokenizer, table, train_groups, config.max_tokens)
+    dev_rows = encode_groups(tokenizer, table, dev_groups, config.max_tokens)
     torch.manual_seed(config.seed)
-    model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=config.n_positions,
-            n_embd=config.n_embd,
-            n_layer=config.n_layer,
-            n_head=config.n_head,
-            resid_pdrop=config.dropout,
-            embd_pdrop=config.dropout,
-            attn_pdrop=config.dropout,
-            bos_token_id=eos,
-            eos_token_id=eos,
-        )
+    gpt2 = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=config.n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
+        n_head=config.n_head, resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
-    log.info(
-        "caption LM: %d parameters, vocabulary %d, %d train / %d dev captions",
-        sum(p.numel() for p in model.parameters()), len(tokenizer), len(train_rows), len(dev_rows),
-    )
-    train_loss = _train(model, train_rows, config, eos, progress)
-    dev_loss = _evaluate(model, dev_rows, config, eos) if dev_rows else None
+    if config.recipe:
+        setattr(gpt2, RECIPE_KEY, config.recipe)
+    model = GPT2LMHeadModel(gpt2)
+    log.info("caption LM: %d parameters, vocabulary %d, %d context words, %d train / %d dev captions",
+             sum(p.numel() for p in model.parameters()), len(tokenizer), len(table), len(train_rows.ids), len(dev_rows.ids))
+    train_loss = _train(model, table, train_rows, config, progress)
+    dev = context_losses(model, table, dev_rows, config.context.slots, config.batch_size, config.seed) if dev_rows.ids else {}
     seconds = time.perf_counter() - started
-    log.info("caption LM: train loss %.3f, dev loss %s, %.0f s", train_loss, dev_loss, seconds)
+    log.info("caption LM: train loss %.3f, dev losses %s, %.0f s", train_loss, dev, seconds)
     metadata = {
         "config": asdict(config),
+        "recipe": config.recipe,
         "train_loss": train_loss,
-        "dev_loss": dev_loss,
-        "train_captions": len(train_rows),
-        "dev_captions": len(dev_rows),
+        "dev_loss": dev.get("none"),
+        "dev_loss_context": dev.get("right"),
+        "dev_loss_wrong_context": dev.get("wrong"),
+        "train_captions": len(train_rows.ids),
+        "dev_captions": len(dev_rows.ids),
         "seconds": round(seconds, 1),
     }
     _save(model, tokenizer, metadata, out_dir)
     return out_dir
 
 
-def _split(groups: list[list[str]], config: CaptionLMConfig) -> tuple[list[list[str]], list[str]]:
-    """Hold out ``dev_fraction`` of the captions (at least one when the fraction is positive).
+def context_losses(
+    model: torch.nn.Module, table: WordTable, rows: CaptionRows, slots: int, batch_size: int = 64, seed: int = 0
+) -> dict[str, float]:
+    """Mean caption loss after three contexts: none (null slots), the right words, and another image's words.
 
-    Returns the training captions still in their groups (some may be emptied)
-    and the held-out captions as a flat list.
+    The right words are the caption's context words in their stored order
+    (the first ``slots``); the wrong ones are those of a caption of another
+    image, chosen by a seeded shuffle.
     """
-    total = sum(map(len, groups))
-    order = list(range(total))
+    n = len(rows.ids)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    wrong = []
+    for i in range(n):
+        j = next((order[(i + step) % n] for step in range(n) if rows.groups[order[(i + step) % n]] != rows.groups[i]), i)
+        wrong.append(rows.words[j])
+    return {
+        "none": _evaluate(model, table, rows.ids, [[] for _ in range(n)], slots, batch_size),
+        "right": _evaluate(model, table, rows.ids, rows.words, slots, batch_size),
+        "wrong": _evaluate(model, table, rows.ids, wrong, slots, batch_size),
+    }
+
+
+def _split(groups: list[list[str]], config: CaptionLMConfig) -> tuple[list[list[str]], list[list[str]]]:
+    """Hold out ``dev_fraction`` of the groups (at least one when the fraction is positive and there are two)."""
+    order = list(range(len(groups)))
     random.Random(config.seed).shuffle(order)
-    n_dev = max(1, round(config.dev_fraction * total)) if config.dev_fraction > 0 else 0
+    n_dev = min(len(groups) - 1, max(1, round(config.dev_fraction * len(groups)))) if config.dev_fraction > 0 else 0
     dev = set(order[:n_dev])
-    train, held_out, index = [], [], 0
-    for group in groups:
-        train.append([c for i, c in enumerate(group, index) if i not in dev])
-        held_out.extend(c for i, c in enumerate(group, index) if i in dev)
-        index += len(group)
-    return train, held_out
+    return [g for i, g in enumerate(groups) if i not in dev], [g for i, g in enumerate(groups) if i in dev]
 
 
-def _join_pairs(groups: list[list[str]], config: CaptionLMConfig) -> list[str]:
-    """Training texts: each caption, followed by the next of its group in ``join_next`` of the cases."""
-    rng = random.Random(config.seed + 1)
-    texts = []
-    for group in groups:
-        for i, caption in enumerate(group):
-            joined = i + 1 < len(group) and rng.random() < config.join_next
-            texts.append(f"{caption} {group[i + 1]}" if joined else caption)
-    return texts
-
-
-def _encode(tokenizer, captions: list[str], max_tokens: int, eos: int) -> list[list[int]]:
-    """Captions → ``[eos] caption [eos]`` id lists, the caption cut to ``max_tokens - 1`` tokens."""
+def encode_groups(tokenizer, table: WordTable, groups: Sequence[Sequence[str]], max_tokens: int) -> CaptionRows:
+    """Caption groups → ``[eos] caption [eos]`` id lists (the caption cut to ``max_tokens - 1`` tokens),
+    each caption's context words (those of its group's other captions that ``table`` knows) and its group."""
+    captions = [c for g in groups for c in g]
     if not captions:
-        return []
+        return CaptionRows([], [], [])
+    eos = tokenizer.eos_token_id
     ids = tokenizer(captions, add_special_tokens=False)["input_ids"]
-    return [[eos, *row[: max_tokens - 1], eos] for row in ids]
+    words = [[table.index[w] for w in ws if w in table.index] for g in groups for ws in sibling_words(g)]
+    group_of = [n for n, g in enumerate(groups) for _ in g]
+    return CaptionRows([[eos, *row[: max_tokens - 1], eos] for row in ids], words, group_of)
 
 
 def _batches(rows: list[list[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -275,35 +304,36 @@ def _batches(rows: list[list[int]], batch_size: int, rng: random.Random) -> list
     return batches
 
 
-def _collate(rows: list[list[int]], eos: int) -> tuple[Tensor, Tensor]:
-    """Right-padded ids (B, L) and labels (B, L) with -100 on padding.
+def _collate(rows: list[list[int]], eos: int, slots: int) -> tuple[Tensor, Tensor]:
+    """Right-padded ids (B, L) and labels (B, slots + L) with -100 on the context, the start token and padding.
 
     Padding sits after each caption's final EOS, so causal attention never
     lets a real token see it and no attention mask is needed.
     """
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), eos, dtype=torch.long)  # (B, L)
-    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)  # (B, L)
+    labels = torch.full((len(rows), slots + length), IGNORE_INDEX, dtype=torch.long)  # (B, K + L)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
-        labels[i, : len(row)] = ids[i, : len(row)]
+        labels[i, slots + 1 : slots + len(row)] = ids[i, 1 : len(row)]
     return ids, labels
 
 
-def _random_positions(ids: Tensor, n_positions: int, generator: torch.Generator) -> Tensor:
-    """Position ids (B, L): each row starts at a random offset that still fits."""
-    batch, length = ids.shape
+def _inputs(model: torch.nn.Module, table: WordTable, ids: Tensor, contexts: list[tuple[list, list]]) -> Tensor:
+    """Input embeddings (B, K + L, d): each row's context slots, then its tokens."""
+    embedding = model.get_input_embeddings()
+    tokens = embedding(ids)  # (B, L, d)
+    if not contexts or not contexts[0][0]:
+        return tokens
+    words = torch.tensor([c[0] for c in contexts])  # (B, K, M)
+    weights = torch.tensor([c[1] for c in contexts])  # (B, K, M)
+    return torch.cat([table.slots(embedding, words, weights), tokens], dim=1)  # (B, K + L, d)
+
+
+def _random_positions(length: int, batch: int, n_positions: int, generator: torch.Generator) -> Tensor:
+    """Position ids (B, length): each row starts at a random offset that still fits."""
     offsets = torch.randint(0, n_positions - length + 1, (batch, 1), generator=generator)  # (B, 1)
-    return offsets + torch.arange(length)  # (B, L)
-
-
-def _schedule(step: int, total: int, config: CaptionLMConfig) -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to ``min_lr_ratio``."""
-    warmup = max(1, int(config.warmup_fraction * total))
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return offsets + torch.arange(length)  # (B, length)
 
 
 def _optimizer(model: torch.nn.Module, config: CaptionLMConfig) -> torch.optim.AdamW:
@@ -315,23 +345,25 @@ def _optimizer(model: torch.nn.Module, config: CaptionLMConfig) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
 
 
-def _train(model: torch.nn.Module, rows: list[list[int]], config: CaptionLMConfig, eos: int, progress: bool) -> float:
-    """Train in place; returns the mean train loss over the last tenth of the steps."""
+def _train(model: torch.nn.Module, table: WordTable, rows: CaptionRows, config: CaptionLMConfig, progress: bool) -> float:
+    """Train in place, drawing fresh contexts every epoch; returns the mean train loss over the last tenth of the steps."""
     rng = random.Random(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = math.ceil(len(rows) / config.batch_size)
+    steps_per_epoch = math.ceil(len(rows.ids) / config.batch_size)
     total = steps_per_epoch * config.epochs
     optimizer = _optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _schedule(step, total, config))
+    scheduler = warmup_cosine(optimizer, max(1, int(config.warmup_fraction * total)), total, config.min_lr_ratio)
     tail: deque[float] = deque(maxlen=max(1, total // 10))
-    step = 0
+    step, slots, eos = 0, config.context.slots, table.eos
     model.train()
     with tqdm(total=total, desc="pretraining caption LM", unit="step", disable=not progress) as bar:
         for epoch in range(config.epochs):
-            for batch in _batches(rows, config.batch_size, rng):
-                ids, labels = _collate([rows[i] for i in batch], eos)
-                positions = _random_positions(ids, config.n_positions, generator)
-                loss = model(input_ids=ids, position_ids=positions, labels=labels).loss
+            for batch in _batches(rows.ids, config.batch_size, rng):
+                ids, labels = _collate([rows.ids[i] for i in batch], eos, slots)
+                contexts = [draw_context(rows.words[i], config.context, len(table), rng) for i in batch] if slots else []
+                inputs = _inputs(model, table, ids, contexts)  # (B, K + L, d)
+                positions = _random_positions(inputs.shape[1], len(batch), config.n_positions, generator)
+                loss = model(inputs_embeds=inputs, position_ids=positions, labels=labels).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -348,15 +380,19 @@ def _train(model: torch.nn.Module, rows: list[list[int]], config: CaptionLMConfi
     return sum(tail) / len(tail)
 
 
-def _evaluate(model: torch.nn.Module, rows: list[list[int]], config: CaptionLMConfig, eos: int) -> float:
-    """Mean cross-entropy per predicted token on held-out rows, positions from 0."""
+def _evaluate(
+    model: torch.nn.Module, table: WordTable, ids: list[list[int]], words: list[list[int]], slots: int, batch_size: int
+) -> float:
+    """Mean cross-entropy per caption token after each row's plain word context (positions from 0)."""
     total_loss, total_tokens = 0.0, 0
     with torch.inference_mode():
-        for start in range(0, len(rows), config.batch_size):
-            ids, labels = _collate(rows[start : start + config.batch_size], eos)
-            tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
-            total_loss += float(model(input_ids=ids, labels=labels).loss) * tokens
-            total_tokens += tokens
+        for start in range(0, len(ids), batch_size):
+            batch = slice(start, start + batch_size)
+            tokens, labels = _collate(ids[batch], table.eos, slots)
+            contexts = [word_context(w, slots) for w in words[batch]] if slots else []
+            count = int((labels[:, 1:] != IGNORE_INDEX).sum())
+            total_loss += float(model(inputs_embeds=_inputs(model, table, tokens, contexts), labels=labels).loss) * count
+            total_tokens += count
     return total_loss / total_tokens
 
 

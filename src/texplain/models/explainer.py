@@ -56,4 +56,5 @@ def load_explainer(
         classifier = load_classifier(classifier or provenance.classifier, feature_layer=provenance.feature_layer)
     if not isinstance(lm, FrozenLM):
         lm = load_lm(lm or provenance.lm)
+    model.check_lm(lm)
     return Explainer(classifier, model, lm).to(device)

@@ -30,6 +30,8 @@ from texplain.errors import TexplainError, first_line
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+RECIPE_KEY = "texplain_recipe"
+"""Key in an LM's ``config.json`` under which a prefix-ready LM records how it reads a prefix."""
 SMOLLM2_ALIAS = "smollm2"
 ENCODER_TYPES_AS_DECODERS = ("bert", "roberta", "camembert", "xlm-roberta", "electra")
 
@@ -56,6 +58,11 @@ class FrozenLM:
         if eos is None:
             raise TexplainError(f"language model {self.spec}: its tokenizer has no end-of-sentence token")
         self.eos_token_id = int(eos)
+
+    @property
+    def recipe(self) -> dict | None:
+        """How this LM was pretrained to read a prefix (:mod:`texplain.models.caption_lm`), or None."""
+        return getattr(self.model.config, RECIPE_KEY, None)
 
     @property
     def embed_dim(self) -> int:

@@ -1,21 +1,32 @@
-"""The translator t(.): classifier features Z (B, T, D) → K prefix embeddings (B, K, d).
+"""The translator t(.): classifier features Z (B, T, D) → K prefix embeddings (B, K, d) for the frozen LM.
 
 The paper's translator is a three-layer MLP with batch normalisation on the
 flattened features. Flattening a ViT-base grid (577 × 768 = 443k inputs) into
 a dense layer that outputs K × d values would need hundreds of millions of
-weights, so the handling of the token axis is a config choice:
+weights, so how the token axis is handled is a config choice (``mode``):
 
-- ``"token"`` (the default whenever T > 1): a learned linear mix over the
-  token axis resamples T tokens to K (initialised as K contiguous averages),
-  then the paper's three-layer BN-MLP maps each of the K tokens from D to d.
-  It sees every token, its size does not grow with T·K·d, and mixing first
-  makes the MLP's cost O(K) rather than O(T) per image (577 → 10 for ViT-base).
-- ``"flatten"`` (the default when T = 1, i.e. pooled features): the paper's
-  MLP on the flattened input, whose last layer outputs K × d.
+- ``"pooled"``: the mean over the T tokens, then the paper's MLP whose last
+  layer outputs K × d. What an image holds, wherever it is.
+- ``"token"``: a learned linear mix over the token axis resamples T tokens to
+  K (initialised as K contiguous averages), then the MLP maps each of the K
+  tokens from D to d: each slot sees a region.
+- ``"resampler"``: K learned queries attend over the T tokens (one
+  cross-attention layer), then the MLP maps each to d.
+- ``"flatten"``: the paper's MLP on the flattened input (the default when
+  T = 1, pooled features).
+
+Two choices put the prefix where the LM is at home. With ``residual`` the
+MLP's last layer starts at zero and its output is added to the LM's null
+slot (its end-of-sentence embedding), so an untrained translator gives the
+LM alone exactly, and training moves the prefix away from there only as far
+as the caption loss pays for. With ``start_token`` the LM's start token
+follows the K slots, as in pretraining: the LM begins its sentence where it
+always does. Both anchors are buffers copied from the LM by :func:`new_translator`.
 
 A checkpoint is a folder: ``translator.safetensors`` plus ``translator.json``
 holding the config and what it was trained for (classifier spec, feature
-layer, LM). :func:`load_translator` refuses a pairing that does not match.
+layer, LM and its prefix recipe). :func:`load_translator` refuses a pairing
+that does not match.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from texplain.models.lm import FrozenLM
 
 WEIGHTS_FILE = "translator.safetensors"
 CONFIG_FILE = "translator.json"
-MODES = ("auto", "token", "flatten")
+MODES = ("auto", "pooled", "token", "resampler", "flatten")
 
 
 @dataclass
@@ -43,19 +54,24 @@ class TranslatorConfig:
     """Shape and size of the translator.
 
     in_tokens, in_dim: the feature shape (T, D). lm_dim: the LM's embedding
-    width d. prefix_len: K, prefix embeddings handed to the LM. hidden: width
-    of the MLP's two hidden layers. mode: ``token``, ``flatten`` or ``auto``
-    (flatten when T = 1). dropout: before the last layer, against overfitting
-    small caption sets.
+    width d. prefix_len: K, prefix slots handed to the LM (a prefix-ready
+    LM's recipe says how many it reads). hidden: width of the MLP's hidden
+    layers. mode: ``pooled``, ``token``, ``resampler``, ``flatten`` or
+    ``auto`` (flatten when T = 1, else pooled). dropout: before the last
+    layer; feature_dropout: on the input features, both against overfitting
+    small caption sets. residual, start_token: see the module docstring.
     """
 
     in_tokens: int
     in_dim: int
     lm_dim: int
-    prefix_len: int = 10
+    prefix_len: int = 8
     hidden: int = 512
     mode: str = "auto"
     dropout: float = 0.1
+    feature_dropout: float = 0.0
+    residual: bool = True
+    start_token: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -63,23 +79,33 @@ class TranslatorConfig:
         for name in ("in_tokens", "in_dim", "lm_dim", "prefix_len", "hidden"):
             if int(getattr(self, name)) < 1:
                 raise TexplainError(f"translator {name} must be at least 1, not {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise TexplainError(f"translator dropout must be in [0, 1), not {self.dropout}")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.feature_dropout < 1.0:
+            raise TexplainError(f"translator dropouts must be in [0, 1), not {self.dropout} and {self.feature_dropout}")
 
     @property
     def resolved_mode(self) -> str:
         if self.mode != "auto":
             return self.mode
-        return "flatten" if self.in_tokens == 1 else "token"
+        return "flatten" if self.in_tokens == 1 else "pooled"
+
+    @property
+    def output_len(self) -> int:
+        """Positions of the prefix the LM reads: K slots, and the start token when there is one."""
+        return self.prefix_len + int(self.start_token)
 
 
 @dataclass
 class Provenance:
-    """What a translator was trained for; checked whenever it is loaded for use."""
+    """What a translator was trained for; checked whenever it is loaded for use.
+
+    lm_recipe: how the LM was pretrained to read a prefix (its
+    ``texplain_recipe``), None for an LM without one.
+    """
 
     classifier: str = ""
     feature_layer: str = ""
     lm: str = ""
+    lm_recipe: dict | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -98,21 +124,39 @@ def bn_mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
 
 
 class Translator(nn.Module):
-    """Features (B, T, D) → prefix embeddings (B, K, d)."""
+    """Features (B, T, D) → prefix embeddings (B, K (+1), d)."""
 
     def __init__(self, config: TranslatorConfig, provenance: Provenance | None = None):
         super().__init__()
         self.config = config
         self.provenance = provenance or Provenance()
         c = config
-        if c.resolved_mode == "token":
+        self.register_buffer("null", torch.zeros(c.lm_dim))  # (d,) the LM's null slot
+        self.register_buffer("start", torch.zeros(c.lm_dim))  # (d,) the LM's start token
+        self.feature_dropout = nn.Dropout(c.feature_dropout)
+        mode = c.resolved_mode
+        if mode == "token":
             self.mix = nn.Linear(c.in_tokens, c.prefix_len)
-            self.mlp = bn_mlp(c.in_dim, c.hidden, c.lm_dim, c.dropout)
             with torch.no_grad():
                 self.mix.weight.copy_(contiguous_average(c.in_tokens, c.prefix_len))
                 self.mix.bias.zero_()
-        else:
-            self.mlp = bn_mlp(c.in_tokens * c.in_dim, c.hidden, c.prefix_len * c.lm_dim, c.dropout)
+        if mode == "resampler":
+            self.project = nn.Linear(c.in_dim, c.hidden)
+            self.queries = nn.Parameter(torch.randn(c.prefix_len, c.hidden) * 0.02)
+            self.attend = nn.MultiheadAttention(c.hidden, num_heads=4 if c.hidden % 4 == 0 else 1, batch_first=True)
+        width_in = {"token": c.in_dim, "resampler": c.hidden, "pooled": c.in_dim, "flatten": c.in_tokens * c.in_dim}[mode]
+        per_slot = mode in ("token", "resampler")
+        self.mlp = bn_mlp(width_in, c.hidden, c.lm_dim if per_slot else c.prefix_len * c.lm_dim, c.dropout)
+        if c.residual:
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+
+    def anchor(self, null: Tensor, start: Tensor) -> Translator:
+        """Set the LM's null-slot and start-token embeddings (d,) that the prefix is built around."""
+        with torch.no_grad():
+            self.null.copy_(null.reshape(-1))
+            self.start.copy_(start.reshape(-1))
+        return self
 
     def forward(self, features: Tensor) -> Tensor:
         c = self.config
@@ -121,26 +165,54 @@ class Translator(nn.Module):
             raise TexplainError(
                 f"translator expects features of shape ({c.in_tokens}, {c.in_dim}), got {tuple(features.shape[1:])}"
             )
-        features = features.float()
-        if c.resolved_mode == "token":
+        features = self.feature_dropout(features.float())  # (B, T, D)
+        mode = c.resolved_mode
+        if mode == "token":
             mixed = self.mix(features.transpose(1, 2)).transpose(1, 2)  # (B, K, D)
-            tokens = self.mlp(mixed.reshape(batch * c.prefix_len, c.in_dim))  # (B*K, d)
-            return tokens.view(batch, c.prefix_len, c.lm_dim)  # (B, K, d)
-        return self.mlp(features.reshape(batch, -1)).view(batch, c.prefix_len, c.lm_dim)  # (B, K, d)
+            slots = self.mlp(mixed.reshape(batch * c.prefix_len, c.in_dim)).view(batch, c.prefix_len, c.lm_dim)
+        elif mode == "resampler":
+            keys = self.project(features)  # (B, T, h)
+            queries = self.queries.expand(batch, -1, -1)  # (B, K, h)
+            read, _ = self.attend(queries, keys, keys, need_weights=False)  # (B, K, h)
+            slots = self.mlp((queries + read).reshape(batch * c.prefix_len, c.hidden)).view(batch, c.prefix_len, c.lm_dim)
+        else:
+            inputs = features.mean(1) if mode == "pooled" else features.reshape(batch, -1)  # (B, D) or (B, T*D)
+            slots = self.mlp(inputs).view(batch, c.prefix_len, c.lm_dim)  # (B, K, d)
+        if c.residual:
+            slots = slots + self.null  # (B, K, d)
+        if c.start_token:
+            slots = torch.cat([slots, self.start.expand(batch, 1, -1)], dim=1)  # (B, K + 1, d)
+        return slots
+
+    def check_lm(self, lm: FrozenLM) -> None:
+        """Refuse an LM that reads prefixes another way than the one this translator was trained for."""
+        if (lm.recipe or None) != (self.provenance.lm_recipe or None):
+            raise TexplainError(
+                f"this translator was trained for a language model with prefix recipe {self.provenance.lm_recipe}, "
+                f"but {lm.spec} has {lm.recipe}; use the LM it was trained with, or train a translator for this one"
+            )
 
 
 def new_translator(classifier: Classifier, lm: FrozenLM, token_shape: tuple[int, int], **settings) -> Translator:
     """An untrained translator from ``classifier``'s features (T, D) to ``lm``'s input embeddings.
 
     ``settings`` are the :class:`TranslatorConfig` fields other than the
-    shapes (prefix_len, hidden, mode, dropout). Its provenance names the
-    classifier whose features these are (``feature_spec``), the feature layer
-    and the LM, so that loading it for anything else is refused.
+    shapes (prefix_len, hidden, mode, ...); K defaults to the slots a
+    prefix-ready LM was pretrained with. The translator is anchored on the
+    LM's end-of-sentence embedding (null slot and start token), and its
+    provenance names the classifier whose features these are
+    (``feature_spec``), the feature layer, the LM and its recipe, so that
+    loading it for anything else is refused.
     """
     t, d = token_shape
+    if lm.recipe and "prefix_len" not in settings:
+        settings = {**settings, "prefix_len": int(lm.recipe["slots"])}
     config = TranslatorConfig(in_tokens=t, in_dim=d, lm_dim=lm.embed_dim, **settings)
-    provenance = Provenance(classifier=classifier.feature_spec, feature_layer=classifier.feature_layer, lm=lm.spec)
-    return Translator(config, provenance)
+    provenance = Provenance(classifier=classifier.feature_spec, feature_layer=classifier.feature_layer, lm=lm.spec,
+                            lm_recipe=lm.recipe)
+    with torch.no_grad():
+        eos = lm.embed_tokens(torch.tensor([lm.eos_token_id], device=lm.device))[0].float().cpu()  # (d,)
+    return Translator(config, provenance).anchor(eos, eos)
 
 
 def contiguous_average(n_in: int, n_out: int) -> Tensor:
@@ -185,7 +257,7 @@ def load_translator(
         raise TexplainError(f"{folder}: not a translator checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
         record = json.loads((folder / CONFIG_FILE).read_text())
-        config = TranslatorConfig(**record["config"])
+        config = TranslatorConfig(**_upgrade(record["config"]))
         provenance = Provenance(**record["provenance"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise TexplainError(f"{folder / CONFIG_FILE}: not a translator config ({exc})") from exc
@@ -199,8 +271,21 @@ def load_translator(
     from safetensors.torch import load_file
 
     translator = Translator(config, provenance)
-    translator.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    state = load_file(str(folder / WEIGHTS_FILE))
+    if not (config.residual or config.start_token):
+        state = {**translator.state_dict(), **state}  # a checkpoint from before the anchors has none to restore
+    translator.load_state_dict(state)
     return translator.eval()
+
+
+def _upgrade(config: dict) -> dict:
+    """A config written before the prefix anchors existed: no residual, no start token, ``auto`` meant ``token``."""
+    if "residual" in config:
+        return config
+    old = {**config, "residual": False, "start_token": False}
+    if old.get("mode", "auto") == "auto" and old.get("in_tokens", 1) > 1:
+        old["mode"] = "token"
+    return old
 
 
 def same_name(a: str, b: str) -> bool:

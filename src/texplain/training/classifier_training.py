@@ -27,7 +27,7 @@ from texplain.models.classifiers import (
     head_name,
     logits_of,
 )
-from texplain.training.translator_training import warmup_cosine
+from texplain.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 

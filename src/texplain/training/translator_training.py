@@ -38,6 +38,7 @@ from texplain.models.translator import (
     new_translator,
     save_translator,
 )
+from texplain.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -253,18 +254,6 @@ def _batch_loss(translator, lm: FrozenLM, bank: _FeatureBank, pairs: Sequence[Ca
     prefix = translator(bank.batch(pairs, device))  # (B, K, d)
     ids, mask = lm.tokenize_captions([p.caption for p in pairs], config.max_tokens)  # (B, L)
     return lm.caption_loss(prefix, ids.to(device), mask.to(device))
-
-
-def warmup_cosine(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up for ``warmup`` steps, then cosine decay to a tenth of the peak."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _save_checkpoint(out: Path, translator, optimizer, scheduler, phase_no: int, epoch: int, history: History) -> None:

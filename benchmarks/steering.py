@@ -1,0 +1,331 @@
+"""Does the photo steer the words? Flickr8k train → dev, for one classifier, one LM and one translator recipe.
+
+Measures, on Flickr8k dev (``../shared/data/flickr8k``):
+
+* the LM's own reading of context: caption loss with no context, with the
+  right words (content words of the image's other captions) and with another
+  image's words (slots for a prefix-ready LM, ordinary tokens otherwise);
+* dev caption loss with the true features, shuffled features, the mean
+  feature, and the LM alone;
+* precision@10 and @1 of the dominant words of N sentences per dev image
+  against the content words of its five captions, beside the null prefix (the
+  LM alone) and shuffled explanations (another image's words), for each
+  sentence-length rule asked for;
+* a multi-label linear probe from the same mean-pooled features to the
+  caption vocabulary, scored the same way: what the features hold, linearly.
+
+Writes ``benchmarks/results/steering/<variant>.json``, rebuilds the table of
+every variant in ``benchmarks/results/steering_variants.md`` and prints last
+``p_at_10=<x> null=<y> probe=<z> loss_gap=<LM alone minus true features>``.
+
+    python benchmarks/steering.py --lm runs/flickr8k/lm --variant words-lm-pooled
+    python benchmarks/steering.py --lm runs/flickr8k/lm --translator runs/flickr8k/translator --variant default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from texplain.atomic import write_json, write_text
+from texplain.data.captions import read_captions
+from texplain.evaluation.metrics import precision_at_k, reference_words
+from texplain.evaluation.probe import ProbeConfig, fit_probe
+from texplain.evaluation.sanity import derangement
+from texplain.generate.sampling import SamplingConfig, sample_sentences
+from texplain.generate.words import WordConfig, WordCounter
+from texplain.models.caption_lm import context_losses, encode_groups
+from texplain.models.classifiers import load_classifier
+from texplain.models.features import ExtractionConfig, extract_features
+from texplain.models.lm import FrozenLM, load_lm
+from texplain.models.translator import Translator, load_translator, new_translator
+from texplain.models.word_context import WordTable, sibling_words
+from texplain.training.translator_training import Phase, TrainConfig, train_translator
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data" / "flickr8k" / "captions.tsv"
+RESULTS = HERE / "results"
+
+
+def main() -> None:
+    args = _arguments()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    train_pairs = read_captions(args.captions, split="train")
+    dev_pairs = read_captions(args.captions, split="dev")
+    if args.train_images:
+        keep = set(list(dict.fromkeys(p.image for p in train_pairs))[: args.train_images])
+        train_pairs = [p for p in train_pairs if p.image in keep]
+    classifier = load_classifier(args.classifier)
+    paths = list(dict.fromkeys(str(p.image) for p in [*train_pairs, *dev_pairs]))
+    store, skipped = extract_features(classifier, paths, args.features, ExtractionConfig(fp16=True), progress=True)
+    if skipped:
+        raise SystemExit(f"unreadable images: {skipped[:3]}")
+    lm = load_lm(args.lm)
+    report: dict = {"variant": args.variant, "note": args.note, "lm": str(args.lm), "classifier": classifier.spec,
+                    "lm_recipe": lm.recipe, "train_images": len({p.image for p in train_pairs}),
+                    "lm_parameters": sum(p.numel() for p in lm.model.parameters())}
+    dev_groups = _groups(dev_pairs)
+    report["lm_context_loss"] = _lm_context_losses(lm, list(dev_groups.values()))
+    print("LM reads context:", report["lm_context_loss"], flush=True)
+
+    if args.translator:
+        translator = load_translator(args.translator)
+        report["training"] = {"translator": str(args.translator)}
+    else:
+        translator, report["training"] = _train(classifier, lm, store, train_pairs, dev_pairs, args)
+    translator.eval()
+    report["translator"] = asdict(translator.config)
+    report["dev_loss"] = _dev_losses(translator, lm, store, dev_pairs, args)
+    print("dev losses:", report["dev_loss"], flush=True)
+
+    images = sorted(dev_groups)[: args.images]
+    references = [reference_words(dev_groups[i]) for i in images]
+    report["explanations"] = {
+        rule: _explanations(translator, lm, store, images, references, rule, args) for rule in args.lengths
+    }
+    report["probe"] = _probe(store, train_pairs, images, references, args)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(args.results / "steering" / f"{args.variant}.json", report)
+    _write_table(args.results)
+    first = report["explanations"][args.lengths[0]]
+    gap = report["dev_loss"]["lm_alone"] - report["dev_loss"]["true"]
+    print(f"p_at_10={first['p_at_10']['explanation']:.3f} null={first['p_at_10']['null_prefix']:.3f} "
+          f"probe={report['probe']['p_at_10']:.3f} loss_gap={gap:.3f}")
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lm", required=True, help="LM folder (a caption LM from texplain pretrain-lm, or any HF LM)")
+    parser.add_argument("--variant", required=True, help="name of this row of the variants table")
+    parser.add_argument("--note", default="", help="what this variant changes")
+    parser.add_argument("--captions", type=Path, default=DATA)
+    parser.add_argument("--classifier", default="efficientnet_lite0")
+    parser.add_argument("--features", type=Path, default=Path("runs/flickr8k/features"))
+    parser.add_argument("--translator", type=Path, help="a trained translator (skips training)")
+    parser.add_argument("--out", type=Path, help="where to train the translator (default runs/steering/<variant>)")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--mode", default="auto")
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--prefix-len", type=int)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--feature-dropout", type=float, default=0.0)
+    parser.add_argument("--no-residual", action="store_true")
+    parser.add_argument("--no-start-token", action="store_true")
+    parser.add_argument("--train-images", type=int, help="use only the first N training images")
+    parser.add_argument("--images", type=int, default=200, help="dev images explained")
+    parser.add_argument("--samples", type=int, default=200, help="sentences per dev image")
+    parser.add_argument("--lengths", default="5-20", help="sentence-length rules min-max, comma-separated")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of steering/<variant>.json and the table")
+    args = parser.parse_args()
+    args.lengths = [r.strip() for r in args.lengths.split(",") if r.strip()]
+    args.out = args.out or Path("runs/steering") / args.variant
+    return args
+
+
+def _groups(pairs) -> dict[str, list[str]]:
+    """Image path → its captions, in file order."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for pair in pairs:
+        groups[str(pair.image)].append(pair.caption)
+    return dict(groups)
+
+
+def _lm_context_losses(lm: FrozenLM, groups: list[list[str]]) -> dict[str, float]:
+    """Caption loss with no context, the right words and another image's words (see the module docstring)."""
+    words = sorted({w for g in groups for ws in sibling_words(g) for w in ws})
+    table = WordTable(words, lm.tokenizer)
+    rows = encode_groups(lm.tokenizer, table, groups, max_tokens=40)
+    if lm.recipe:
+        return context_losses(lm.model, table, rows, int(lm.recipe["slots"]))
+    return _token_context_losses(lm, table, rows)
+
+
+def _token_context_losses(lm: FrozenLM, table: WordTable, rows, slots: int = 8) -> dict[str, float]:
+    """For an LM without a slot recipe: the context words as ordinary tokens, then the start token, then the caption."""
+    order = list(range(len(rows.ids)))
+    random.Random(0).shuffle(order)
+    wrong = [next(j for j in order[i:] + order[:i] if rows.groups[j] != rows.groups[i]) for i in range(len(order))]
+    out = {}
+    for name, words in (("none", [[] for _ in rows.ids]), ("right", rows.words), ("wrong", [rows.words[j] for j in wrong])):
+        total, count = 0.0, 0
+        for start in range(0, len(rows.ids), 64):
+            batch = range(start, min(start + 64, len(rows.ids)))
+            texts = [" ".join(table.words[w] for w in words[i][:slots]) for i in batch]
+            prefixes = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] if t else [] for t in texts]
+            seqs = [[*p, *rows.ids[i]] for p, i in zip(prefixes, batch)]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), lm.eos_token_id)
+            labels = torch.full((len(seqs), width), -100)
+            for r, (p, s) in enumerate(zip(prefixes, seqs)):
+                ids[r, : len(s)] = torch.tensor(s)
+                labels[r, len(p) + 1 : len(s)] = ids[r, len(p) + 1 : len(s)]
+            n = int((labels[:, 1:] != -100).sum())
+            with torch.inference_mode():
+                total += float(lm.model(input_ids=ids, labels=labels).loss) * n
+            count += n
+        out[name] = total / count
+    return out
+
+
+def _train(classifier, lm: FrozenLM, store, train_pairs, dev_pairs, args) -> tuple[Translator, dict]:
+    """A new translator for this recipe, trained on the train pairs; its history and minutes."""
+    settings = {"mode": args.mode, "hidden": args.hidden, "dropout": args.dropout,
+                "feature_dropout": args.feature_dropout, "residual": not args.no_residual,
+                "start_token": not args.no_start_token, **({"prefix_len": args.prefix_len} if args.prefix_len else {})}
+    translator = new_translator(classifier, lm, store.token_shape, **settings)
+    started = time.perf_counter()
+    history = train_translator(translator, lm, store, [Phase("train", train_pairs, args.epochs, args.lr)], args.out,
+                               TrainConfig(batch_size=args.batch_size, seed=args.seed), dev_pairs=dev_pairs[:1000])
+    minutes = (time.perf_counter() - started) / 60
+    return translator, {"settings": settings, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                        "history": history.epochs, "minutes": round(minutes, 1),
+                        "trainable_parameters": sum(p.numel() for p in translator.parameters() if p.requires_grad)}
+
+
+def _alone(translator: Translator, batch: int) -> torch.Tensor:
+    """The LM-alone prefix (B, P, d): what the translator gives when its MLP says nothing.
+
+    For an anchored (residual) translator that is K null slots and the start
+    token, the empty context the LM was pretrained with; otherwise the start
+    token alone.
+    """
+    c = translator.config
+    slots = [translator.null[None].expand(c.prefix_len, -1)] if c.residual else []
+    prefix = torch.cat([*slots, translator.start[None]])  # (P, d)
+    return prefix[None].expand(batch, -1, -1)
+
+
+def _dev_losses(translator: Translator, lm: FrozenLM, store, pairs, args) -> dict[str, float]:
+    """Dev caption loss with the true, shuffled and mean features, and the LM alone."""
+    images = list(dict.fromkeys(str(p.image) for p in pairs))
+    features = store.load_all(images).float()  # (N, T, D)
+    row = {p: i for i, p in enumerate(images)}
+    shuffled = torch.tensor(derangement(len(images), args.seed))
+    mean = features.mean(0, keepdim=True)  # (1, T, D)
+    sources = {
+        "true": lambda rows: translator(features[rows]),
+        "shuffled": lambda rows: translator(features[shuffled[rows]]),
+        "mean": lambda rows: translator(mean.expand(len(rows), -1, -1)),
+        "lm_alone": lambda rows: _alone(translator, len(rows)),
+    }
+    out = {}
+    with torch.inference_mode():
+        for name, prefix_of in sources.items():
+            total, count = 0.0, 0
+            for start in range(0, len(pairs), 256):
+                batch = pairs[start : start + 256]
+                rows = torch.tensor([row[str(p.image)] for p in batch])
+                ids, mask = lm.tokenize_captions([p.caption for p in batch])
+                total += float(lm.caption_loss(prefix_of(rows), ids, mask)) * int(mask.sum())
+                count += int(mask.sum())
+            out[name] = round(total / count, 4)
+    return out
+
+
+def _explanations(translator, lm, store, images, references, rule: str, args) -> dict:
+    """Dominant words of N sentences per image, beside the null prefix and shuffled explanations, under one length rule."""
+    low, high = (int(x) for x in rule.split("-"))
+    config = SamplingConfig(num_samples=args.samples, min_words=low, max_words=high, batch_size=args.samples, seed=args.seed)
+    words = WordConfig(top_k=10)
+    started = time.perf_counter()
+    tops, firsts, lengths, top_frequencies = [], [], [], []
+    with torch.inference_mode():
+        features = store.load_all(images).float()
+        for i in range(len(images)):
+            sentences = sample_sentences(lm, translator(features[i : i + 1])[0], config)
+            counter = WordCounter(words)
+            counter.update(sentences)
+            top = counter.top(10)
+            tops.append([w for w, _ in top])
+            firsts.append(top[0][1] if top else 0.0)
+            top_frequencies.append(sum(f for _, f in top) / max(len(top), 1))
+            lengths.append(sum(len(s.split()) for s in sentences) / len(sentences))
+        null_sentences = sample_sentences(lm, _alone(translator, 1)[0], config)
+    seconds = time.perf_counter() - started
+    null_counter = WordCounter(words)
+    null_counter.update(null_sentences)
+    null_top = [w for w, _ in null_counter.top(10)]
+    shuffle = derangement(len(images), args.seed)
+    rows = {"explanation": tops, "null_prefix": [null_top] * len(images), "shuffled": [tops[j] for j in shuffle]}
+    score = {name: {k: _mean(precision_at_k(t, r, k) for t, r in zip(lists, references) if t) for k in (10, 1)}
+             for name, lists in rows.items()}
+    prior = set(null_top)
+    return {
+        "p_at_10": {name: round(s[10], 4) for name, s in score.items()},
+        "p_at_1": {name: round(s[1], 4) for name, s in score.items()},
+        "null_top_words": null_top,
+        "mean_words_per_sentence": round(_mean(lengths), 2),
+        "mean_top1_frequency": round(_mean(firsts), 4),
+        "mean_top10_frequency": round(_mean(top_frequencies), 4),
+        "top1_is_a_prior_word": round(_mean(t[0] in prior for t in tops if t), 4),
+        "distinct_top10_words": len({w for t in tops for w in t}),
+        "examples": [{"image": Path(images[i]).name, "top_words": tops[i], "references": sorted(references[i])[:15]}
+                     for i in range(min(5, len(images)))],
+        "sentences_per_second": round(len(images) * args.samples / seconds, 1),
+        "images": len(images), "samples": args.samples,
+    }
+
+
+def _probe(store, train_pairs, images, references, args) -> dict:
+    """The linear probe from mean-pooled features to caption words, scored like the explanations."""
+    groups = _groups(train_pairs)
+    train_images = sorted(groups)
+    pooled = torch.cat([store.load_all(train_images[i : i + 512]).float().mean(1) for i in range(0, len(train_images), 512)])
+    probe = fit_probe(pooled, [reference_words(groups[i]) for i in train_images], ProbeConfig(seed=args.seed))
+    dev = store.load_all(images).float().mean(1)
+    tops = probe.top_words(dev, 10)
+    return {"p_at_10": round(_mean(precision_at_k(t, r, 10) for t, r in zip(tops, references)), 4),
+            "p_at_1": round(_mean(precision_at_k(t, r, 1) for t, r in zip(tops, references)), 4),
+            "vocabulary": len(probe.vocabulary), "decay": probe.decay,
+            "validation": {str(k): round(v, 4) for k, v in probe.validation.items()}, "seconds": round(probe.seconds, 1),
+            "examples": [{"image": Path(images[i]).name, "top_words": tops[i]} for i in range(min(5, len(images)))]}
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _write_table(results: Path) -> None:
+    """The variants table: one row per JSON in the results folder, in the order they were written."""
+    rows = []
+    for path in sorted((results / "steering").glob("*.json"), key=lambda p: p.stat().st_mtime):
+        r = json.loads(path.read_text())
+        first = next(iter(r["explanations"].values()))
+        rule = next(iter(r["explanations"]))
+        lm = r["lm_context_loss"]
+        rows.append(
+            f"| {r['variant']} | {r['note']} | {lm['none']:.2f} / {lm['right']:.2f} / {lm['wrong']:.2f} | "
+            f"{r['dev_loss']['lm_alone']:.3f} | {r['dev_loss']['true']:.3f} | {r['dev_loss']['shuffled']:.3f} | "
+            f"{r['dev_loss']['mean']:.3f} | {rule} | {first['p_at_10']['explanation']:.3f} | {first['p_at_10']['null_prefix']:.3f} | "
+            f"{first['p_at_10']['shuffled']:.3f} | {first['p_at_1']['explanation']:.2f} | {r['probe']['p_at_10']:.3f} | "
+            f"{r['training'].get('minutes', '-')} |"
+        )
+    header = (
+        "# Steering variants (Flickr8k train → dev, EfficientNet-Lite0)\n\n"
+        "Made by `benchmarks/steering.py`; one row per variant. LM context: the LM's own caption loss with no context / "
+        "the right words / another image's words. Dev loss: with the LM alone, true, shuffled and mean features. "
+        "p@10: dominant words of the explanation vs the 5 captions' content words, beside the null prefix and shuffled "
+        "explanations; p@1: the top word; probe: a linear probe of the mean-pooled features. Minutes: translator training.\n\n"
+        "| variant | what changed | LM context loss (none / right / wrong) | dev loss LM alone | true | shuffled | mean | "
+        "lengths | p@10 | null | shuffled | p@1 | probe p@10 | minutes |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    write_text(results / "steering_variants.md", header + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
