@@ -65,6 +65,13 @@ def test_explain_folder_end_to_end(trained, images, tmp_path, capsys):
         (["explain", "{empty}", "--translator", "{translator}", "--out", "{out}"], "no image files"),
         (["train", "--classifier", "{classifier}", "--lm", "{lm}", "--captions", "{bad_captions}", "--out", "{out}"],
          "bad.jsonl:2"),
+        (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "0"], "at least 1"),
+        (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "auto", "-n", "-5"],
+         "the cap of --samples auto"),
+        (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "many"], "give auto or a number"),
+        (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "30", "-n", "40"], "disagree"),
+        (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "auto", "--stop-k", "100000"],
+         "can never settle"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(trained, images, tiny_lm_folder, tmp_path, capsys, args, message):
@@ -77,3 +84,10 @@ def test_bad_input_gives_one_line_and_exit_2(trained, images, tiny_lm_folder, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("error: ") and message in err[-1]
+
+
+def test_adaptive_explain_records_the_sentences_it_used(trained, images, tmp_path):
+    assert cli.main(["explain", str(images[0]), "--translator", str(trained / "translator"), "--out", str(tmp_path),
+                     "--samples", "auto", "-n", "100", "--stop-k", "3", "--min-words", "2", "--max-words", "8"]) == 0
+    record = json.loads((tmp_path / f"{images[0].stem}.json").read_text())
+    assert record["sampling"]["adaptive"] and 50 <= record["n_sentences"] <= 100 and record["n_sentences"] % 25 == 0

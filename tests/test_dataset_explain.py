@@ -94,7 +94,7 @@ def test_prior_is_explained_after_null_prefixes(reference):
 
 def test_killed_mid_chunk_then_resumed_equals_an_unbroken_run(models, items, reference, tmp_path, monkeypatch):
     folder = tmp_path / "results"
-    real = dataset_explain.explain_features
+    real = dataset_explain._row
     calls = {"n": 0}
 
     def dies_on_the_fifth_image(*args, **kwargs):
@@ -103,12 +103,12 @@ def test_killed_mid_chunk_then_resumed_equals_an_unbroken_run(models, items, ref
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dataset_explain, "explain_features", dies_on_the_fifth_image)
+    monkeypatch.setattr(dataset_explain, "_row", dies_on_the_fifth_image)
     with pytest.raises(RuntimeError, match="killed"):
         explain_dataset(models, items, folder, config(), progress=False)
     assert len(ResultsFolder.open(folder).done_images()) == 3  # the first chunk only
     assert not ResultsFolder.open(folder).complete
-    monkeypatch.setattr(dataset_explain, "explain_features", real)
+    monkeypatch.setattr(dataset_explain, "_row", real)
     run = explain_dataset(models, items, folder, config(), progress=False)
     assert (run.written, run.total) == (5, 8)
     assert rows_of(folder) == rows_of(reference[0])
@@ -189,3 +189,23 @@ def test_unreadable_images_are_skipped_and_recorded(models, items, tmp_path):
     assert run.written == 2 and [p for p, _ in run.skipped] == [str(broken.resolve())]
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["skipped"][0]["image"] == str(broken.resolve())
+
+
+def test_adaptive_sampling_round_trips_through_parquet_and_the_report(models, items, tmp_path):
+    from texplain.analysis.analyse import AnalysisConfig, analyse_folders
+    from texplain.generate.stopping import StopRule
+    from texplain.report.html_report import write_report
+
+    sampling = SamplingConfig(num_samples=40, min_words=2, max_words=8, round_size=10, seed=3, adaptive=True,
+                              stop=StopRule(k=2, min_sentences=10))
+    adaptive = DatasetExplainConfig(explain=ExplainConfig(sampling=sampling, examples=2, word_cloud=False), chunk_size=3,
+                                    class_words=ClassWordConfig(wordnet=False), prior=None)
+    explain_dataset(models, items, tmp_path / "r", adaptive, progress=False)
+    rows = rows_of(tmp_path / "r")
+    counts = [r["n_sentences"] for r in rows]
+    assert all(10 <= n <= 40 and n % 10 == 0 for n in counts) and len(rows) == len(items)
+    assert ResultsFolder.open(tmp_path / "r").settings["sampling"]["adaptive"] is True
+    folder, analysis, _ = analyse_folders(tmp_path / "r", AnalysisConfig())
+    assert analysis.sentences == {"min": min(counts), "mean": round(sum(counts) / len(counts), 1), "max": max(counts)}
+    page = write_report(tmp_path / "report", folder, analysis).read_text()
+    assert "adaptive sampling" in page and f"{min(counts)}–{max(counts)} sentences" in page

@@ -42,7 +42,7 @@ from texplain.analysis.lm_prior import PriorConfig
 from texplain.analysis.results import MANIFEST, ResultsFolder
 from texplain.analysis.statistics import group_accuracy
 from texplain.atomic import write_json
-from texplain.data.captions import read_captions
+from texplain.data.captions import caption_groups, read_captions
 from texplain.data.labelled import read_labelled
 from texplain.data.world import (
     DEFAULT_SHORTCUT_CLASSES,
@@ -98,7 +98,9 @@ class DemoConfig:
     train_images, test_images: the labelled split (train biased, test balanced).
     bias: fraction of each class's train images on its planted background;
     ``balanced=True`` makes train balanced (the control). samples: sentences
-    per test image. The epochs are for the classifier, LM and translator.
+    per test image (the most, when ``adaptive``: see
+    :attr:`~texplain.generate.sampling.SamplingConfig.adaptive`). The epochs
+    are for the classifier, LM and translator.
     """
 
     out: Path = Path("texplain-demo")
@@ -113,6 +115,7 @@ class DemoConfig:
     bias: float = 0.95
     balanced: bool = False
     samples: int = 20
+    adaptive: bool = False
     classifier_epochs: int = 20
     lm_epochs: int = 2
     translator_epochs: int = 4
@@ -177,8 +180,9 @@ def headline(summary: dict) -> str:
     for name, result in summary["classes"].items():
         planted, rank = result["planted_background"], result["planted_rank"]
         if rank is not None:
-            lines.append(f"class {name}: '{planted}' is shortcut suspect {rank} of {len(result['suspects'])}"
-                         f" (the class word ranks {result['class_word_rank'] or 'absent'} among its words)")
+            own = result["class_word_rank"]
+            lines.append(f"class {name}: '{planted}' is shortcut suspect {rank} of {len(result['suspects'])}; "
+                         + (f"the class word ranks {own} among its words" if own else "the class word is not among its top words"))
         else:
             suspects = ", ".join(s["word"] for s in result["suspects"]) or "none"
             lines.append(f"class {name}: no shortcut to '{planted}' found (suspects: {suspects})")
@@ -233,7 +237,7 @@ def _generate_world(config: DemoConfig, out: Path, progress: bool) -> dict[str, 
 def _pretrain_lm(config: DemoConfig, folder: Path, world: dict[str, Path], progress: bool) -> Path:
     if (folder / "config.json").is_file():
         return folder
-    captions = [p.caption for p in read_captions(world["captions"] / "captions.jsonl")]
+    captions = caption_groups(read_captions(world["captions"] / "captions.jsonl"))
     lm_config = CaptionLMConfig(n_layer=2, n_embd=128, n_head=4, vocab_size=1024, epochs=config.lm_epochs, seed=config.seed)
     return pretrain_caption_lm(captions, folder, lm_config, progress=progress)
 
@@ -310,7 +314,8 @@ def _explain(config: DemoConfig, explainer: Explainer, world: Path, results: Pat
     """Explain the test split of one labelled world folder into a results folder, unless that is complete."""
     if (results / MANIFEST).is_file() and ResultsFolder.open(results).complete:
         return
-    explain = ExplainConfig(sampling=SamplingConfig(num_samples=config.samples, seed=config.seed), word_cloud=False)
+    sampling = SamplingConfig(num_samples=config.samples, adaptive=config.adaptive, seed=config.seed)
+    explain = ExplainConfig(sampling=sampling, word_cloud=False)
     prior = PriorConfig(seed=config.seed) if results.name == RESULTS["split"] else None
     explain_dataset(explainer, read_labelled(world / "labels.jsonl", split="test"), results,
                     DatasetExplainConfig(explain=explain, prior=prior), features=features, progress=progress)

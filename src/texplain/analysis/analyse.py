@@ -150,10 +150,12 @@ class DatasetAnalysis:
     notes: list[str]
     config: AnalysisConfig
     vocabularies: dict[str, frozenset[str]]
+    sentences: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
             "config": asdict(self.config),
+            "sentences_per_image": self.sentences,
             "splits": self.splits,
             "compare": list(self.compare) if self.compare else None,
             "notes": self.notes,
@@ -213,7 +215,16 @@ def analyse_results(results: ResultsFolder, config: AnalysisConfig | None = None
         notes.append(f"class {name!r} has no images in split {', '.join(missing)}")
     _attach_examples(results, classes, config)
     prior_words = word_stats(prior.counter.document_counts(), prior.counter.n_sentences, None, None, config) if prior else []
-    return DatasetAnalysis(classes, splits, compare, accuracy_by_group(results), prior_words, notes, config, vocabularies)
+    return DatasetAnalysis(classes, splits, compare, accuracy_by_group(results), prior_words, notes, config, vocabularies,
+                           sentences_per_image(results))
+
+
+def sentences_per_image(results: ResultsFolder) -> dict[str, float]:
+    """The fewest, mean and most sentences an image got (they differ when sampling was adaptive)."""
+    counts = [row["n_sentences"] for row in results.iter_rows(["n_sentences"])]
+    if not counts:
+        return {}
+    return {"min": min(counts), "mean": round(sum(counts) / len(counts), 1), "max": max(counts)}
 
 
 def pool_results(results: ResultsFolder, by: str, words: WordConfig) -> dict[tuple[str, str], Pool]:

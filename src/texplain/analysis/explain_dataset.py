@@ -36,7 +36,7 @@ from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
-from texplain.generate.explain import ExplainConfig, explain_features
+from texplain.generate.explain import ExplainConfig, Explanation, explain_stream
 from texplain.models.classifiers import Classifier
 from texplain.models.explainer import Explainer
 from texplain.models.features import (
@@ -120,10 +120,10 @@ def explain_dataset(
             progress=False,
         )
         bad_paths = {path for path, _ in bad}
-        rows = [
-            _explain_row(item, store, translator, lm, config.explain, index)
-            for item in chunk if _image_key(item.path) not in bad_paths
-        ]
+        good = [item for item in chunk if _image_key(item.path) not in bad_paths]
+        explanations = explain_stream(translator, lm, (store.features([_image_key(i.path)])[0] for i in good), config.explain)
+        rows = [_row(item, store.row(_image_key(item.path))["top5"], explanation, config.explain, index)
+                for item, explanation in zip(good, explanations)]
         results.commit(rows, bad)
         written += len(rows)
         skipped += bad
@@ -139,14 +139,12 @@ def explain_dataset(
     return DatasetRun(out, written, len(results.done_images()), skipped)
 
 
-def _explain_row(
-    item: LabelledImage, store: FeatureStore, translator: Translator, lm: FrozenLM,
-    config: ExplainConfig, index: Mapping[str, Sequence[str]],
+def _row(
+    item: LabelledImage, top5: list[dict], explanation: Explanation, config: ExplainConfig,
+    index: Mapping[str, Sequence[str]],
 ) -> dict:
     """One image's Parquet row: labels, prediction, word counts, class mentions, example sentences."""
     key = _image_key(item.path)
-    explanation = explain_features(translator, lm, store.features([key])[0], config)
-    top5 = store.row(key)["top5"]
     counts = sorted(explanation.counter.document_counts().items(), key=lambda kv: (-kv[1], kv[0]))
     mentions = class_mentions(explanation.sentences, index, config.words)
     return {

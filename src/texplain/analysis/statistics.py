@@ -28,11 +28,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 from texplain.errors import TexplainError
-from texplain.optional import require
 
 CONFIDENCE = 0.95
 """Default confidence level of the Wilson interval."""
@@ -52,7 +52,7 @@ def wilson_interval(successes, trials, confidence: float = CONFIDENCE) -> tuple[
     n = np.asarray(trials, dtype=float)
     if np.any(k < 0) or np.any(n < 0) or np.any(k > n):
         raise TexplainError("wilson_interval: need 0 <= successes <= trials")
-    z = require("scipy.stats", "Wilson intervals").norm.ppf(0.5 + confidence / 2)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     safe_n = np.where(n > 0, n, 1.0)
     p = k / safe_n
     denominator = 1.0 + z**2 / safe_n

@@ -25,6 +25,8 @@ def explain_dataset_command(
     classifier: options.ClassifierOverride = None,
     lm: options.LMOverride = None,
     samples: options.Samples = options.SAMPLES,
+    samples_mode: options.SamplesMode = None,
+    stop_k: options.StopK = options.STOP_K,
     top_p: options.TopP = options.TOP_P,
     min_words: options.MinWords = options.MIN_WORDS,
     max_words: options.MaxWords = options.MAX_WORDS,
@@ -50,8 +52,8 @@ def explain_dataset_command(
     kinds = tuple(k.strip() for k in prior.split(",") if k.strip())
     config = DatasetExplainConfig(
         explain=ExplainConfig(
-            sampling=options.sampling_config(samples, top_p, min_words, max_words, seed,
-                                             batch_size=min(sample_batch, samples)),
+            sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k,
+                                             batch_size=sample_batch),
             examples=examples, word_cloud=False,
         ),
         chunk_size=chunk_size,

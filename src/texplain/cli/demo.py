@@ -19,7 +19,8 @@ def demo_command(
     train_images: Annotated[int, typer.Option(help="Images in the labelled train split")] = 600,
     test_images: Annotated[int, typer.Option(help="Images in the balanced test split")] = 270,
     caption_images: Annotated[int, typer.Option(help="Captioned images for the LM and translator")] = 1200,
-    samples: Annotated[int, typer.Option("--samples", "-n", help="Sentences per test image")] = 20,
+    samples: options.Samples = 20,
+    samples_mode: options.SamplesMode = None,
     classifier: Annotated[str, typer.Option(help="vit (a small ViT) or a timm architecture trained from scratch, e.g. resnet10t")] = "vit",
     pretrain_epochs: Annotated[int, typer.Option(help="First train the classifier on the captioned scenes' objects (0: no pretraining)")] = 0,
     device: options.Device = options.DEVICE,
@@ -27,9 +28,11 @@ def demo_command(
     """Run the whole pipeline offline on a synthetic world with a planted shortcut."""
     from texplain.demo import DemoConfig, headline, run_demo
 
+    sampling = options.sampling_config(samples_mode, samples, options.TOP_P, options.MIN_WORDS, options.MAX_WORDS, seed,
+                                       default=20)
     config = DemoConfig(out=out, seed=seed, fresh=fresh, balanced=balanced, bias=bias, train_images=train_images,
-                        test_images=test_images, caption_images=caption_images, samples=samples, classifier=classifier,
-                        pretrain_epochs=pretrain_epochs, device=device)
+                        test_images=test_images, caption_images=caption_images, samples=sampling.num_samples,
+                        adaptive=sampling.adaptive, classifier=classifier, pretrain_epochs=pretrain_epochs, device=device)
     summary = run_demo(config)
     accuracy = summary["accuracy"]
     typer.echo(f"classifier: average accuracy {accuracy['average']:.1%}, worst group {accuracy['worst_group']:.1%}")

@@ -29,6 +29,8 @@ def evaluate_command(
     classifier: options.ClassifierOverride = None,
     lm: options.LMOverride = None,
     samples: options.Samples = EVALUATE_SAMPLES,
+    samples_mode: options.SamplesMode = None,
+    stop_k: options.StopK = options.STOP_K,
     top_p: options.TopP = options.TOP_P,
     min_words: options.MinWords = options.MIN_WORDS,
     max_words: options.MaxWords = options.MAX_WORDS,
@@ -53,7 +55,8 @@ def evaluate_command(
     from texplain.models.explainer import load_explainer
 
     config = EvaluateConfig(
-        sampling=options.sampling_config(samples, top_p, min_words, max_words, seed, batch_size=min(samples, 250)),
+        sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k,
+                                         default=EVALUATE_SAMPLES),
         words=WordConfig(top_k=top_k), precision_k=precision_k, null_prefix=null_prefix, minilm=minilm, bert=bert,
         sanity_images=sanity_images, cascade=cascade, causal_images=causal_images, mask_threshold=mask_threshold,
         mask_fill=mask_fill, seed=seed,

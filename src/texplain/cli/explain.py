@@ -17,6 +17,8 @@ def explain_command(
     classifier: options.ClassifierOverride = None,
     lm: options.LMOverride = None,
     samples: options.Samples = options.SAMPLES,
+    samples_mode: options.SamplesMode = None,
+    stop_k: options.StopK = options.STOP_K,
     top_p: options.TopP = options.TOP_P,
     min_words: options.MinWords = options.MIN_WORDS,
     max_words: options.MaxWords = options.MAX_WORDS,
@@ -32,7 +34,7 @@ def explain_command(
 
     paths = images_in(target)
     explainer = load_explainer(translator, classifier, lm, device)
-    config = ExplainConfig(sampling=options.sampling_config(samples, top_p, min_words, max_words, seed),
+    config = ExplainConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k),
                            words=WordConfig(top_k=top_k))
     records, skipped = explain_images(explainer, paths, out, config)
     for record in records:

@@ -43,6 +43,8 @@ def mitigate_command(
     seeds: Annotated[int, typer.Option(help="Number of seeds (seed, seed+1, ...)")] = 3,
     seed: Annotated[int, typer.Option(help="First seed (sampling and the first fine-tuning run)")] = options.SEED,
     samples: options.Samples = MITIGATE_SAMPLES,
+    samples_mode: options.SamplesMode = None,
+    stop_k: options.StopK = options.STOP_K,
     top_p: options.TopP = options.TOP_P,
     min_words: options.MinWords = options.MIN_WORDS,
     max_words: options.MaxWords = options.MAX_WORDS,
@@ -82,7 +84,8 @@ def mitigate_command(
     if seeds < 1:
         raise TexplainError("mitigate: --seeds must be at least 1")
     config = MitigateConfig(
-        selection=SelectionConfig(sampling=options.sampling_config(samples, top_p, min_words, max_words, seed),
+        selection=SelectionConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed,
+                                                                   stop_k, default=MITIGATE_SAMPLES),
                                   min_frequency=min_frequency, min_lift=min_lift,
                                   class_words=options.class_word_config(class_words, wordnet)),
         mask=MaskConfig(localise=localise, threshold=threshold, fill=fill, heat=heat, grid=grid),

@@ -21,6 +21,7 @@ TOP_P = 0.95
 MIN_WORDS = 5
 MAX_WORDS = 20
 TOP_K = 20
+STOP_K = 10
 SEED = 0
 DEVICE = "cpu"
 
@@ -32,7 +33,10 @@ ClassifierOverride = Annotated[Optional[str], typer.Option(
     "--classifier", "-c", help="Default: the classifier the translator was trained for")]
 LMOverride = Annotated[Optional[str], typer.Option(help="Default: the language model the translator was trained for")]
 FeatureLayer = Annotated[str, typer.Option(help="Module whose output (or NAME:input) is the feature; default: penultimate")]
-Samples = Annotated[int, typer.Option("--samples", "-n", help="Sentences per image")]
+Samples = Annotated[int, typer.Option("-n", "--num-samples", help="Sentences per image; with --samples auto, the most per image")]
+SamplesMode = Annotated[Optional[str], typer.Option(
+    "--samples", help="auto: draw in rounds and stop each image once its top words are settled; or a number (as -n)")]
+StopK = Annotated[int, typer.Option(help="With --samples auto: the top words that must be settled before an image stops")]
 TopP = Annotated[float, typer.Option(help="Nucleus mass: each token is drawn from the most probable tokens holding this much")]
 MinWords = Annotated[int, typer.Option(help="Words a sentence has before it may end")]
 MaxWords = Annotated[int, typer.Option(help="Most words per sentence")]
@@ -43,11 +47,34 @@ Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the sa
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps")]
 
 
-def sampling_config(samples: int, top_p: float, min_words: int, max_words: int, seed: int, **more):
-    """The :class:`~texplain.generate.sampling.SamplingConfig` the shared options describe (imported when called)."""
-    from texplain.generate.sampling import SamplingConfig
+def sampling_config(
+    mode: str | None, samples: int, top_p: float, min_words: int, max_words: int, seed: int, stop_k: int = STOP_K,
+    default: int = SAMPLES, **more,
+):
+    """The :class:`~texplain.generate.sampling.SamplingConfig` the shared options describe (imported when called).
 
-    return SamplingConfig(num_samples=samples, top_p=top_p, min_words=min_words, max_words=max_words, seed=seed, **more)
+    ``mode`` is ``--samples``: None or a number gives ``-n``-style fixed
+    sampling (a number given both ways must agree; ``default`` is the
+    command's ``-n`` default), ``auto`` adaptive sampling with ``-n`` as the cap.
+    """
+    from texplain.errors import TexplainError
+    from texplain.generate.sampling import SamplingConfig
+    from texplain.generate.stopping import StopRule
+
+    adaptive = mode is not None and mode.strip().lower() == "auto"
+    if mode is not None and not adaptive:
+        try:
+            count = int(mode)
+        except ValueError:
+            raise TexplainError(f"--samples {mode!r}: give auto or a number of sentences per image") from None
+        if samples != default and samples != count:
+            raise TexplainError(f"--samples {count} and -n {samples} disagree: give the number of sentences once")
+        samples = count
+    if samples < 1:
+        raise TexplainError(f"sentences per image must be at least 1, got {samples}"
+                            + (" (the cap of --samples auto)" if adaptive else ""))
+    return SamplingConfig(num_samples=samples, top_p=top_p, min_words=min_words, max_words=max_words, seed=seed,
+                          adaptive=adaptive, stop=StopRule(k=stop_k), **more)
 
 
 def class_word_config(class_words: Path | None, wordnet: bool):

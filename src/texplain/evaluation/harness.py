@@ -66,7 +66,7 @@ from texplain.evaluation.sanity import (
     same_seed_identical,
     shuffled_pairing,
 )
-from texplain.generate.explain import ExplainConfig, Explanation, explain_features
+from texplain.generate.explain import ExplainConfig, Explanation, explain_features, explain_stream
 from texplain.generate.sampling import SamplingConfig, sample_sentences
 from texplain.generate.words import WordConfig, WordCounter
 from texplain.models.classifiers import Classifier
@@ -165,8 +165,7 @@ def evaluate(
     paths = list(references)
     read, features, predictions, unreadable = image_features(classifier, paths, progress)
     kept, kept_rows, empty = [], [], []
-    for i, path in enumerate(tqdm(read, desc="explain", unit="img", disable=not progress)):
-        explanation = explain_features(translator, lm, features[i], config.explain)
+    for i, (path, explanation) in enumerate(zip(read, explain_stream(translator, lm, features, config.explain, progress))):
         if explanation.top_words:
             kept.append(Evaluated(path, list(references[path]), predictions[i], explanation))
             kept_rows.append(i)

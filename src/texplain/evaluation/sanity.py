@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from texplain.generate.explain import ExplainConfig, Explanation, explain_features
+from texplain.generate.explain import ExplainConfig, Explanation, explain_features, explain_stream
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
@@ -71,7 +71,7 @@ class CascadeStep:
 
 def explain_all(translator: Translator, lm: FrozenLM, features: Tensor, config: ExplainConfig) -> list[Explanation]:
     """Explain each image's features (n, T, D) with the same sampling settings and seed."""
-    return [explain_features(translator, lm, f, config) for f in features]
+    return list(explain_stream(translator, lm, features, config))
 
 
 def rank_correlation(a: dict[str, float], b: dict[str, float], k: int = 10) -> tuple[float, float]:

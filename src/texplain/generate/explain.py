@@ -11,7 +11,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from texplain.analysis.class_vocabulary import ClassWordConfig, class_vocabulary
 from texplain.atomic import write_json
 from texplain.data.images import load_rgb
-from texplain.errors import BadImageError
-from texplain.generate.sampling import SamplingConfig, sample_sentences
+from texplain.errors import BadImageError, TexplainError
+from texplain.generate.sampling import SamplingConfig, new_generator, sample_rows
+from texplain.generate.stopping import settled
 from texplain.generate.words import WordConfig, WordCounter
 from texplain.models.explainer import Explainer
 from texplain.models.features import top_classes
@@ -69,13 +70,85 @@ def explain_features(
     translator: Translator, lm: FrozenLM, features: Tensor, config: ExplainConfig, progress: bool = False
 ) -> Explanation:
     """Features (T, D) of one image → its explanation."""
+    return next(explain_stream(translator, lm, [features], config, progress))
+
+
+def explain_stream(
+    translator: Translator, lm: FrozenLM, features: Iterable[Tensor], config: ExplainConfig, progress: bool = False
+) -> Iterator[Explanation]:
+    """Explanations of many images (features (T, D) each), in their order, decoded in shared batches.
+
+    Every round, each active image draws its next rows
+    (:attr:`~texplain.generate.sampling.SamplingConfig.rows_per_round`) and
+    all of them are decoded together, each row from its own image's prefix;
+    images join while their rows fit in ``batch_size`` (one at least) and
+    leave once they have ``num_samples`` sentences or, when adaptive, their
+    top words are settled (:func:`~texplain.generate.stopping.settled`), so
+    batches stay full as images stop. Rows of different images never mix in
+    the counts, and each image gets the sentences it would get alone with
+    the same seed. ``features`` may be a generator: it is read as images join.
+    """
     translator.eval()
-    with torch.inference_mode():
-        prefix = translator(features.unsqueeze(0).to(lm.device))[0]  # (K, d)
-    sentences = sample_sentences(lm, prefix, config.sampling, progress=progress)
-    counter = WordCounter(config.words)
-    counter.update(sentences)
-    return Explanation(counter.top(), sentences, counter)
+    sampling = config.sampling
+    if sampling.adaptive and sampling.stop.k >= len(lm.tokenizer):
+        raise TexplainError(f"adaptive sampling: the top {sampling.stop.k} words can never settle with an LM of "
+                            f"{len(lm.tokenizer)} tokens; choose a smaller k")
+    source = iter(features)
+    active: list[_Drawing] = []
+    done: dict[int, Explanation] = {}
+    joined = given = 0
+    bar = tqdm(desc="explain", unit="img", disable=not progress)
+    while True:
+        while not active or sum(a.rows(sampling) for a in active) + sampling.rows_per_round <= sampling.batch_size:
+            image = next(source, None)
+            if image is None:
+                break
+            with torch.inference_mode():
+                prefix = translator(image.unsqueeze(0).to(lm.device))[0]  # (P, d)
+            active.append(_Drawing(joined, prefix, new_generator(lm, sampling), WordCounter(config.words)))
+            joined += 1
+        if not active:
+            break
+        drawn = sample_rows(lm, torch.stack([a.prefix for a in active]), [a.rows(sampling) for a in active],
+                            [a.generator for a in active], sampling)
+        for drawing, ids in zip(active, drawn):
+            drawing.add([lm.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids])
+        for drawing in [a for a in active if a.finished(sampling)]:
+            done[drawing.index] = drawing.explanation()
+            active.remove(drawing)
+            bar.update(1)
+        while given in done:
+            yield done.pop(given)
+            given += 1
+    bar.close()
+
+
+@dataclass
+class _Drawing:
+    """An image whose sentences are being drawn: its prefix (P, d), generator, counts and sentences so far."""
+
+    index: int
+    prefix: Tensor
+    generator: torch.Generator
+    counter: WordCounter
+    sentences: list[str] = field(default_factory=list)
+
+    def rows(self, sampling: SamplingConfig) -> int:
+        """Sentences this image draws in the next round."""
+        return min(sampling.rows_per_round, sampling.num_samples - len(self.sentences))
+
+    def add(self, sentences: list[str]) -> None:
+        self.counter.update(sentences)
+        self.sentences.extend(sentences)
+
+    def finished(self, sampling: SamplingConfig) -> bool:
+        """At the cap, or (adaptive) settled."""
+        if len(self.sentences) >= sampling.num_samples:
+            return True
+        return sampling.adaptive and settled(self.counter.document_counts(), self.counter.n_sentences, sampling.stop)
+
+    def explanation(self) -> Explanation:
+        return Explanation(self.counter.top(), self.sentences, self.counter)
 
 
 def explain_images(

@@ -1,8 +1,9 @@
-"""The key/value cache of a decoding batch that starts from one shared prefix.
+"""The key/value cache of a decoding batch whose rows start from prefixes computed once.
 
-The prefix goes through the LM once, with batch 1 (:func:`encode_prefix`); its
-keys and values are copied into each decoding batch once. The cache of a
-batch is one preallocated buffer per layer of shape (B, H, K + capacity,
+The prefixes (one per image, all of length P) go through the LM once, batched
+(:func:`encode_prefix`); their keys and values are copied into each decoding
+batch once, row by row from the prefix of the row's image. The cache of a
+batch is one preallocated buffer per layer of shape (B, H, P + capacity,
 head_dim): every step writes the new keys and values in place and attention
 reads a view of the filled part, so a step costs O(B) memory traffic rather
 than re-concatenating the whole cache as ``DynamicCache`` does. Rows can be
@@ -27,9 +28,9 @@ _CACHE_ARGUMENT = "cache"
 """Name of the forward argument and output field of the cache in transformers 5.2x."""
 
 
-def encode_prefix(lm: FrozenLM, prefix: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
-    """Run the prefix once (batch 1): per-layer keys and values (1, H, K, hd) and next-token logits (1, V)."""
-    out = lm.model(inputs_embeds=prefix[None], use_cache=True)
+def encode_prefix(lm: FrozenLM, prefixes: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """Run prefixes (n, P, d) once: per-layer keys and values (n, H, P, hd) and next-token logits (n, V)."""
+    out = lm.model(inputs_embeds=prefixes, use_cache=True)
     cache = out.cache if _CACHE_ARGUMENT in out else out.past_key_values
     if not getattr(cache, "layers", None):
         raise TexplainError("sampling: this transformers version has no per-layer caches; transformers 5 is needed")
@@ -37,9 +38,9 @@ def encode_prefix(lm: FrozenLM, prefix: Tensor) -> tuple[list[Tensor], list[Tens
     for layer in cache.layers:
         if getattr(layer, "keys", None) is None:
             raise TexplainError(f"sampling: language model {lm.spec} has layers without a key/value cache")
-        keys.append(layer.keys)  # (1, H, K, hd)
-        values.append(layer.values)  # (1, H, K, hd)
-    return keys, values, out.logits[:, -1].float()  # (1, V)
+        keys.append(layer.keys)  # (n, H, P, hd)
+        values.append(layer.values)  # (n, H, P, hd)
+    return keys, values, out.logits[:, -1].float()  # (n, V)
 
 
 def cache_argument(model: torch.nn.Module) -> str:
@@ -53,25 +54,27 @@ def cache_argument(model: torch.nn.Module) -> str:
 
 
 class SharedPrefixLayer(CacheLayerMixin):
-    """One attention layer's cache for a decoding batch, seeded with the shared prefix.
+    """One attention layer's cache for a decoding batch, seeded with the rows' prefixes.
 
-    Keys and values live in a buffer (B, H, capacity, hd) whose first K
-    positions are the prefix, broadcast from (1, H, K, hd) once when the batch
-    starts. :meth:`update` writes new positions in place and returns views of
-    the filled part, so no step copies the cache. The buffer grows by
+    Keys and values live in a buffer (B, H, capacity, hd) whose first P
+    positions are each row's prefix, copied from the prefixes (n, H, P, hd)
+    once when the batch starts (``image`` (B,) says which prefix a row reads).
+    :meth:`update` writes new positions in place and returns views of the
+    filled part, so no step copies the cache. The buffer grows by
     :data:`CACHE_CHUNK` positions when full.
     """
 
     is_sliding = False
 
-    def __init__(self, prefix_keys: Tensor, prefix_values: Tensor, batch: int):
+    def __init__(self, prefix_keys: Tensor, prefix_values: Tensor, image: Tensor):
         super().__init__()
         _, heads, length, head_dim = prefix_keys.shape
         capacity = length + CACHE_CHUNK
+        batch = image.shape[0]
         self._keys = prefix_keys.new_empty((batch, heads, capacity, head_dim))  # (B, H, C, hd)
         self._values = prefix_values.new_empty((batch, prefix_values.shape[1], capacity, prefix_values.shape[3]))
-        self._keys[:, :, :length] = prefix_keys
-        self._values[:, :, :length] = prefix_values
+        self._keys[:, :, :length] = prefix_keys[image]
+        self._values[:, :, :length] = prefix_values[image]
         self.length = length
         self.device = prefix_keys.device
         self.is_initialized = True

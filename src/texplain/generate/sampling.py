@@ -22,7 +22,8 @@ window. Models without key/value caches (state-space layers) are refused.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -36,6 +37,7 @@ from texplain.generate.prefix_cache import (
     cache_argument,
     encode_prefix,
 )
+from texplain.generate.stopping import StopRule
 from texplain.generate.word_boundaries import padded_word_tables, word_step
 from texplain.models.lm import FrozenLM
 
@@ -68,9 +70,15 @@ class SamplingConfig:
         max_words: A sentence is cut where its ``max_words + 1``-th word would
             begin, so it never has more than ``max_words`` words.
         batch_size: Sentences decoded together; bounds memory, which grows as
-            batch_size x sentence length x the LM's cache width.
-        seed: Seed of the generator made when the caller gives none, so that
-            the same seed gives the same sentences.
+            batch_size x sentence length x the LM's cache width. Several
+            images share a batch when their rounds are smaller than it.
+        seed: Seed of each image's generator (when the caller gives none),
+            so that the same seed gives the same sentences.
+        adaptive: Draw in rounds of ``round_size`` sentences and stop an image
+            once its top words are settled (:mod:`.stopping`); ``num_samples``
+            is then the most an image gets.
+        round_size: Sentences an image draws per round when adaptive.
+        stop: When an adaptive image is settled (:class:`~.stopping.StopRule`).
         max_tokens: Hard limit on tokens per sentence, against a model that
             keeps writing word pieces; ``None`` means three per word
             (``3 * max_words``). It is also kept within the LM's positions.
@@ -84,6 +92,9 @@ class SamplingConfig:
     batch_size: int = 250
     seed: int = 0
     max_tokens: int | None = None
+    adaptive: bool = False
+    round_size: int = 25
+    stop: StopRule = field(default_factory=StopRule)
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -102,6 +113,15 @@ class SamplingConfig:
             raise TexplainError(f"sampling: batch_size must be at least 1, got {self.batch_size}")
         if self.max_tokens is not None and self.max_tokens < self.max_words:
             raise TexplainError(f"sampling: max_tokens ({self.max_tokens}) is less than max_words ({self.max_words})")
+        if isinstance(self.stop, dict):
+            self.stop = StopRule(**self.stop)
+        if self.round_size < 1:
+            raise TexplainError(f"sampling: round_size must be at least 1, got {self.round_size}")
+
+    @property
+    def rows_per_round(self) -> int:
+        """Sentences an image draws at a time: a round when adaptive, else up to a whole batch."""
+        return min(self.round_size if self.adaptive else self.batch_size, self.num_samples)
 
     @property
     def token_budget(self) -> int:
@@ -135,36 +155,64 @@ def sample_token_ids(
 ) -> list[list[int]]:
     """Sample ``config.num_samples`` token-id sentences after one prefix (K, d).
 
-    The prefix runs through the LM once; batches of ``config.batch_size``
-    sentences then decode from copies of its cache. Each returned list holds a
-    sentence's tokens without its end-of-sentence token. A given ``generator``
-    must live on the LM's device; with None, one seeded with ``config.seed`` is
-    made there, so one seed always gives the same sentences on one device.
+    Sentences are drawn :attr:`SamplingConfig.rows_per_round` at a time with
+    :func:`sample_rows`, exactly as when this image shares its batches with
+    others. Each returned list holds a sentence's tokens without its
+    end-of-sentence token. A given ``generator`` must live on the LM's device;
+    with None, one seeded with ``config.seed`` is made there, so one seed
+    always gives the same sentences on one device.
     """
     config = config or SamplingConfig()
-    if generator is None:
-        generator = torch.Generator(device=lm.device).manual_seed(config.seed)
-    prefix = _check_prefix(lm, prefix)
-    budget = _token_budget(lm, config, prefix.shape[0])
-    with torch.inference_mode():
-        keys, values, logits = encode_prefix(lm, prefix)
-        tables = padded_word_tables(lm.tokenizer, logits.shape[-1], lm.device)
-        sentences: list[list[int]] = []
-        with tqdm(total=config.num_samples, desc="sampling", unit="sentence", disable=not progress) as bar:
-            for first in range(0, config.num_samples, config.batch_size):
-                batch = min(config.batch_size, config.num_samples - first)
-                cache = Cache(layers=[SharedPrefixLayer(k, v, batch) for k, v in zip(keys, values)])
-                sentences.extend(_decode_batch(lm, cache, logits, tables, config, budget, generator))
-                bar.update(batch)
+    generator = generator if generator is not None else new_generator(lm, config)
+    sentences: list[list[int]] = []
+    with tqdm(total=config.num_samples, desc="sampling", unit="sentence", disable=not progress) as bar:
+        while len(sentences) < config.num_samples:
+            rows = min(config.rows_per_round, config.num_samples - len(sentences))
+            sentences.extend(sample_rows(lm, prefix[None], [rows], [generator], config)[0])
+            bar.update(rows)
     log.debug("sampled %d sentences, %.1f tokens each", len(sentences), sum(map(len, sentences)) / len(sentences))
     return sentences
 
 
-def _check_prefix(lm: FrozenLM, prefix: Tensor) -> Tensor:
-    """A (K, d) prefix on the LM's device and dtype, or a one-line error."""
-    if prefix.dim() != 2 or prefix.shape[0] < 1 or prefix.shape[1] != lm.embed_dim:
-        raise TexplainError(f"sampling: prefix must have shape (K, {lm.embed_dim}), got {tuple(prefix.shape)}")
-    return prefix.detach().to(device=lm.device, dtype=lm.dtype)
+def new_generator(lm: FrozenLM, config: SamplingConfig) -> torch.Generator:
+    """An image's own random generator, on the LM's device, seeded with ``config.seed``."""
+    return torch.Generator(device=lm.device).manual_seed(config.seed)
+
+
+def sample_rows(
+    lm: FrozenLM,
+    prefixes: Tensor,
+    rows: Sequence[int],
+    generators: Sequence[torch.Generator],
+    config: SamplingConfig,
+) -> list[list[list[int]]]:
+    """Decode ``rows[i]`` sentences after prefix i of prefixes (n, P, d), all in one batch; token ids per image.
+
+    The prefixes run through the LM once; each row of the batch starts from
+    its image's prefix cache. Every image draws its tokens from its own
+    generator, for its own live rows in order, so an image gets exactly the
+    sentences it would get alone, whatever shares the batch (up to the
+    floating-point effects of batching on the LM's arithmetic).
+    """
+    prefixes = _check_prefixes(lm, prefixes)
+    budget = _token_budget(lm, config, prefixes.shape[1])
+    image = torch.repeat_interleave(torch.arange(len(rows), device=lm.device), torch.tensor(rows, device=lm.device))
+    with torch.inference_mode():
+        keys, values, logits = encode_prefix(lm, prefixes)
+        tables = padded_word_tables(lm.tokenizer, logits.shape[-1], lm.device)
+        cache = Cache(layers=[SharedPrefixLayer(k, v, image) for k, v in zip(keys, values)])
+        ids = _decode_batch(lm, cache, logits[image], image, generators, tables, config, budget)
+    out: list[list[list[int]]] = [[] for _ in rows]
+    for sentence, i in zip(ids, image.tolist()):
+        out[i].append(sentence)
+    return out
+
+
+def _check_prefixes(lm: FrozenLM, prefixes: Tensor) -> Tensor:
+    """Prefixes (n, P, d) on the LM's device and dtype, or a one-line error."""
+    if prefixes.dim() != 3 or prefixes.shape[1] < 1 or prefixes.shape[2] != lm.embed_dim:
+        raise TexplainError(f"sampling: a prefix must have shape (K, {lm.embed_dim}), got {tuple(prefixes.shape[1:])}")
+    return prefixes.detach().to(device=lm.device, dtype=lm.dtype)
 
 
 def _token_budget(lm: FrozenLM, config: SamplingConfig, prefix_length: int) -> int:
@@ -194,33 +242,39 @@ def _next_tokens(logits: Tensor, words: Tensor, eos: int, config: SamplingConfig
 def _decode_batch(
     lm: FrozenLM,
     cache: Cache,
-    prefix_logits: Tensor,
+    first_logits: Tensor,
+    image: Tensor,
+    generators: Sequence[torch.Generator],
     tables: tuple[Tensor, Tensor, Tensor],
     config: SamplingConfig,
     budget: int,
-    generator: torch.Generator,
 ) -> list[list[int]]:
-    """Decode one batch of sentences from a cache that holds only the prefix.
+    """Decode one batch of sentences from a cache that holds only the rows' prefixes.
 
     Rows of the batch are sentences; ``sample`` maps each row to its sentence,
-    ``alive`` marks rows still writing, ``words`` counts their words and
-    ``fresh`` says that no letter or digit followed their last whitespace
-    (see :func:`~texplain.generate.word_boundaries.word_tables`). Finished rows keep feeding a filler
-    token (their outputs are ignored) until enough of them have piled up to be
-    dropped from the batch and the cache.
+    ``image`` to its image (whose generator draws its tokens), ``alive`` marks
+    rows still writing, ``words`` counts their words and ``fresh`` says that no
+    letter or digit followed their last whitespace (see
+    :func:`~texplain.generate.word_boundaries.word_tables`). Finished rows
+    draw nothing and feed a filler token (their outputs are ignored) until
+    enough of them have piled up to be dropped from the batch and the cache.
     """
     device, eos = lm.device, lm.eos_token_id
     filler, cache_name = _filler_token(lm), cache_argument(lm.model)
-    batch = cache.layers[0].batch_size
+    batch = image.shape[0]
     sample = torch.arange(batch, device=device)  # (B,) sentence of each row
     alive = torch.ones(batch, dtype=torch.bool, device=device)  # (B,)
     words = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
     fresh = torch.ones(batch, dtype=torch.bool, device=device)  # (B,)
     tokens = torch.full((batch, budget), eos, dtype=torch.long, device=device)  # (B0, budget) by sentence
     lengths = torch.zeros(batch, dtype=torch.long, device=device)  # (B0,) by sentence
-    logits = prefix_logits.expand(batch, -1)  # (B, V)
+    logits = first_logits  # (B, V)
     for step in range(budget):
-        token = _next_tokens(logits, words, eos, config, generator)  # (B,)
+        token = torch.full((alive.shape[0],), filler, dtype=torch.long, device=device)  # (B,)
+        for i, generator in enumerate(generators):
+            rows = (alive & (image == i)).nonzero().squeeze(1)  # (b,) this image's live rows, in order
+            if rows.numel():
+                token[rows] = _next_tokens(logits[rows], words[rows], eos, config, generator)
         new_word, fresh = word_step(token, fresh, tables)  # (B,), (B,)
         ends = (token == eos) | (new_word & (words >= config.max_words))  # (B,)
         alive = alive & ~ends
@@ -231,9 +285,9 @@ def _decode_batch(
         if live == 0 or step + 1 == budget:
             break
         if alive.shape[0] - live >= COMPACT_FRACTION * alive.shape[0]:
-            rows = alive.nonzero().squeeze(1)  # (B',)
-            cache.batch_select_indices(rows)
-            sample, alive, words, fresh, token = sample[rows], alive[rows], words[rows], fresh[rows], token[rows]
+            keep = alive.nonzero().squeeze(1)  # (B',)
+            cache.batch_select_indices(keep)
+            sample, image, alive, words, fresh, token = (x[keep] for x in (sample, image, alive, words, fresh, token))
         token = torch.where(alive, token, filler)  # (B,)
         step_inputs = {"input_ids": token[:, None], cache_name: cache, "use_cache": True}
         logits = lm.model(**step_inputs).logits[:, -1].float()  # (B, V)

@@ -29,12 +29,11 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from texplain.analysis.class_vocabulary import (
     ClassWordConfig,
@@ -60,7 +59,7 @@ from texplain.attribution.gradcam import (
     word_token_rows,
 )
 from texplain.errors import TexplainError
-from texplain.generate.explain import ExplainConfig, explain_features
+from texplain.generate.explain import ExplainConfig, explain_stream
 from texplain.generate.sampling import SamplingConfig
 from texplain.generate.words import WordConfig
 from texplain.models.classifiers import Classifier, load_classifier, save_classifier
@@ -101,8 +100,7 @@ class SelectionConfig:
 
     def explain_config(self) -> ExplainConfig:
         """The sampling and word settings every training image (and the prior) is explained with."""
-        sampling = replace(self.sampling, batch_size=min(self.sampling.batch_size, self.sampling.num_samples))
-        return ExplainConfig(sampling=sampling, words=WordConfig(top_k=50), word_cloud=False)
+        return ExplainConfig(sampling=self.sampling, words=WordConfig(top_k=50), word_cloud=False)
 
 
 @dataclass
@@ -197,8 +195,8 @@ def select_problematic(
     prior = explain_prior(translator, lm, null_features(config.prior, classifier, store, list(paths)), explain_config, index,
                           config.prior.samples)
     words: list[str | None] = []
-    for path, label in tqdm(list(zip(paths, labels)), desc="select", unit="img", disable=not progress):
-        explanation = explain_features(translator, lm, store.features([path])[0], explain_config)
+    explanations = explain_stream(translator, lm, (store.features([path])[0] for path in paths), explain_config, progress)
+    for label, explanation in zip(labels, explanations):
         mentions = class_mentions(explanation.sentences, index, explain_config.words)
         merge = ClassMerge(label, vocabularies[label])
         found = dominant_words(merge(explanation.counter.document_counts(), mentions), explanation.counter.n_sentences,

@@ -1,0 +1,71 @@
+"""When an image has enough sentences: its top-k words are settled.
+
+The paper draws a fixed 1000 sentences per image. What a user reads is the
+top-k dominant words, and for most images those are clear long before 1000:
+a word said in 60% of the sentences and one said in 10% do not swap places
+with more samples. Sentences are therefore drawn in rounds, and an image
+stops when its top-k set is *settled*:
+
+    at most ``tolerance`` of the top-k words have a Wilson interval (at
+    ``confidence``) that still overlaps the interval of the best word outside
+    the top k,
+
+and at least ``min_sentences`` were drawn (a word seen in all of the first
+ten sentences is not yet a finding). With ``tolerance = 1`` only a boundary
+word may still change, which is what "nine of the ten words agree with a
+1000-sentence explanation" asks. The rule is conservative where it matters:
+words whose frequencies tie never separate, so such an image runs to the cap.
+
+Why not "the top-k set is unchanged over a few rounds": a set can stay the
+same by chance while two of its words are level with outside words, and a
+stable set says nothing about how far it is from the cap's answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from texplain.analysis.statistics import wilson_interval
+from texplain.errors import TexplainError
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When adaptive sampling stops an image (see the module docstring).
+
+    k: the top words that must be settled. confidence: of the Wilson
+    intervals. tolerance: top-k words allowed to overlap the best word
+    outside. min_sentences: drawn before any stop.
+    """
+
+    k: int = 10
+    confidence: float = 0.95
+    tolerance: int = 1
+    min_sentences: int = 50
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.tolerance < 0 or self.min_sentences < 1:
+            raise TexplainError("stopping: k and min_sentences must be at least 1 and tolerance 0 or more")
+        if not 0.0 < self.confidence < 1.0:
+            raise TexplainError(f"stopping: confidence must be in (0, 1), got {self.confidence}")
+
+
+def uncertain_words(counts: Mapping[str, int], n_sentences: int, rule: StopRule) -> int:
+    """How many of the top-k words could still swap with the best word outside them.
+
+    counts: per word, the sentences that contain it (document counts).
+    With no more than k words seen, nothing outside can displace them: 0.
+    """
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(ranked) <= rule.k or n_sentences == 0:
+        return 0
+    inside = [c for _, c in ranked[: rule.k]]
+    low, _ = wilson_interval(inside, [n_sentences] * len(inside), rule.confidence)
+    _, high = wilson_interval([ranked[rule.k][1]], [n_sentences], rule.confidence)
+    return int((low <= high[0]).sum())
+
+
+def settled(counts: Mapping[str, int], n_sentences: int, rule: StopRule) -> bool:
+    """Whether an image with these document counts over ``n_sentences`` sentences may stop."""
+    return n_sentences >= rule.min_sentences and uncertain_words(counts, n_sentences, rule) <= rule.tolerance
