@@ -11,6 +11,12 @@ folder (or a given store), and the LM prior (:mod:`texplain.analysis.lm_prior`) 
 Memory is O(vocabulary): one image's sentences are held while it is counted,
 then only its word counts, a few example sentences and its class mentions
 are kept until the chunk is written.
+
+Chunks are explained here, one after the other, or by an engine that
+explains many at once elsewhere (:class:`~texplain.analysis.ray_engine.RayEngine`:
+actors on a Ray cluster, each running :func:`explain_chunk`) and hands them
+back in order; either way this process alone commits them, so the folder is
+the same.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from tqdm.auto import tqdm
 
@@ -42,8 +49,10 @@ from texplain.models.explainer import Explainer
 from texplain.models.features import (
     ExtractionConfig,
     FeatureStore,
-    extract_features,
+    ImageItem,
+    extract_into,
     iter_batches,
+    open_store,
 )
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
@@ -88,6 +97,19 @@ class DatasetRun:
     skipped: list[tuple[str, str]]
 
 
+Chunk = list[LabelledImage]
+Explained = tuple[list[dict], list[tuple[str, str]]]
+"""One chunk's rows (:func:`_row`) and its unreadable images as (path, reason)."""
+
+
+class Engine(Protocol):
+    """Explains chunks elsewhere and gives back each one's rows and skipped images, in the chunks' order."""
+
+    def explain(
+        self, chunks: Sequence[Chunk], features: Path, config: DatasetExplainConfig, index: Mapping[str, Sequence[str]]
+    ) -> Iterator[Explained]: ...
+
+
 def explain_dataset(
     explainer: Explainer,
     items: Sequence[LabelledImage],
@@ -95,11 +117,14 @@ def explain_dataset(
     config: DatasetExplainConfig | None = None,
     features: str | os.PathLike | None = None,
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> DatasetRun:
     """Explain every image of ``items`` not yet in ``out``; see the module docstring for the layout.
 
     ``features`` is the feature-store folder (default ``out/features``); an
-    existing store of the same classifier is reused.
+    existing store of the same classifier is reused. ``engine`` explains the
+    chunks elsewhere (None: here, with ``explainer``); ``explainer`` then
+    still names the settings and makes the LM prior.
     """
     config = config or DatasetExplainConfig()
     classifier, translator, lm = explainer.classifier, explainer.translator, explainer.lm
@@ -111,19 +136,15 @@ def explain_dataset(
     todo = [item for item in items if _image_key(item.path) not in done]
     log.info("%s: %d images done, %d to explain", out, len(done), len(todo))
     feature_folder = Path(features) if features is not None else out / FEATURES
+    store = open_store(feature_folder, classifier, config.extraction)
+    chunks = list(iter_batches(todo, config.chunk_size))
+    if engine is None:
+        explained = (explain_chunk(explainer, store, chunk, config, index) for chunk in chunks)
+    else:
+        explained = engine.explain(chunks, feature_folder, config, index)
     written, skipped = 0, []
     bar = tqdm(total=len(todo), desc="explain dataset", unit="img", disable=not progress)
-    for chunk in iter_batches(todo, config.chunk_size):
-        store, bad = extract_features(
-            classifier, [_image_key(i.path) for i in chunk], feature_folder, config.extraction,
-            metadata={_image_key(i.path): {"label": i.label, "split": i.split, "group": i.group} for i in chunk},
-            progress=False,
-        )
-        bad_paths = {path for path, _ in bad}
-        good = [item for item in chunk if _image_key(item.path) not in bad_paths]
-        explanations = explain_stream(translator, lm, (store.features([_image_key(i.path)])[0] for i in good), config.explain)
-        rows = [_row(item, store.row(_image_key(item.path))["top5"], explanation, config.explain, index)
-                for item, explanation in zip(good, explanations)]
+    for chunk, (rows, bad) in zip(chunks, explained):
         results.commit(rows, bad)
         written += len(rows)
         skipped += bad
@@ -137,6 +158,30 @@ def explain_dataset(
         write_json(out / PRIOR, prior.to_dict())
     results.finish()
     return DatasetRun(out, written, len(results.done_images()), skipped)
+
+
+def explain_chunk(
+    explainer: Explainer,
+    store: FeatureStore,
+    chunk: Sequence[LabelledImage],
+    config: DatasetExplainConfig,
+    index: Mapping[str, Sequence[str]],
+    writer: str = "",
+) -> Explained:
+    """Explain one chunk: features into ``store`` where missing (under ``writer``'s shards), then its rows.
+
+    The explanations come from the features as stored, so a chunk gives the
+    same rows whether its features were extracted now or by an earlier run.
+    """
+    items = (ImageItem(_image_key(i.path), {"label": i.label, "split": i.split, "group": i.group}) for i in chunk)
+    bad = extract_into(store, explainer.classifier, items, config.extraction, writer, progress=False)
+    bad_paths = {path for path, _ in bad}
+    good = [item for item in chunk if _image_key(item.path) not in bad_paths]
+    features = (store.features([_image_key(i.path)])[0] for i in good)
+    explanations = explain_stream(explainer.translator, explainer.lm, features, config.explain)
+    rows = [_row(item, store.row(_image_key(item.path))["top5"], explanation, config.explain, index)
+            for item, explanation in zip(good, explanations)]
+    return rows, bad
 
 
 def _row(

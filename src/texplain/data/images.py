@@ -11,6 +11,7 @@ names the file, so that a folder run can skip it and report it.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -64,6 +65,17 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise BadImageError(f"{path}: {err}") from err.__cause__
 
 
+def decode_rgb(data: bytes, name: str) -> Image.Image:
+    """Decode an image held in memory (a WebDataset or Parquet sample) as :func:`load_rgb` reads a file.
+
+    ``name`` names the image in the :class:`BadImageError` of corrupt bytes.
+    """
+    try:
+        return _decode(io.BytesIO(data))
+    except _Unreadable as err:
+        raise BadImageError(f"{name}: {err}") from err.__cause__
+
+
 def image_files(folder: str | Path, recursive: bool = True) -> list[Path]:
     """Sorted image files under ``folder`` (possibly none); hidden files and folders are left out."""
     folder = Path(folder)
@@ -102,8 +114,8 @@ def images_in(target: str | Path) -> list[Path]:
     return [target]
 
 
-def _decode(path: Path) -> Image.Image:
-    """Open, load, rotate upright by EXIF and convert ``path``; raise :class:`_Unreadable`."""
+def _decode(path: Path | io.BytesIO) -> Image.Image:
+    """Open, load, rotate upright by EXIF and convert ``path`` (or bytes in memory); raise :class:`_Unreadable`."""
     try:
         with Image.open(path) as opened:
             opened.load()

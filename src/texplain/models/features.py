@@ -5,13 +5,19 @@ A feature store is a folder:
 - ``meta.json``: classifier spec, feature layer, token shape (T, D), dtype,
   class names: what a translator checkpoint is checked against;
 - ``shard_00000.safetensors`` …: ``features`` (n, T, D) for up to
-  ``shard_size`` images each;
-- ``index.json``: one row per image: path, shard, row, the classifier's
-  top-5 classes with probabilities, and any metadata given (label, split…).
+  ``shard_size`` images each, and beside each ``shard_00000.rows.json``:
+  one row per image: path (the store's key), row, the classifier's top-5
+  classes with probabilities, and any metadata given (label, split,
+  captions…);
+- ``index.json``: the rows of a store written before shards carried their
+  own; still read.
 
-Shards are written whole to a temporary name and renamed, and the index is
-rewritten the same way after each shard, so a killed extraction keeps every
-finished shard and a second run only extracts what is missing.
+A shard is written whole to a temporary name and renamed, then its rows the
+same way; a shard without its rows file is not part of the store. So a
+killed extraction keeps every finished shard, a second run only extracts
+what is missing, and several processes (training processes, Ray actors) can
+add to one store at once: each writes shards under its own ``writer`` name,
+and nothing is rewritten that another reads.
 """
 
 from __future__ import annotations
@@ -19,16 +25,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from texplain.atomic import write_json, writing
-from texplain.data.images import load_rgb
+from texplain.data.images import decode_rgb, load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.models.classifiers import Classifier
 
@@ -36,6 +44,7 @@ log = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 INDEX_FILE = "index.json"
+ROWS_SUFFIX = ".rows.json"
 TOP_K = 5
 
 
@@ -57,6 +66,23 @@ class ExtractionConfig:
             raise TexplainError("feature extraction: batch_size and shard_size must be at least 1")
 
 
+@dataclass
+class ImageItem:
+    """One image to extract: its key in the store, its index metadata, and where its bytes are.
+
+    ``data`` holds the encoded image of a sample streamed from a WebDataset
+    or Parquet set; without it the key is a file path.
+    """
+
+    key: str
+    metadata: Mapping = field(default_factory=dict)
+    data: bytes | None = None
+
+    def read(self) -> Image.Image:
+        """The image as 8-bit RGB; a :class:`~texplain.errors.BadImageError` when it cannot be read."""
+        return load_rgb(self.key) if self.data is None else decode_rgb(self.data, self.key)
+
+
 class FeatureStore:
     """Read access to a feature folder: ``features(paths)`` → (B, T, D) float32."""
 
@@ -66,10 +92,14 @@ class FeatureStore:
         if not meta_path.is_file():
             raise TexplainError(f"{self.folder}: not a feature store (no {META_FILE})")
         self.meta: dict = json.loads(meta_path.read_text())
+        self.rows: dict[str, dict] = {}
         index_path = self.folder / INDEX_FILE
-        rows = json.loads(index_path.read_text()) if index_path.is_file() else []
-        self.rows: dict[str, dict] = {row["path"]: row for row in rows}
-        self._shards: dict[int, object] = {}
+        for row in json.loads(index_path.read_text()) if index_path.is_file() else []:
+            self.rows[row["path"]] = row
+        for rows_file in sorted(self.folder.glob(f"shard_*{ROWS_SUFFIX}")):
+            for row in json.loads(rows_file.read_text()):
+                self.rows[row["path"]] = row
+        self._shards: dict[int | str, object] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -86,6 +116,11 @@ class FeatureStore:
     def paths(self) -> list[str]:
         return list(self.rows)
 
+    def nbytes(self, images: int) -> int:
+        """Bytes that the features of ``images`` images take in memory, as stored."""
+        t, d = self.token_shape
+        return images * t * d * (2 if self.meta["fp16"] else 4)
+
     def row(self, path: str | os.PathLike) -> dict:
         """The index row of one image (top-5 classes and metadata)."""
         try:
@@ -100,9 +135,9 @@ class FeatureStore:
         return torch.cat(out).float()
 
     def load_all(self, paths: Sequence[str | os.PathLike]) -> Tensor:
-        """Like :meth:`features` but reads each shard once: the fast path for a training set."""
+        """Like :meth:`features` but reads each shard once, in the stored dtype: the fast path for a training set."""
         keys = [_key(p) for p in paths]
-        by_shard: dict[int, list[int]] = {}
+        by_shard: dict[int | str, list[int]] = {}
         for i, k in enumerate(keys):
             by_shard.setdefault(self.row(k)["shard"], []).append(i)
         shape = self.token_shape
@@ -113,12 +148,30 @@ class FeatureStore:
             out[torch.tensor(positions)] = block[rows]
         return out
 
-    def _shard(self, number: int):
+    def _shard(self, shard: int | str):
         from safetensors import safe_open
 
-        if number not in self._shards:
-            self._shards[number] = safe_open(str(self.folder / _shard_name(number)), framework="pt")
-        return self._shards[number]
+        if shard not in self._shards:
+            self._shards[shard] = safe_open(str(self.folder / _shard_file(shard)), framework="pt")
+        return self._shards[shard]
+
+
+def open_store(folder: str | os.PathLike, classifier: Classifier, config: ExtractionConfig | None = None) -> FeatureStore:
+    """Open the store in ``folder``, refusing one made by another classifier, layer or dtype; or start one."""
+    folder = Path(folder)
+    meta = _meta(classifier, config or ExtractionConfig())
+    if (folder / META_FILE).is_file():
+        store = FeatureStore(folder)
+        for key in ("classifier", "feature_layer", "fp16"):
+            if store.meta.get(key) != meta[key]:
+                raise TexplainError(
+                    f"{folder}: feature store was made with {key}={store.meta.get(key)!r}, not {meta[key]!r}; "
+                    "use another folder"
+                )
+        return store
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / META_FILE, meta)
+    return FeatureStore(folder)
 
 
 def extract_features(
@@ -129,58 +182,93 @@ def extract_features(
     metadata: Mapping[str, Mapping] | None = None,
     progress: bool = True,
 ) -> tuple[FeatureStore, list[tuple[str, str]]]:
-    """Extract features of ``paths`` into ``folder``; returns the store and the skipped images.
+    """Extract features of the image files ``paths`` into ``folder``; returns the store and the skipped images.
 
     Images already in the store are not extracted again. A store made by
     another classifier, feature layer or dtype is refused rather than mixed.
     ``metadata`` maps a path to extra index fields (label, split, group).
     Skipped images are (path, reason) pairs: a bad image never stops the run.
     """
+    store = open_store(folder, classifier, config)
+    items = (ImageItem(p, (metadata or {}).get(p, {})) for p in dict.fromkeys(_key(p) for p in paths))
+    skipped = extract_into(store, classifier, items, config, progress=progress)
+    return store, skipped
+
+
+def extract_into(
+    store: FeatureStore,
+    classifier: Classifier,
+    items: Iterable[ImageItem],
+    config: ExtractionConfig | None = None,
+    writer: str = "",
+    progress: bool = True,
+) -> list[tuple[str, str]]:
+    """Add the features of ``items`` not yet in ``store`` to it, a shard at a time; returns the skipped (key, reason).
+
+    ``items`` may be a stream too large for memory: it is read a shard's
+    worth at a time. ``writer`` names this process's shards when several
+    write to one store at once (a training process's rank, an actor's
+    token); each writer must have its own. When the stream fails with a
+    :class:`~texplain.errors.TexplainError` (a corrupt WebDataset shard), the
+    images read before it are still written, then the error goes on.
+    """
     config = config or ExtractionConfig()
-    folder = Path(folder)
-    meta = _meta(classifier, config)
-    store = _open_or_create(folder, meta)
-    todo = [p for p in dict.fromkeys(_key(p) for p in paths) if p not in store.rows]
+    numbers = _shard_numbers(store.folder, writer)
     skipped: list[tuple[str, str]] = []
-    next_shard = 1 + max((r["shard"] for r in store.rows.values()), default=-1)
-    bar = tqdm(total=len(todo), desc="features", unit="img", disable=not progress)
-    for chunk in iter_batches(todo, config.shard_size):
-        feats, rows, bad = _extract_chunk(classifier, chunk, config, bar)
-        skipped += bad
-        if rows:
-            if store.meta.get("token_shape") is None:
-                store.meta["token_shape"] = list(feats.shape[1:])
-                write_json(folder / META_FILE, store.meta)
-            _write_shard(folder, next_shard, feats)
-            for i, row in enumerate(rows):
-                row.update(shard=next_shard, row=i, **(metadata or {}).get(row["path"], {}))
-                store.rows[row["path"]] = row
-            write_json(folder / INDEX_FILE, list(store.rows.values()))
-            next_shard += 1
+    pending: dict[str, ImageItem] = {}
+    bar = tqdm(desc="features", unit="img", disable=not progress)
+
+    def flush() -> None:
+        skipped.extend(_write_chunk(store, classifier, list(pending.values()), config, _shard_stem(writer, next(numbers))))
+        bar.update(len(pending))
+        pending.clear()
+
+    try:
+        for item in items:
+            if item.key not in store.rows:
+                pending.setdefault(item.key, item)
+            if len(pending) == config.shard_size:
+                flush()
+    except TexplainError:
+        if pending:
+            flush()
+        raise
+    if pending:
+        flush()
     bar.close()
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
-    return FeatureStore(folder), skipped
+    return skipped
 
 
-def _extract_chunk(
-    classifier: Classifier, paths: Sequence[str], config: ExtractionConfig, bar: tqdm
-) -> tuple[Tensor, list[dict], list[tuple[str, str]]]:
-    """Features (n, T, D) and index rows of one shard's worth of images."""
+def _write_chunk(
+    store: FeatureStore, classifier: Classifier, items: Sequence[ImageItem], config: ExtractionConfig, stem: str
+) -> list[tuple[str, str]]:
+    """Extract one shard's worth of images, write the shard and then its rows; returns the skipped (key, reason)."""
     feats: list[Tensor] = []
     rows: list[dict] = []
     bad: list[tuple[str, str]] = []
-    for batch in iter_batches(paths, config.batch_size):
-        pixels, good = readable_pixels(classifier, batch, bad)
-        bar.update(len(batch))
+    for batch in iter_batches(items, config.batch_size):
+        pixels, good = _readable(classifier, batch, bad)
         if pixels is None:
             continue
-        x = pixels.to(classifier.device)  # (B, 3, H, W)
         with torch.inference_mode():
-            tokens, logits = classifier.features_and_logits(x)  # (B, T, D), (B, C)
+            tokens, logits = classifier.features_and_logits(pixels.to(classifier.device))  # (B, T, D), (B, C)
         feats.append(tokens.to("cpu", torch.float16 if config.fp16 else torch.float32))
-        rows += [{"path": p, "top5": top} for p, top in zip(good, top_classes(logits, classifier.class_names))]
-    return (torch.cat(feats) if feats else torch.empty(0)), rows, bad
+        tops = top_classes(logits, classifier.class_names)
+        rows += [{"path": item.key, "top5": top, **item.metadata} for item, top in zip(good, tops)]
+    if not rows:
+        return bad
+    block = torch.cat(feats)  # (n, T, D)
+    if store.meta.get("token_shape") is None:
+        store.meta["token_shape"] = list(block.shape[1:])
+        write_json(store.folder / META_FILE, store.meta)
+    for i, row in enumerate(rows):
+        row.update(shard=stem, row=i)
+    _write_shard(store.folder, stem, block)
+    write_json(store.folder / f"{stem}{ROWS_SUFFIX}", rows)
+    store.rows.update((row["path"], row) for row in rows)
+    return bad
 
 
 def readable_pixels(
@@ -190,14 +278,22 @@ def readable_pixels(
 
     Unreadable images are appended to ``unreadable`` as (path, reason).
     """
+    pixels, good = _readable(classifier, [ImageItem(str(p)) for p in paths], unreadable)
+    return pixels, [item.key for item in good]
+
+
+def _readable(
+    classifier: Classifier, items: Sequence[ImageItem], unreadable: list[tuple[str, str]] | None
+) -> tuple[Tensor | None, list[ImageItem]]:
+    """Preprocessed pixels (B, 3, H, W) of the readable ``items`` and those items; the others go to ``unreadable``."""
     pixels, good = [], []
-    for path in paths:
+    for item in items:
         try:
-            pixels.append(classifier.preprocess(load_rgb(path)))
-            good.append(path)
+            pixels.append(classifier.preprocess(item.read()))
+            good.append(item)
         except BadImageError as exc:
             if unreadable is not None:
-                unreadable.append((path, str(exc)))
+                unreadable.append((item.key, str(exc)))
     return (torch.stack(pixels) if pixels else None), good
 
 
@@ -221,36 +317,38 @@ def _meta(classifier: Classifier, config: ExtractionConfig) -> dict:
     }
 
 
-def _open_or_create(folder: Path, meta: dict) -> FeatureStore:
-    """Open an existing store after checking it was made the same way, or start one."""
-    if (folder / META_FILE).is_file():
-        store = FeatureStore(folder)
-        for key in ("classifier", "feature_layer", "fp16"):
-            if store.meta.get(key) != meta[key]:
-                raise TexplainError(
-                    f"{folder}: feature store was made with {key}={store.meta.get(key)!r}, not {meta[key]!r}; "
-                    "use another folder"
-                )
-        return store
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / META_FILE, meta)
-    return FeatureStore(folder)
+def _shard_numbers(folder: Path, writer: str) -> Iterator[int]:
+    """The numbers of ``writer``'s next shards: on from its highest one in ``folder`` (legacy index included)."""
+    prefix = f"shard_{writer}_" if writer else "shard_"
+    pattern = re.compile(rf"^{re.escape(prefix)}(\d{{5}}){re.escape(ROWS_SUFFIX)}$")
+    used = [int(m.group(1)) for f in folder.iterdir() if (m := pattern.match(f.name))]
+    if not writer and (folder / INDEX_FILE).is_file():
+        used += [row["shard"] for row in json.loads((folder / INDEX_FILE).read_text())]
+    number = 1 + max(used, default=-1)
+    while True:
+        yield number
+        number += 1
 
 
-def _write_shard(folder: Path, number: int, feats: Tensor) -> None:
+def _shard_stem(writer: str, number: int) -> str:
+    """``shard_00012``, or ``shard_<writer>_00012`` for one of several writers."""
+    return f"shard_{writer}_{number:05d}" if writer else f"shard_{number:05d}"
+
+
+def _write_shard(folder: Path, stem: str, feats: Tensor) -> None:
     from safetensors.torch import save_file
 
-    with writing(folder / _shard_name(number)) as tmp:
+    with writing(folder / f"{stem}.safetensors") as tmp:
         save_file({"features": feats.contiguous()}, str(tmp))
 
 
-def _shard_name(number: int) -> str:
-    return f"shard_{number:05d}.safetensors"
+def _shard_file(shard: int | str) -> str:
+    """The file of a row's shard: a stem, or the number of a shard listed in a legacy ``index.json``."""
+    return f"{_shard_stem('', shard) if isinstance(shard, int) else shard}.safetensors"
 
 
 def _key(path: object) -> str:
     return str(path)
-
 
 
 def iter_batches(items: Iterable, size: int) -> Iterator[list]:
