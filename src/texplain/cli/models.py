@@ -1,7 +1,12 @@
-"""Commands that make models: ``pretrain-lm`` (a small caption LM) and ``train`` (a translator)."""
+"""Commands that make models: ``pretrain-lm`` (a small caption LM) and ``train`` (a translator).
+
+``train`` runs as one process, or as several under ``accelerate launch`` or
+``torchrun`` (``accelerate launch -m texplain train …``): see docs/distributed.md.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,43 +34,68 @@ def pretrain_lm_command(
 def train_command(
     classifier: options.ClassifierName,
     lm: Annotated[str, typer.Option(help="HF causal LM id or folder, a .gguf file, or smollm2")],
-    captions: Annotated[list[Path], typer.Option("--captions", help="(image, caption) file for phase 1 (repeatable: a mix)")],
+    captions: Annotated[list[Path], typer.Option(
+        "--captions", help="(image, caption) file, WebDataset tars or HF dataset folder for phase 1 (repeatable: a mix)")],
     out: Annotated[Path, typer.Option(help="Folder for the translator checkpoint")],
     features: Annotated[Optional[Path], typer.Option(help="Feature store folder (default: OUT/features)")] = None,
-    finetune_captions: Annotated[Optional[list[Path]], typer.Option("--finetune-captions", help="Caption file for phase 2")] = None,
+    finetune_captions: Annotated[Optional[list[Path]], typer.Option("--finetune-captions", help="Caption set for phase 2")] = None,
     split: Annotated[Optional[str], typer.Option(help="Training split")] = "train",
     dev_split: Annotated[Optional[str], typer.Option(help="Split for the dev loss ('' for none)")] = "dev",
     epochs: Annotated[int, typer.Option(help="Epochs of phase 1")] = 20,
     finetune_epochs: Annotated[int, typer.Option(help="Epochs of phase 2")] = 5,
     lr: Annotated[float, typer.Option(help="Peak learning rate of phase 1")] = 1e-3,
     finetune_lr: Annotated[float, typer.Option(help="Peak learning rate of phase 2")] = 3e-4,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step, over all processes")] = 64,
+    accumulation: Annotated[int, typer.Option(help="Micro-batches per step (gradient accumulation)")] = 1,
+    mixed_precision: Annotated[Optional[str], typer.Option(
+        help="no, bf16 or fp16 on GPUs (default: the launcher's, else no); CPUs train in float32")] = None,
     prefix_len: Annotated[Optional[int], typer.Option(help="K, prefix slots (default: what the LM was pretrained with, else 8)")] = None,
     hidden: Annotated[int, typer.Option(help="Translator hidden width")] = 512,
     mode: Annotated[str, typer.Option(help="auto, pooled, token, resampler or flatten")] = "auto",
+    dropout: Annotated[float, typer.Option(help="Translator dropout before its last layer")] = 0.1,
     feature_layer: options.FeatureLayer = "",
     fp16: Annotated[bool, typer.Option(help="Store features as float16")] = False,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images (quick runs)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images (of the caption files together, and of each streamed set)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint")] = False,
     seed: options.Seed = options.SEED,
     device: options.Device = options.DEVICE,
 ) -> None:
     """Train a translator from a classifier's features to an LM's prefix on (image, caption) pairs."""
-    from texplain.data.captions import read_caption_pairs
     from texplain.models.classifiers import load_classifier
     from texplain.models.features import ExtractionConfig
     from texplain.models.lm import load_lm
-    from texplain.training.translator_training import Phase, TrainConfig, fit_translator
+    from texplain.training.translator_training import TrainConfig, fit_translator
 
-    phases = [Phase("train", read_caption_pairs(captions, split, limit), epochs, lr)]
+    phases = [_phase("train", captions, split, limit, epochs, lr)]
     if finetune_captions:
-        phases.append(Phase("finetune", read_caption_pairs(finetune_captions, split, limit), finetune_epochs, finetune_lr))
-    dev_pairs = read_caption_pairs(captions, dev_split, limit, missing_ok=True) if dev_split else []
+        phases.append(_phase("finetune", finetune_captions, split, limit, finetune_epochs, finetune_lr))
+    dev_pairs = _dev_pairs(captions, dev_split, limit) if dev_split else []
     _, history = fit_translator(
         load_classifier(classifier, feature_layer=feature_layer), load_lm(lm), phases, out,
-        settings={"hidden": hidden, "mode": mode, **({"prefix_len": prefix_len} if prefix_len else {})},
-        config=TrainConfig(batch_size=batch_size, seed=seed, device=device), dev_pairs=dev_pairs,
-        features=features, extraction=ExtractionConfig(fp16=fp16), resume=resume,
+        settings={"hidden": hidden, "mode": mode, "dropout": dropout, **({"prefix_len": prefix_len} if prefix_len else {})},
+        config=TrainConfig(batch_size=batch_size, seed=seed, device=device, accumulation=accumulation,
+                           mixed_precision=mixed_precision),
+        dev_pairs=dev_pairs, features=features, extraction=ExtractionConfig(fp16=fp16), resume=resume,
     )
-    last = history.epochs[-1] if history.epochs else {}
-    typer.echo(f"translator written to {out} (last epoch: {last})")
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = history.epochs[-1] if history.epochs else {}
+        typer.echo(f"translator written to {out} (last epoch: {last})")
+
+
+def _phase(name: str, sources: list[Path], split: str | None, limit: int | None, epochs: int, lr: float):
+    """A training phase from caption files (read now) and streamed sets (read as their features are extracted)."""
+    from texplain.data.caption_shards import is_caption_shards, open_caption_shards
+    from texplain.data.captions import read_caption_pairs
+    from texplain.training.translator_training import Phase
+
+    files = [s for s in sources if not is_caption_shards(s)]
+    streams = [open_caption_shards(s, split, limit) for s in sources if is_caption_shards(s)]
+    return Phase(name, read_caption_pairs(files, split, limit) if files else [], epochs, lr, streams)
+
+
+def _dev_pairs(sources: list[Path], split: str, limit: int | None):
+    """The dev pairs of the caption files among ``sources`` (streamed sets give none)."""
+    from texplain.data.caption_shards import is_caption_shards
+    from texplain.data.captions import read_caption_pairs
+
+    return read_caption_pairs([s for s in sources if not is_caption_shards(s)], split, limit, missing_ok=True)

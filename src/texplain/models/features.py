@@ -233,9 +233,11 @@ def extract_into(
         if pending:
             flush()
         raise
-    if pending:
-        flush()
-    bar.close()
+    else:
+        if pending:
+            flush()
+    finally:
+        bar.close()
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
     return skipped

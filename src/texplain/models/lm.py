@@ -9,7 +9,7 @@ have ``requires_grad=False`` and are kept out of every optimizer.
 Token conventions shared by training and sampling: a caption is its tokens
 without special tokens followed by one end-of-sentence token; the prefix comes
 first, and the first caption token is predicted from the last prefix position.
-Prefix positions and padding carry the label -100.
+Prefix positions and padding are never scored.
 """
 
 from __future__ import annotations
@@ -103,20 +103,25 @@ class FrozenLM:
             mask[i, : len(row)] = 1
         return ids, mask
 
-    def caption_loss(self, prefix: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
-        """Mean cross-entropy of the caption tokens given the prefix.
+    def caption_loss(self, prefix: Tensor, ids: Tensor, mask: Tensor, scored: Tensor | float | None = None) -> Tensor:
+        """Cross-entropy of the caption tokens given the prefix: summed, over ``scored`` tokens.
 
         prefix: (B, K, d) translated features; ids, mask: (B, L) from
-        :meth:`tokenize_captions`. Prefix and padding positions are labelled
-        -100, so only real caption tokens (and their EOS) are scored.
+        :meth:`tokenize_captions`. Only real caption tokens (and their EOS)
+        are scored, never prefix or padding positions. ``scored`` defaults to
+        the tokens scored here, giving their mean; data-parallel training
+        passes the tokens of the whole batch over all processes, so that the
+        processes' losses add up to the batch's mean.
         """
-        batch, k = prefix.shape[:2]
+        k = prefix.shape[1]
         tokens = self.embed_tokens(ids)  # (B, L, d)
         inputs = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, K+L, d)
-        labels = torch.where(mask.bool(), ids, torch.full_like(ids, IGNORE_INDEX))
-        labels = torch.cat([torch.full((batch, k), IGNORE_INDEX, dtype=torch.long, device=ids.device), labels], 1)
-        attention = torch.cat([torch.ones((batch, k), dtype=mask.dtype, device=mask.device), mask], dim=1)
-        return self.model(inputs_embeds=inputs, attention_mask=attention, labels=labels).loss
+        attention = torch.cat([torch.ones((ids.shape[0], k), dtype=mask.dtype, device=mask.device), mask], dim=1)
+        logits = self.model(inputs_embeds=inputs, attention_mask=attention).logits[:, k - 1 : -1]  # (B, L, V)
+        labels = torch.where(mask.bool(), ids, torch.full_like(ids, IGNORE_INDEX))  # (B, L)
+        total = nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                            reduction="sum")
+        return total / (mask.sum() if scored is None else scored)
 
 
 def load_lm(spec: str | os.PathLike, dtype: torch.dtype = torch.float32, cache_dir: str | os.PathLike | None = None) -> FrozenLM:

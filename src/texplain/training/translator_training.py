@@ -11,6 +11,21 @@ After every epoch a checkpoint (translator, optimizer and scheduler state,
 history) is written to ``<out>/checkpoint`` atomically; ``resume=True``
 continues from the last finished epoch. Shuffling and dropout are seeded per
 (phase, epoch), so a resumed run continues exactly as an uninterrupted one.
+
+The same code trains in one process or in several (:mod:`.replicas`:
+``accelerate launch`` or ``torchrun``). ``batch_size`` is the global batch,
+one optimizer step: it is split into ``accumulation`` micro-batches, each
+shared out over the processes. Every process draws the same shuffled
+batches, takes its share, and the caption loss is summed over all of them
+and divided by the caption tokens of the whole batch, with batch-norm
+statistics over the whole micro-batch; so a step is the same on any number
+of processes, and a checkpoint resumes on another number. Only dropout
+masks (drawn per process) differ. The main process writes checkpoints.
+
+Pairs come from caption files, or from streamed sets too large for memory
+(:mod:`texplain.data.caption_shards`): their features are extracted in a
+stream into the store, with each sample's captions in its row, and the
+pairs are read back from there. The processes extract one share each.
 """
 
 from __future__ import annotations
@@ -23,14 +38,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from texplain.atomic import building_folder, write_json
+from texplain.data.caption_shards import CaptionShards
 from texplain.data.captions import CaptionPair
 from texplain.errors import TexplainError
 from texplain.models.classifiers import Classifier
-from texplain.models.features import ExtractionConfig, FeatureStore, extract_features
+from texplain.models.features import ExtractionConfig, FeatureStore, ImageItem, extract_into, open_store
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import (
     Translator,
@@ -38,6 +54,7 @@ from texplain.models.translator import (
     new_translator,
     save_translator,
 )
+from texplain.training.replicas import Replicas
 from texplain.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -51,11 +68,18 @@ HISTORY_FILE = "history.json"
 class TrainConfig:
     """Optimisation settings shared by all phases.
 
-    batch_size: pairs per step. weight_decay: AdamW's. warmup_steps: linear
-    warm-up at the start of each phase (capped at a tenth of the phase).
-    clip: gradient-norm clipping. max_tokens: caption tokens kept (EOS
-    included). seed: shuffling and dropout. device: where the translator and
-    LM run.
+    batch_size: pairs per optimizer step, over all processes. weight_decay:
+    AdamW's. warmup_steps: linear warm-up at the start of each phase (capped
+    at a tenth of the phase). clip: gradient-norm clipping. max_tokens:
+    caption tokens kept (EOS included). seed: the translator's initial
+    weights, shuffling and dropout. device: where the translator and LM run
+    (under a launcher: ``cuda`` is each process's own GPU). accumulation:
+    micro-batches per step (gradients add up; batch norm sees one
+    micro-batch at a time). mixed_precision: ``bf16``, ``fp16`` or ``no`` on
+    GPUs; None takes the launcher's, else float32; CPUs train in float32.
+    feature_memory_gb: the training set's features are held in memory when
+    they take no more than this, else read per batch from the memory-mapped
+    store.
     """
 
     batch_size: int = 64
@@ -65,27 +89,37 @@ class TrainConfig:
     max_tokens: int = 40
     seed: int = 0
     device: str = "cpu"
+    accumulation: int = 1
+    mixed_precision: str | None = None
+    feature_memory_gb: float = 4.0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_tokens < 2:
-            raise TexplainError("training: batch_size must be ≥ 1 and max_tokens ≥ 2")
+        if self.batch_size < 1 or self.max_tokens < 2 or self.accumulation < 1:
+            raise TexplainError("training: batch_size and accumulation must be ≥ 1 and max_tokens ≥ 2")
         if self.clip <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise TexplainError("training: clip must be > 0, weight_decay and warmup_steps ≥ 0")
+        if self.accumulation > self.batch_size:
+            raise TexplainError(f"training: {self.accumulation} micro-batches cannot share a batch of {self.batch_size}")
 
 
 @dataclass
 class Phase:
-    """One stage of training: its (image, caption) pairs, epochs and peak learning rate."""
+    """One stage of training: its (image, caption) pairs, epochs and peak learning rate.
+
+    ``streams``: streamed caption sets whose pairs join ``pairs`` once their
+    features are extracted (:func:`fit_translator`).
+    """
 
     name: str
     pairs: Sequence[CaptionPair]
     epochs: int
     lr: float = 1e-3
+    streams: Sequence[CaptionShards] = ()
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.lr <= 0:
             raise TexplainError(f"training phase {self.name}: epochs must be ≥ 0 and lr > 0")
-        if self.epochs and not self.pairs:
+        if self.epochs and not self.pairs and not self.streams:
             raise TexplainError(f"training phase {self.name}: no (image, caption) pairs")
 
 
@@ -106,19 +140,21 @@ def train_translator(
     dev_pairs: Sequence[CaptionPair] = (),
     resume: bool = False,
     progress: bool = True,
+    replicas: Replicas | None = None,
 ) -> History:
     """Train ``translator`` through ``phases``; writes ``<out_dir>/translator.*`` and history.
 
     Pairs whose image is not in ``store`` are refused (one message naming the
     first such image), because silently dropping them would change the data.
+    ``replicas``: the processes training together (default: as launched).
     """
     config = config or TrainConfig()
+    replicas = replicas or Replicas.start(config.device, config.mixed_precision)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(config.device)
-    lm.to(device)
-    translator.to(device)
-    bank = _FeatureBank(store, [p for ph in phases for p in ph.pairs] + list(dev_pairs))
+    lm.to(replicas.device)
+    translator.to(replicas.device)
+    bank = _FeatureBank(store, [p for ph in phases for p in ph.pairs] + list(dev_pairs), config.feature_memory_gb)
     history, start = History(), (0, 0)
     state = _load_checkpoint(out, translator) if resume else None
     if state is not None:
@@ -127,6 +163,7 @@ def train_translator(
         log.info("resuming after phase %d epoch %d", state["phase"], state["epoch"])
     elif resume:
         log.info("nothing to resume in %s; starting fresh", out)
+    model = replicas.wrap(translator)
 
     for phase_no, phase in enumerate(phases):
         if phase_no < start[0] or phase.epochs == 0:
@@ -140,16 +177,21 @@ def train_translator(
         if state is not None and phase_no == start[0]:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+        stepper = replicas.prepare(optimizer)
         for epoch in range(first_epoch, phase.epochs):
-            train_loss = _run_epoch(translator, lm, bank, phase, epoch, phase_no, optimizer, scheduler, config, progress)
-            dev_loss = evaluate_loss(translator, lm, bank, dev_pairs, config) if dev_pairs else None
+            train_loss = _run_epoch(model, lm, bank, phase, epoch, phase_no, stepper, scheduler, config, replicas, progress)
+            dev_loss = evaluate_loss(translator, lm, bank, dev_pairs, config, replicas) if dev_pairs else None
             row = {"phase": phase.name, "epoch": epoch + 1, "train_loss": train_loss, "dev_loss": dev_loss}
             history.epochs.append(row)
             log.info("%s epoch %d/%d: train loss %.4f%s", phase.name, epoch + 1, phase.epochs, train_loss,
                      "" if dev_loss is None else f", dev loss {dev_loss:.4f}")
-            _save_checkpoint(out, translator, optimizer, scheduler, phase_no, epoch, history)
-    save_translator(translator.cpu(), out)
-    write_json(out / HISTORY_FILE, asdict(history))
+            if replicas.is_main:
+                _save_checkpoint(out, translator, optimizer, scheduler, phase_no, epoch, history)
+    translator.cpu()
+    if replicas.is_main:
+        save_translator(translator, out)
+        write_json(out / HISTORY_FILE, asdict(history))
+    replicas.barrier()
     return history
 
 
@@ -169,47 +211,62 @@ def fit_translator(
     """Extract the features of every pair's image, then train a new translator for ``classifier`` and ``lm``.
 
     Features are cached in ``features`` (default ``<out_dir>/features``), so a
-    second run extracts nothing. Pairs whose image cannot be read are dropped
-    (and logged); a phase left with no pairs is an error. ``settings`` are the
-    translator's shape-free settings (see :func:`~texplain.models.translator.new_translator`).
-    Returns the trained translator and its loss history.
+    second run extracts nothing; the phases' streamed sets are extracted
+    there too and give their pairs from it. Pairs whose image cannot be read
+    are dropped (and logged); a phase left with no pairs is an error.
+    ``settings`` are the translator's shape-free settings (see
+    :func:`~texplain.models.translator.new_translator`). Returns the trained
+    translator and its loss history.
     """
     config = config or TrainConfig()
+    replicas = Replicas.start(config.device, config.mixed_precision)
     out = Path(out_dir)
-    paths = list(dict.fromkeys(str(p.image) for ph in phases for p in ph.pairs))
-    paths += [p for p in dict.fromkeys(str(p.image) for p in dev_pairs) if p not in set(paths)]
-    classifier.to(config.device)
-    store, skipped = extract_features(classifier, paths, features or out / "features", extraction, progress=progress)
-    bad = {path for path, _ in skipped}
+    classifier.to(replicas.device)
+    store, skipped = _extract(classifier, phases, dev_pairs, Path(features or out / "features"), extraction, replicas,
+                              progress)
+    phases = [replace(ph, pairs=list(ph.pairs) + [p for s in ph.streams for p in _stream_pairs(store, s)], streams=())
+              if ph.streams else ph for ph in phases]
+    bad = {str(p.image) for ph in phases for p in ph.pairs} - set(store.rows)
     if bad:
+        reason = f" ({skipped[0][1]})" if skipped else ""
         for phase in phases:
             if phase.epochs and all(str(p.image) in bad for p in phase.pairs):
-                raise TexplainError(f"training phase {phase.name}: none of its images could be read ({skipped[0][1]})")
+                raise TexplainError(f"training phase {phase.name}: none of its images could be read{reason}")
         phases = [replace(ph, pairs=[p for p in ph.pairs if str(p.image) not in bad]) for ph in phases]
-        dev_pairs = [p for p in dev_pairs if str(p.image) not in bad]
+    dev_pairs = [p for p in dev_pairs if str(p.image) in store]
+    torch.manual_seed(config.seed)
     translator = new_translator(classifier, lm, store.token_shape, **dict(settings or {}))
-    history = train_translator(translator, lm, store, phases, out, config, dev_pairs, resume, progress)
+    history = train_translator(translator, lm, store, phases, out, config, dev_pairs, resume, progress, replicas)
     return translator, history
 
 
 def evaluate_loss(
-    translator: Translator, lm: FrozenLM, bank: "_FeatureBank", pairs: Sequence[CaptionPair], config: TrainConfig
+    translator: Translator, lm: FrozenLM, bank: "_FeatureBank", pairs: Sequence[CaptionPair], config: TrainConfig,
+    replicas: Replicas | None = None,
 ) -> float:
-    """Mean caption loss over ``pairs`` with the translator in eval mode (no dropout, running BN stats)."""
+    """Mean caption loss over ``pairs`` in batches, the translator in eval mode (no dropout, running BN stats).
+
+    Over several processes each takes every ``world``-th batch.
+    """
+    replicas = replicas or Replicas(0, 1, lm.device)
     translator.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for start in range(0, len(pairs), config.batch_size):
+        for start in range(replicas.rank * config.batch_size, len(pairs), replicas.world * config.batch_size):
             batch = pairs[start : start + config.batch_size]
-            total += _batch_loss(translator, lm, bank, batch, config).item() * len(batch)
+            ids, mask = lm.tokenize_captions([p.caption for p in batch], config.max_tokens)
+            with replicas.autocast():
+                prefix = translator(bank.batch(batch, lm.device))
+                loss = lm.caption_loss(prefix, ids.to(lm.device), mask.to(lm.device))
+            total += loss.item() * len(batch)
             count += len(batch)
-    return total / max(count, 1)
+    return replicas.total(total) / max(replicas.total(count), 1)
 
 
 class _FeatureBank:
-    """All features the pairs need, loaded once into memory: path → row of a (N, T, D) tensor."""
+    """The features the pairs need: path → row of a (N, T, D) tensor in memory, or read from the store per batch."""
 
-    def __init__(self, store: FeatureStore, pairs: Sequence[CaptionPair]):
+    def __init__(self, store: FeatureStore, pairs: Sequence[CaptionPair], memory_gb: float = 4.0):
         paths = list(dict.fromkeys(str(p.image) for p in pairs))
         missing = [p for p in paths if p not in store]
         if missing:
@@ -217,48 +274,122 @@ class _FeatureBank:
                 f"{missing[0]}: no features for this image in {store.folder} ({len(missing)} images missing); "
                 "extract them first"
             )
+        self.store = store
         self.rows = {p: i for i, p in enumerate(paths)}
-        self.features = store.load_all(paths)  # (N, T, D)
+        in_memory = store.nbytes(len(paths)) <= memory_gb * 2**30
+        self.features = store.load_all(paths) if in_memory else None  # (N, T, D)
+        if not in_memory:
+            log.info("features of %d images exceed %.1f GB: read per batch from %s", len(paths), memory_gb, store.folder)
 
     def batch(self, pairs: Sequence[CaptionPair], device: torch.device) -> Tensor:
+        if self.features is None:
+            return self.store.features([str(p.image) for p in pairs]).to(device)  # (B, T, D)
         index = torch.tensor([self.rows[str(p.image)] for p in pairs])
         return self.features[index].to(device, torch.float32)  # (B, T, D)
 
 
-def _run_epoch(translator, lm, bank, phase, epoch, phase_no, optimizer, scheduler, config, progress) -> float:
+def _extract(
+    classifier: Classifier, phases: Sequence[Phase], dev_pairs: Sequence[CaptionPair], folder: Path,
+    extraction: ExtractionConfig | None, replicas: Replicas, progress: bool,
+) -> tuple[FeatureStore, list[tuple[str, str]]]:
+    """Features of the pairs' image files and the streamed sets' samples, each process extracting its share.
+
+    Returns the store with every process's shards, and this process's skipped (image, reason).
+    """
+    paths = list(dict.fromkeys(str(p.image) for p in [*(p for ph in phases for p in ph.pairs), *dev_pairs]))
+    store = open_store(folder, classifier, extraction) if replicas.is_main else None
+    replicas.barrier()  # the main process made the store: the others open it
+    store = store or open_store(folder, classifier, extraction)
+    writer = f"p{replicas.rank}" if replicas.world > 1 else ""
+    shown = progress and replicas.is_main
+    mine = (ImageItem(p) for p in paths[replicas.rank :: replicas.world])
+    skipped = extract_into(store, classifier, mine, extraction, writer, shown)
+    for stream in dict.fromkeys(s for ph in phases for s in ph.streams):
+        samples = (ImageItem(s.key, {"captions": list(s.captions), "stream": [s.shard, s.position]}, s.image)
+                   for s in stream.samples(replicas.rank, replicas.world))
+        skipped += extract_into(store, classifier, samples, extraction, writer, shown)
+    replicas.barrier()
+    return (FeatureStore(folder) if replicas.world > 1 else store), skipped
+
+
+def _stream_pairs(store: FeatureStore, stream: CaptionShards) -> list[CaptionPair]:
+    """A streamed set's pairs, from its samples' rows in the store, in the set's order (its first ``limit`` only)."""
+    order = stream.order()
+    rows = sorted(((order[row["stream"][0]], row["stream"][1]), row) for row in store.rows.values()
+                  if "stream" in row and row["stream"][0] in order)
+    rows = [row for _, row in rows][: stream.limit]
+    return [CaptionPair(Path(row["path"]), caption) for row in rows for caption in row["captions"]]
+
+
+def _run_epoch(model, lm, bank, phase, epoch, phase_no, optimizer, scheduler, config, replicas, progress) -> float:
     """One pass over the phase's pairs, shuffled by a generator seeded from (seed, phase, epoch)."""
-    translator.train()
+    model.train()
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + phase_no * 1009 + epoch)
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + replicas.rank)
     order = torch.randperm(len(phase.pairs), generator=generator).tolist()
-    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2] += batches.pop()  # batch norm needs more than one sample
+    batches = _batches(order, config.batch_size, max(2, replicas.world * config.accumulation), phase.name)
     total, count = 0.0, 0
-    bar = tqdm(batches, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch", disable=not progress, leave=False)
+    bar = tqdm(batches, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch",
+               disable=not (progress and replicas.is_main), leave=False)
     for indices in bar:
-        loss = _batch_loss(translator, lm, bank, [phase.pairs[i] for i in indices], config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(translator.parameters(), config.clip)
-        optimizer.step()
+        loss = _step(model, lm, bank, [phase.pairs[i] for i in indices], optimizer, config, replicas)
         scheduler.step()
-        total += loss.item() * len(indices)
+        total += loss * len(indices)
         count += len(indices)
         bar.set_postfix(loss=f"{total / count:.3f}")
     return total / max(count, 1)
 
 
-def _batch_loss(translator, lm: FrozenLM, bank: _FeatureBank, pairs: Sequence[CaptionPair], config: TrainConfig) -> Tensor:
-    device = lm.device
-    prefix = translator(bank.batch(pairs, device))  # (B, K, d)
-    ids, mask = lm.tokenize_captions([p.caption for p in pairs], config.max_tokens)  # (B, L)
-    return lm.caption_loss(prefix, ids.to(device), mask.to(device))
+def _batches(order: list[int], size: int, least: int, phase: str) -> list[list[int]]:
+    """``order`` in batches of ``size``; a last batch of fewer than ``least`` joins the one before.
+
+    ``least`` is 2 (batch norm needs two samples) or, when more, one pair for
+    each process in each micro-batch.
+    """
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    if len(batches) > 1 and len(batches[-1]) < least:
+        batches[-2] += batches.pop()
+    if batches and len(batches[0]) < least:
+        raise TexplainError(f"training phase {phase}: {len(order)} pairs cannot be shared out as {least} parts")
+    return batches
+
+
+def _step(model: nn.Module, lm: FrozenLM, bank: _FeatureBank, pairs: Sequence[CaptionPair], optimizer,
+          config: TrainConfig, replicas: Replicas) -> float:
+    """One optimizer step on the global batch ``pairs``: this process's micro-batches; returns the batch's mean loss.
+
+    Each micro-batch's loss is its caption tokens' summed cross-entropy over
+    the tokens of the whole batch (all processes), times the number of
+    processes because data parallelism averages the gradients.
+    """
+    parts = _my_parts(pairs, config.accumulation, replicas)
+    captions = [lm.tokenize_captions([p.caption for p in part], config.max_tokens) for part in parts]  # (b, L) each
+    scored = replicas.total(float(sum(int(mask.sum()) for _, mask in captions)))
+    optimizer.zero_grad(set_to_none=True)
+    mine = 0.0
+    for number, (part, (ids, mask)) in enumerate(zip(parts, captions)):
+        with replicas.accumulating(model, more=number < len(parts) - 1):
+            with replicas.autocast():
+                prefix = model(bank.batch(part, replicas.device))  # (b, K, d)
+                loss = lm.caption_loss(prefix, ids.to(replicas.device), mask.to(replicas.device), scored)
+            replicas.backward(loss * replicas.world)
+        mine += loss.item()
+    replicas.clip(model.parameters(), config.clip)
+    optimizer.step()
+    return replicas.total(mine)
+
+
+def _my_parts(pairs: Sequence[CaptionPair], micro_batches: int, replicas: Replicas) -> list[Sequence[CaptionPair]]:
+    """This process's share of each of the batch's micro-batches (contiguous slices, the same on any number of processes)."""
+    parts = []
+    for j in range(micro_batches):
+        micro = pairs[j * len(pairs) // micro_batches : (j + 1) * len(pairs) // micro_batches]
+        parts.append(micro[replicas.rank * len(micro) // replicas.world : (replicas.rank + 1) * len(micro) // replicas.world])
+    return parts
 
 
 def _save_checkpoint(out: Path, translator, optimizer, scheduler, phase_no: int, epoch: int, history: History) -> None:
     """Write the resumable state to a temporary folder and swap it in for ``checkpoint``."""
-    device = next(translator.parameters()).device
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -267,9 +398,8 @@ def _save_checkpoint(out: Path, translator, optimizer, scheduler, phase_no: int,
         "history": history.epochs,
     }
     with building_folder(out / CHECKPOINT_DIR) as tmp:
-        save_translator(translator.cpu(), tmp)
+        save_translator(translator, tmp)
         torch.save(state, tmp / STATE_FILE)
-    translator.to(device)
 
 
 def _load_checkpoint(out: Path, translator: Translator) -> dict | None:
