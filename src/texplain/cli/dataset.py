@@ -40,6 +40,12 @@ def explain_dataset_command(
     allow_unknown_labels: Annotated[bool, typer.Option(help="Explain labels the classifier does not have")] = False,
     seed: options.Seed = options.SEED,
     device: options.Device = options.DEVICE,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (actors on a Ray cluster)")] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        help="With --engine ray: the cluster, host:port or ray://host:port (default: RAY_ADDRESS, else a local one)")] = None,
+    actors: Annotated[Optional[int], typer.Option(
+        help="With --engine ray: actors (default: one per GPU, or the cluster's CPUs over --cpus-per-actor)")] = None,
+    cpus_per_actor: Annotated[int, typer.Option(help="With --engine ray --device cpu: cores per actor")] = 1,
 ) -> None:
     """Explain a labelled image set into Parquet: per image its prediction and word counts; resumable."""
     from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
@@ -48,6 +54,16 @@ def explain_dataset_command(
     from texplain.generate.explain import ExplainConfig
     from texplain.models.explainer import load_explainer
 
+    if engine not in ("local", "ray"):
+        raise TexplainError(f"--engine {engine}: choose local or ray")
+    if engine == "local" and (address or actors):
+        raise TexplainError("--address and --actors are for --engine ray")
+    runner = None
+    if engine == "ray":
+        from texplain.analysis.ray_engine import RayEngine
+
+        runner = RayEngine(str(translator), classifier, lm, device, address, actors, cpus_per_actor)
+        runner.connect()
     items = read_labelled(source, split=split)
     kinds = tuple(k.strip() for k in prior.split(",") if k.strip())
     config = DatasetExplainConfig(
@@ -61,7 +77,9 @@ def explain_dataset_command(
         prior=None if kinds == ("none",) else PriorConfig(kinds=kinds, seed=seed),
         allow_unknown_labels=allow_unknown_labels,
     )
-    result = explain_dataset(load_explainer(translator, classifier, lm, device), items, out, config, features=features)
+    # Under Ray the actors explain; this process names the settings and makes the LM prior, on its CPU.
+    explainer = load_explainer(translator, classifier, lm, "cpu" if runner else device)
+    result = explain_dataset(explainer, items, out, config, features=features, engine=runner)
     for path, reason in result.skipped:
         typer.echo(f"skipped {path}: {reason}", err=True)
     typer.echo(f"{result.written} images explained now, {result.total} in {out}; {len(result.skipped)} skipped")
