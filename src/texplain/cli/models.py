@@ -34,11 +34,11 @@ def pretrain_lm_command(
 def train_command(
     classifier: options.ClassifierName,
     lm: Annotated[str, typer.Option(help="HF causal LM id or folder, a .gguf file, or smollm2")],
-    captions: Annotated[list[Path], typer.Option(
+    captions: Annotated[list[str], typer.Option(
         "--captions", help="(image, caption) file, WebDataset tars or HF dataset folder for phase 1 (repeatable: a mix)")],
     out: Annotated[Path, typer.Option(help="Folder for the translator checkpoint")],
     features: Annotated[Optional[Path], typer.Option(help="Feature store folder (default: OUT/features)")] = None,
-    finetune_captions: Annotated[Optional[list[Path]], typer.Option("--finetune-captions", help="Caption set for phase 2")] = None,
+    finetune_captions: Annotated[Optional[list[str]], typer.Option("--finetune-captions", help="Caption set for phase 2")] = None,
     split: Annotated[Optional[str], typer.Option(help="Training split")] = "train",
     dev_split: Annotated[Optional[str], typer.Option(help="Split for the dev loss ('' for none)")] = "dev",
     epochs: Annotated[int, typer.Option(help="Epochs of phase 1")] = 20,
@@ -82,7 +82,7 @@ def train_command(
         typer.echo(f"translator written to {out} (last epoch: {last})")
 
 
-def _phase(name: str, sources: list[Path], split: str | None, limit: int | None, epochs: int, lr: float):
+def _phase(name: str, sources: list[str], split: str | None, limit: int | None, epochs: int, lr: float):
     """A training phase from caption files (read now) and streamed sets (read as their features are extracted)."""
     from texplain.data.caption_shards import is_caption_shards, open_caption_shards
     from texplain.data.captions import read_caption_pairs
@@ -93,7 +93,7 @@ def _phase(name: str, sources: list[Path], split: str | None, limit: int | None,
     return Phase(name, read_caption_pairs(files, split, limit) if files else [], epochs, lr, streams)
 
 
-def _dev_pairs(sources: list[Path], split: str, limit: int | None):
+def _dev_pairs(sources: list[str], split: str, limit: int | None):
     """The dev pairs of the caption files among ``sources`` (streamed sets give none)."""
     from texplain.data.caption_shards import is_caption_shards
     from texplain.data.captions import read_caption_pairs

@@ -100,7 +100,7 @@ def is_caption_shards(spec: str | os.PathLike) -> bool:
     """Whether ``spec`` names a streamed set (tars, a brace pattern, Parquet or Arrow files) rather than a caption file."""
     text = str(spec)
     path = Path(text)
-    if text.endswith(".tar") or ("{" in text and ".tar" in text) or text.endswith(HF_SUFFIXES):
+    if _names_tars(text) or text.endswith(HF_SUFFIXES):
         return True
     if path.is_dir():
         return any(path.glob("*.tar")) or bool(_table_files(path))
@@ -111,7 +111,7 @@ def open_caption_shards(spec: str | os.PathLike, split: str | None = None, limit
     """The streamed set ``spec`` names; see the module docstring for what it may be."""
     text = str(spec)
     path = Path(text)
-    if text.endswith(".tar") or ("{" in text and ".tar" in text) or (path.is_dir() and any(path.glob("*.tar"))):
+    if _names_tars(text) or (path.is_dir() and any(path.glob("*.tar"))):
         shards = _tar_urls(text)
         kind = "webdataset"
     else:
@@ -121,6 +121,11 @@ def open_caption_shards(spec: str | os.PathLike, split: str | None = None, limit
         shards = [str(f.resolve()) for f in _of_split(text, files, split)]
         kind = "arrow" if shards[0].endswith(".arrow") else "parquet"
     return CaptionShards(text, kind, tuple(shards), limit)
+
+
+def _names_tars(text: str) -> bool:
+    """A ``.tar`` file, a brace pattern of them, or a URL webdataset opens (``pipe:``, ``http://``…)."""
+    return ".tar" in text and (text.endswith(".tar") or "{" in text or re.match(r"^[a-z][a-z0-9+.-]*:", text) is not None)
 
 
 def _tar_urls(spec: str) -> list[str]:
