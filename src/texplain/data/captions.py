@@ -54,11 +54,16 @@ _SPLIT_IN_NAME = re.compile(r"(?:^|[_.\-])(train|val|valid|test|dev)(?:\d{4})?(?
 _FLICKR_SPLITS = ("train", "dev", "test")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CaptionPair:
-    """One human caption of one image; ``split`` is ``None`` when the source has none."""
+    """One human caption of one image; ``split`` is ``None`` when the source has none.
 
-    image: Path
+    ``image`` is a file, or the key in a feature store of an image streamed
+    from a caption set's shards (:mod:`texplain.data.caption_shards`): millions
+    of pairs, each small.
+    """
+
+    image: Path | str
     caption: str
     split: str | None = None
 

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,9 @@ META_FILE = "meta.json"
 INDEX_FILE = "index.json"
 ROWS_SUFFIX = ".rows.json"
 TOP_K = 5
+TOP5 = "top5"
+CACHED_SHARDS = 4
+"""Shards whose whole rows :meth:`FeatureStore.row` keeps after reading them (reads go shard by shard)."""
 
 
 @dataclass
@@ -84,7 +88,13 @@ class ImageItem:
 
 
 class FeatureStore:
-    """Read access to a feature folder: ``features(paths)`` → (B, T, D) float32."""
+    """Read access to a feature folder: ``features(paths)`` → (B, T, D) float32.
+
+    ``rows`` holds every image's row in memory without its top-5 classes,
+    which :meth:`row` reads back from the shard's rows file when asked: a
+    caption set of millions of images is indexed in a few hundred bytes
+    each.
+    """
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
@@ -95,11 +105,11 @@ class FeatureStore:
         self.rows: dict[str, dict] = {}
         index_path = self.folder / INDEX_FILE
         for row in json.loads(index_path.read_text()) if index_path.is_file() else []:
-            self.rows[row["path"]] = row
+            self.rows[row["path"]] = row  # a legacy store's rows, kept whole
         for rows_file in sorted(self.folder.glob(f"shard_*{ROWS_SUFFIX}")):
-            for row in json.loads(rows_file.read_text()):
-                self.rows[row["path"]] = row
+            self._add(json.loads(rows_file.read_text()))
         self._shards: dict[int | str, object] = {}
+        self._whole: dict[str, dict[str, dict]] = {}  # the whole rows of the shards read last, by shard
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -123,14 +133,16 @@ class FeatureStore:
 
     def row(self, path: str | os.PathLike) -> dict:
         """The index row of one image (top-5 classes and metadata)."""
-        try:
-            return self.rows[_key(path)]
-        except KeyError:
-            raise TexplainError(f"{path}: not in the feature store {self.folder}") from None
+        row = self._indexed(path)
+        if TOP5 in row:
+            return row
+        shard = row["shard"]
+        whole = self._whole.get(shard) or self._remember(shard, json.loads((self.folder / f"{shard}{ROWS_SUFFIX}").read_text()))
+        return whole[row["path"]]
 
     def features(self, paths: Sequence[str | os.PathLike]) -> Tensor:
         """Features of the given images, (B, T, D) float32, read from memory-mapped shards."""
-        rows = [self.row(p) for p in paths]
+        rows = [self._indexed(p) for p in paths]
         out = [self._shard(r["shard"]).get_slice("features")[r["row"] : r["row"] + 1] for r in rows]
         return torch.cat(out).float()
 
@@ -139,7 +151,7 @@ class FeatureStore:
         keys = [_key(p) for p in paths]
         by_shard: dict[int | str, list[int]] = {}
         for i, k in enumerate(keys):
-            by_shard.setdefault(self.row(k)["shard"], []).append(i)
+            by_shard.setdefault(self._indexed(k)["shard"], []).append(i)
         shape = self.token_shape
         out = torch.empty((len(keys), *shape), dtype=torch.float16 if self.meta["fp16"] else torch.float32)
         for shard, positions in by_shard.items():
@@ -147,6 +159,29 @@ class FeatureStore:
             rows = torch.tensor([self.rows[keys[i]]["row"] for i in positions])
             out[torch.tensor(positions)] = block[rows]
         return out
+
+    def _indexed(self, path: str | os.PathLike) -> dict:
+        """The row held in memory (without top-5 classes, but for a legacy store's)."""
+        try:
+            return self.rows[_key(path)]
+        except KeyError:
+            raise TexplainError(f"{path}: not in the feature store {self.folder}") from None
+
+    def _add(self, rows: Sequence[dict]) -> None:
+        """Index rows of one shard, leaving their top-5 classes on disk and sharing the strings they repeat."""
+        for row in rows:
+            slim = {k: v for k, v in row.items() if k != TOP5}
+            slim["shard"] = sys.intern(row["shard"])
+            if "stream" in row:
+                slim["stream"] = (sys.intern(row["stream"][0]), row["stream"][1])
+            self.rows[row["path"]] = slim
+
+    def _remember(self, shard: str, rows: Sequence[dict]) -> dict[str, dict]:
+        """Keep one shard's whole rows for :meth:`row`, forgetting the oldest beyond :data:`CACHED_SHARDS`."""
+        if len(self._whole) >= CACHED_SHARDS:
+            self._whole.pop(next(iter(self._whole)))
+        self._whole[shard] = {r["path"]: r for r in rows}
+        return self._whole[shard]
 
     def _shard(self, shard: int | str):
         from safetensors import safe_open
@@ -258,7 +293,7 @@ def _write_chunk(
             tokens, logits = classifier.features_and_logits(pixels.to(classifier.device))  # (B, T, D), (B, C)
         feats.append(tokens.to("cpu", torch.float16 if config.fp16 else torch.float32))
         tops = top_classes(logits, classifier.class_names)
-        rows += [{"path": item.key, "top5": top, **item.metadata} for item, top in zip(good, tops)]
+        rows += [{"path": item.key, TOP5: top, **item.metadata} for item, top in zip(good, tops)]
     if not rows:
         return bad
     block = torch.cat(feats)  # (n, T, D)
@@ -269,7 +304,8 @@ def _write_chunk(
         row.update(shard=stem, row=i)
     _write_shard(store.folder, stem, block)
     write_json(store.folder / f"{stem}{ROWS_SUFFIX}", rows)
-    store.rows.update((row["path"], row) for row in rows)
+    store._add(rows)
+    store._remember(stem, rows)
     return bad
 
 

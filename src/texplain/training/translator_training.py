@@ -318,7 +318,7 @@ def _stream_pairs(store: FeatureStore, stream: CaptionShards) -> list[CaptionPai
     rows = sorted(((order[row["stream"][0]], row["stream"][1]), row) for row in store.rows.values()
                   if "stream" in row and row["stream"][0] in order)
     rows = [row for _, row in rows][: stream.limit]
-    return [CaptionPair(Path(row["path"]), caption) for row in rows for caption in row["captions"]]
+    return [CaptionPair(row["path"], caption) for row in rows for caption in row["captions"]]
 
 
 def _run_epoch(model, lm, bank, phase, epoch, phase_no, optimizer, scheduler, config, replicas, progress) -> float:
