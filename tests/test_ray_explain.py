@@ -17,6 +17,7 @@ from texplain.analysis.lm_prior import PriorConfig
 from texplain.analysis.results import ResultsFolder
 from texplain.cli import main
 from texplain.data.labelled import LabelledImage
+from texplain.errors import TexplainError
 from texplain.generate.explain import ExplainConfig
 from texplain.generate.sampling import SamplingConfig
 from texplain.models.classifiers import save_classifier
@@ -47,9 +48,14 @@ def items(images) -> list[LabelledImage]:
 
 
 def config() -> DatasetExplainConfig:
+    """What the command line below asks for."""
     sampling = SamplingConfig(num_samples=6, min_words=2, max_words=8, batch_size=12, seed=3)
     return DatasetExplainConfig(explain=ExplainConfig(sampling=sampling, examples=2, word_cloud=False), chunk_size=3,
-                                class_words=ClassWordConfig(wordnet=False), prior=PriorConfig(shuffled=2, pool=4, samples=8))
+                                class_words=ClassWordConfig(wordnet=False), prior=PriorConfig(kinds=("blank", "mean"), seed=3))
+
+
+CLI = ["-n", "6", "--min-words", "2", "--max-words", "8", "--sample-batch", "12", "--seed", "3", "--examples", "2",
+       "--chunk-size", "3", "--no-wordnet", "--prior", "blank,mean"]
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +73,13 @@ def rows_of(folder) -> list[dict]:
 def test_ray_actors_write_what_one_process_writes_and_a_killed_run_resumes(
     models, items, tmp_path, monkeypatch, ray_instance
 ):
+    """One process explains the set; a Ray run is killed after its first chunk, and the command line resumes it on
+    two actors: the same parts, manifest, words per image and prior."""
     from texplain.analysis.ray_engine import RayEngine
 
     explainer = load_explainer(models["translator"], models["classifier"], models["lm"])
     reference = explain_dataset(explainer, items, tmp_path / "one", config(), progress=False)
     engine = RayEngine(models["translator"], models["classifier"], models["lm"], actors=2)
-
     real_commit = ResultsFolder.commit
     commits = []
 
@@ -88,14 +95,26 @@ def test_ray_actors_write_what_one_process_writes_and_a_killed_run_resumes(
     assert len(ResultsFolder.open(tmp_path / "ray").done_images()) == 3
     monkeypatch.setattr(ResultsFolder, "commit", real_commit)
 
-    resumed = explain_dataset(explainer, items, tmp_path / "ray", config(), progress=False, engine=engine)
-    assert (resumed.written, resumed.total) == (5, reference.total) == (5, 8)
+    listing = tmp_path / "labels.jsonl"
+    listing.write_text("\n".join(json.dumps({"path": str(i.path), "label": i.label, "split": i.split}) for i in items))
+    assert main(["explain-dataset", str(listing), "--translator", models["translator"], "--classifier",
+                 models["classifier"], "--out", str(tmp_path / "ray"), *CLI, "--engine", "ray", "--actors", "2"]) == 0
+    assert reference.total == len(ResultsFolder.open(tmp_path / "ray").done_images()) == 8
     assert rows_of(tmp_path / "ray") == rows_of(tmp_path / "one")  # same words per image, no row lost or doubled
     manifest, expected = (json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("ray", "one"))
     assert manifest == expected
     assert (tmp_path / "ray" / "prior.json").read_text() == (tmp_path / "one" / "prior.json").read_text()
     writers = {p.name.split("_")[1] for p in (tmp_path / "ray" / "features").glob("shard_*.rows.json")}
     assert writers and all(w.startswith("ray") for w in writers)  # the actors wrote the features, each its own shards
+
+
+def test_a_pool_the_cluster_cannot_hold_is_refused(models, ray_instance):
+    from texplain.analysis.ray_engine import RayEngine
+
+    with pytest.raises(TexplainError, match="no GPUs"):
+        RayEngine(models["translator"], device="cuda").connect()
+    with pytest.raises(TexplainError, match="holds 2 such actors"):
+        RayEngine(models["translator"], actors=3).connect()
 
 
 def test_engine_ray_without_the_extra_is_one_line(models, images, tmp_path, capsys, monkeypatch):

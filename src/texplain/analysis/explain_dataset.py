@@ -21,6 +21,7 @@ the same.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -144,11 +145,12 @@ def explain_dataset(
         explained = engine.explain(chunks, feature_folder, config, index)
     written, skipped = 0, []
     bar = tqdm(total=len(todo), desc="explain dataset", unit="img", disable=not progress)
-    for chunk, (rows, bad) in zip(chunks, explained):
-        results.commit(rows, bad)
-        written += len(rows)
-        skipped += bad
-        bar.update(len(chunk))
+    with contextlib.closing(explained):  # stopped here, an engine stops its work at once
+        for chunk, (rows, bad) in zip(chunks, explained):
+            results.commit(rows, bad)
+            written += len(rows)
+            skipped += bad
+            bar.update(len(chunk))
     bar.close()
     if config.prior is not None and not (out / PRIOR).is_file():
         store = FeatureStore(feature_folder)

@@ -69,6 +69,7 @@ class RayEngine:
         if self.address not in (None, "", "auto", "local"):
             _check_reachable(self.address)
         if ray.is_initialized():
+            self._pool_size(ray)
             return
         try:
             ray.init(address=self.address or None, log_to_driver=False, logging_level=logging.WARNING)
@@ -76,6 +77,7 @@ class RayEngine:
             where = f"at {self.address}" if self.address else "(local)"
             raise TexplainError(f"Ray cluster {where}: cannot connect ({first_line(exc)})") from exc
         self._started = True
+        self._pool_size(ray)  # a cluster without the GPUs asked for fails here, before anything is written
 
     def explain(
         self, chunks: Sequence[Chunk], features: Path, config: DatasetExplainConfig, index: Mapping[str, Sequence[str]]
@@ -110,16 +112,20 @@ class RayEngine:
                 self._started = False
 
     def _pool_size(self, ray) -> int:
-        """``actors``, or what the cluster holds: its GPUs, or its CPUs over ``cpus_per_actor``."""
-        if self.actors is not None:
-            return self.actors
+        """``actors``, or what the cluster holds: its GPUs, or its CPUs over ``cpus_per_actor``.
+
+        A pool the cluster cannot hold is refused: Ray would wait for it forever.
+        """
         resources = ray.cluster_resources()
-        if self.device == "cuda":
-            gpus = int(resources.get("GPU", 0))
-            if gpus == 0:
-                raise TexplainError("--engine ray --device cuda: the Ray cluster has no GPUs; use --device cpu")
-            return gpus
-        return max(1, int(resources.get("CPU", 1)) // self.cpus_per_actor)
+        per_actor, kind = (1, "GPU") if self.device == "cuda" else (self.cpus_per_actor, "CPU")
+        fits = int(resources.get(kind, 0)) // per_actor
+        if fits == 0:
+            raise TexplainError(f"--engine ray --device {self.device}: the Ray cluster has no {kind}s for an actor "
+                                f"({resources.get(kind, 0):g} {kind}s)")
+        if self.actors is not None and self.actors > fits:
+            raise TexplainError(f"--actors {self.actors}: the Ray cluster holds {fits} such actors "
+                                f"({resources.get(kind, 0):g} {kind}s, {per_actor} each)")
+        return self.actors or fits
 
 
 class ChunkActor:

@@ -55,6 +55,8 @@ def train_command(
     dropout: Annotated[float, typer.Option(help="Translator dropout before its last layer")] = 0.1,
     feature_layer: options.FeatureLayer = "",
     fp16: Annotated[bool, typer.Option(help="Store features as float16")] = False,
+    feature_memory: Annotated[float, typer.Option(
+        help="GB of training features held in memory per process; more are read per batch from the store")] = 4.0,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images (of the caption files together, and of each streamed set)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint")] = False,
     seed: options.Seed = options.SEED,
@@ -74,7 +76,7 @@ def train_command(
         load_classifier(classifier, feature_layer=feature_layer), load_lm(lm), phases, out,
         settings={"hidden": hidden, "mode": mode, "dropout": dropout, **({"prefix_len": prefix_len} if prefix_len else {})},
         config=TrainConfig(batch_size=batch_size, seed=seed, device=device, accumulation=accumulation,
-                           mixed_precision=mixed_precision),
+                           mixed_precision=mixed_precision, feature_memory_gb=feature_memory),
         dev_pairs=dev_pairs, features=features, extraction=ExtractionConfig(fp16=fp16), resume=resume,
     )
     if int(os.environ.get("RANK", "0")) == 0:

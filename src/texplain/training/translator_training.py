@@ -183,9 +183,9 @@ def train_translator(
             dev_loss = evaluate_loss(translator, lm, bank, dev_pairs, config, replicas) if dev_pairs else None
             row = {"phase": phase.name, "epoch": epoch + 1, "train_loss": train_loss, "dev_loss": dev_loss}
             history.epochs.append(row)
-            log.info("%s epoch %d/%d: train loss %.4f%s", phase.name, epoch + 1, phase.epochs, train_loss,
-                     "" if dev_loss is None else f", dev loss {dev_loss:.4f}")
             if replicas.is_main:
+                log.info("%s epoch %d/%d: train loss %.4f%s", phase.name, epoch + 1, phase.epochs, train_loss,
+                         "" if dev_loss is None else f", dev loss {dev_loss:.4f}")
                 _save_checkpoint(out, translator, optimizer, scheduler, phase_no, epoch, history)
     translator.cpu()
     if replicas.is_main:
