@@ -60,7 +60,9 @@ def losses(out: Path) -> list[float]:
 def test_two_processes_resume_a_one_process_run_and_train_as_it_would(assets, tmp_path):
     """1 process trains phase 1; 2 processes (own feature store, extracted in two shares) resume it and train
     phase 2 with the same global batch: the losses and weights are those of one uninterrupted process."""
+    torch.manual_seed(0)  # the same initial translator for both
     assert main(train_args(assets, tmp_path / "full")) == 0
+    torch.manual_seed(0)
     assert main(train_args(assets, tmp_path / "run", finetune=False)) == 0
     run = launch(2, train_args(assets, tmp_path / "run", "--resume", "--features", str(tmp_path / "shared")))
     assert run.returncode == 0, run.stderr[-3000:]

@@ -93,6 +93,11 @@ class Replicas:
             sync_batch_norms(translator)
         return self.accelerator.prepare_model(translator)
 
+    def unwrap(self, model: nn.Module) -> None:
+        """Take back what :meth:`wrap` put on the translator's forward (Accelerate's autocast), once training is done."""
+        if self.accelerator is not None:
+            self.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+
     def prepare(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         """The optimizer to step: itself alone, else Accelerate's (which scales fp16 losses)."""
         return optimizer if self.accelerator is None else self.accelerator.prepare_optimizer(optimizer)

@@ -71,15 +71,14 @@ class TrainConfig:
     batch_size: pairs per optimizer step, over all processes. weight_decay:
     AdamW's. warmup_steps: linear warm-up at the start of each phase (capped
     at a tenth of the phase). clip: gradient-norm clipping. max_tokens:
-    caption tokens kept (EOS included). seed: the translator's initial
-    weights, shuffling and dropout. device: where the translator and LM run
-    (under a launcher: ``cuda`` is each process's own GPU). accumulation:
-    micro-batches per step (gradients add up; batch norm sees one
-    micro-batch at a time). mixed_precision: ``bf16``, ``fp16`` or ``no`` on
-    GPUs; None takes the launcher's, else float32; CPUs train in float32.
-    feature_memory_gb: the training set's features are held in memory when
-    they take no more than this, else read per batch from the memory-mapped
-    store.
+    caption tokens kept (EOS included). seed: shuffling and dropout. device:
+    where the translator and LM run (under a launcher: ``cuda`` is each
+    process's own GPU). accumulation: micro-batches per step (gradients add
+    up; batch norm sees one micro-batch at a time). mixed_precision:
+    ``bf16``, ``fp16`` or ``no`` on GPUs; None takes the launcher's, else
+    float32; CPUs train in float32. feature_memory_gb: the training set's
+    features are held in memory when they take no more than this, else read
+    per batch from the memory-mapped store.
     """
 
     batch_size: int = 64
@@ -187,6 +186,7 @@ def train_translator(
                 log.info("%s epoch %d/%d: train loss %.4f%s", phase.name, epoch + 1, phase.epochs, train_loss,
                          "" if dev_loss is None else f", dev loss {dev_loss:.4f}")
                 _save_checkpoint(out, translator, optimizer, scheduler, phase_no, epoch, history)
+    replicas.unwrap(model)
     translator.cpu()
     if replicas.is_main:
         save_translator(translator, out)
@@ -234,7 +234,6 @@ def fit_translator(
                 raise TexplainError(f"training phase {phase.name}: none of its images could be read{reason}")
         phases = [replace(ph, pairs=[p for p in ph.pairs if str(p.image) not in bad]) for ph in phases]
     dev_pairs = [p for p in dev_pairs if str(p.image) in store]
-    torch.manual_seed(config.seed)
     translator = new_translator(classifier, lm, store.token_shape, **dict(settings or {}))
     history = train_translator(translator, lm, store, phases, out, config, dev_pairs, resume, progress, replicas)
     return translator, history
