@@ -39,7 +39,7 @@ def mitigate_command(
     data: Annotated[Optional[Path], typer.Option(help="Labelled images: JSONL/CSV with path, label, split, group; BAR metadata; class folders")] = None,
     train_split: Annotated[str, typer.Option(help="Split to select and fine-tune on")] = "train",
     test_split: Annotated[str, typer.Option(help="Split to measure on")] = "test",
-    methods: Annotated[str, typer.Option(help="Comma-separated: erm,randmask,randmask_all,masktune,texplain")] = "erm,randmask,randmask_all,masktune,texplain",
+    methods: Annotated[str, typer.Option(help="Comma-separated: erm,randmask,randmask_all,masktune,jtt,dfr,texplain")] = "erm,randmask,randmask_all,masktune,jtt,dfr,texplain",
     seeds: Annotated[int, typer.Option(help="Number of seeds (seed, seed+1, ...)")] = 3,
     seed: Annotated[int, typer.Option(help="First seed (sampling and the first fine-tuning run)")] = options.SEED,
     samples: options.Samples = MITIGATE_SAMPLES,
@@ -53,12 +53,14 @@ def mitigate_command(
     wordnet: options.WordNet = True,
     class_words: options.ClassWords = None,
     localise: Annotated[str, typer.Option(help="word (Grad-CAM of the non-class word) or class (of the class logit, MaskTune-style)")] = "word",
-    heat: Annotated[str, typer.Option(help="gradcam (at the feature layer) or occlusion (grid cells hidden in turn)")] = "gradcam",
+    heat: Annotated[str, typer.Option(help="gradcam or occlusion (grid cells hidden in turn)")] = "gradcam",
+    cam_layer: Annotated[str, typer.Option(help="Where Grad-CAM's map is taken: auto (the deepest map of 8 x 8 or more), features, or a module name")] = "auto",
     grid: Annotated[int, typer.Option(help="Occlusion grid cells per side")] = 8,
     threshold: Annotated[float, typer.Option(help="Mask where the heat map reaches this (0-1]")] = 0.5,
-    fill: Annotated[str, typer.Option(help="mean, blur, noise (keep the image's mean colour) or zero (the preprocessing mean)")] = "mean",
+    fill: Annotated[str, typer.Option(help="shuffle (the region of a random training image: no class cue), mean, blur, noise or zero")] = "shuffle",
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (TExplain, RandMask)")] = 3,
     masktune_epochs: Annotated[int, typer.Option(help="MaskTune's fine-tuning epochs")] = 1,
+    jtt_upweight: Annotated[int, typer.Option(help="JTT: how many times a misclassified training sample counts")] = 6,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (AdamW, warm-up then cosine decay)")] = 1e-4,
     batch_size: Annotated[int, typer.Option()] = 32,
     head_only: Annotated[bool, typer.Option(help="Fine-tune the last linear layer alone (the features stay as they were)")] = False,
@@ -71,7 +73,8 @@ def mitigate_command(
     from texplain.atomic import write_json
     from texplain.data.labelled import read_labelled
     from texplain.mitigation.harness import MitigateConfig, run_mitigation
-    from texplain.mitigation.selection import MaskConfig, SelectionConfig
+    from texplain.mitigation.masks import MaskConfig
+    from texplain.mitigation.selection import SelectionConfig
     from texplain.models.explainer import load_explainer
     from texplain.report.mitigation_report import (
         markdown_table,
@@ -88,10 +91,11 @@ def mitigate_command(
                                                                    stop_k, default=MITIGATE_SAMPLES),
                                   min_frequency=min_frequency, min_lift=min_lift,
                                   class_words=options.class_word_config(class_words, wordnet)),
-        mask=MaskConfig(localise=localise, threshold=threshold, fill=fill, heat=heat, grid=grid),
+        mask=MaskConfig(localise=localise, threshold=threshold, fill=fill, heat=heat, layer=cam_layer, grid=grid),
         finetune=ClassifierTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, head_only=head_only),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-        seeds=tuple(range(seed, seed + seeds)), masktune_epochs=masktune_epochs, min_per_class=min_per_class, device=device,
+        seeds=tuple(range(seed, seed + seeds)), masktune_epochs=masktune_epochs, jtt_upweight=jtt_upweight,
+        min_per_class=min_per_class, device=device,
     )
     train_items = read_labelled(data_file, split=train_split)[:limit]
     test_items = read_labelled(data_file, split=test_split)

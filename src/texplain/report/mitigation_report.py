@@ -54,6 +54,13 @@ def markdown_table(result: dict) -> str:
     if "selection" in result:
         s = result["selection"]
         lines += ["", f"Selected {s['selected']} of {s['images']} training samples ({100 * s['fraction']:.1f}%)."]
+    if "texplain_masked_fraction" in result:
+        lines.append(f"TExplain's masks cover {100 * result['texplain_masked_fraction']:.1f}% of an image on average; "
+                     f"{result.get('texplain_zero_heat_maps', 0)} all-zero heat maps were left out.")
+    if "jtt_errors" in result:
+        lines.append(f"JTT up-weights the {result['jtt_errors']} training samples the classifier gets wrong.")
+    if "dfr" in result["summary"]:
+        lines.append("DFR retrains the last layer on group-balanced data: it uses the group labels, which TExplain never sees.")
     return "\n".join(lines) + "\n"
 
 
