@@ -23,6 +23,7 @@ def explain_dataset_command(
     out: Annotated[Path, typer.Option(help="Results folder (Parquet parts + manifest); rerun to resume")],
     split: Annotated[Optional[str], typer.Option(help="Explain only this split")] = None,
     classifier: options.ClassifierOverride = None,
+    trust_code: options.TrustCode = False,
     lm: options.LMOverride = None,
     samples: options.Samples = options.SAMPLES,
     samples_mode: options.SamplesMode = None,
@@ -61,7 +62,7 @@ def explain_dataset_command(
         prior=None if kinds == ("none",) else PriorConfig(kinds=kinds, seed=seed),
         allow_unknown_labels=allow_unknown_labels,
     )
-    result = explain_dataset(load_explainer(translator, classifier, lm, device), items, out, config, features=features)
+    result = explain_dataset(load_explainer(translator, classifier, lm, device, trust_code), items, out, config, features=features)
     for path, reason in result.skipped:
         typer.echo(f"skipped {path}: {reason}", err=True)
     typer.echo(f"{result.written} images explained now, {result.total} in {out}; {len(result.skipped)} skipped")

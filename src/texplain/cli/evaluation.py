@@ -27,6 +27,7 @@ def evaluate_command(
     images: Annotated[Optional[Path], typer.Option(help="Evaluate only these images (a folder or one file); default: every captioned image")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N images")] = None,
     classifier: options.ClassifierOverride = None,
+    trust_code: options.TrustCode = False,
     lm: options.LMOverride = None,
     samples: options.Samples = EVALUATE_SAMPLES,
     samples_mode: options.SamplesMode = None,
@@ -62,7 +63,7 @@ def evaluate_command(
         mask_fill=mask_fill, seed=seed,
     )
     references, missing = select_references(captions, images_dir, split, images, limit)
-    explainer = load_explainer(translator, classifier, lm, device)
+    explainer = load_explainer(translator, classifier, lm, device, trust_code)
     report = evaluate(explainer, references, config)
     report["images"]["missing_references"] = missing
     report["images"]["requested"] = len(references) + len(missing)

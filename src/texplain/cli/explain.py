@@ -15,6 +15,7 @@ def explain_command(
     translator: options.Translator,
     out: Annotated[Path, typer.Option(help="Folder for JSON and word clouds")],
     classifier: options.ClassifierOverride = None,
+    trust_code: options.TrustCode = False,
     lm: options.LMOverride = None,
     samples: options.Samples = options.SAMPLES,
     samples_mode: options.SamplesMode = None,
@@ -33,7 +34,7 @@ def explain_command(
     from texplain.models.explainer import load_explainer
 
     paths = images_in(target)
-    explainer = load_explainer(translator, classifier, lm, device)
+    explainer = load_explainer(translator, classifier, lm, device, trust_code)
     config = ExplainConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k),
                            words=WordConfig(top_k=top_k))
     records, skipped = explain_images(explainer, paths, out, config)

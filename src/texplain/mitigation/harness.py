@@ -80,6 +80,8 @@ class MitigateConfig:
     fine-tuning (its seed is replaced per run). masktune_epochs: MaskTune's
     fine-tuning epochs. min_per_class: fine-tuning sets need this many
     samples of every class. examples: masked examples saved for the report.
+    trust_code: let the classifier folder's recipe run code from outside
+    texplain (:func:`~texplain.models.classifiers.load_classifier`).
     """
 
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -91,6 +93,7 @@ class MitigateConfig:
     min_per_class: int = 1
     examples: int = 6
     device: str = "cpu"
+    trust_code: bool = False
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)
@@ -217,7 +220,7 @@ def _harness(
     """Load the classifier and preprocess both splits once."""
     if not train_items or not test_items:
         raise TexplainError("mitigation: needs labelled train and test images")
-    classifier = load_classifier(str(folder)).to(config.device)
+    classifier = load_classifier(str(folder), trust_code=config.trust_code).to(config.device)
     names = classifier.class_names
     return Harness(
         classifier_folder=folder, classifier=classifier,
@@ -288,7 +291,8 @@ def _run_one(
             check_classes(labels, harness.classifier.class_names, config.min_per_class, METHOD_LABELS[method])
         epochs = config.masktune_epochs if method == "masktune" else config.finetune.epochs
         settings = replace(config.finetune, epochs=epochs, seed=seed, device=config.device)
-        classifier = fine_tune(harness.classifier_folder, pixels, labels, settings, progress=False)
+        classifier = fine_tune(harness.classifier_folder, pixels, labels, settings, progress=False,
+                               trust_code=config.trust_code)
         extra = {"fine_tuned_on": len(labels)}
         if method == "texplain":
             folder = save_checkpoint(classifier, out / "checkpoints" / f"texplain-seed{seed}", harness.classifier_folder)

@@ -298,10 +298,13 @@ def check_classes(labels: Tensor, class_names: Sequence[str], min_per_class: int
 
 def fine_tune(
     classifier_folder: str | os.PathLike, pixels: Tensor, labels: Tensor, config: ClassifierTrainConfig,
-    progress: bool = False,
+    progress: bool = False, trust_code: bool = False,
 ) -> Classifier:
-    """A fresh copy of the saved classifier, fine-tuned on pixels (n, 3, H, W) and labels (n,); the folder is only read."""
-    classifier = load_classifier(str(classifier_folder))
+    """A fresh copy of the saved classifier, fine-tuned on pixels (n, 3, H, W) and labels (n,); the folder is only read.
+
+    ``trust_code`` is :func:`~texplain.models.classifiers.load_classifier`'s.
+    """
+    classifier = load_classifier(str(classifier_folder), trust_code=trust_code)
     if len(pixels) < 2:
         raise TexplainError(f"fine-tuning: need at least 2 samples, got {len(pixels)}")
     torch.manual_seed(config.seed)

@@ -13,6 +13,11 @@ knows work as they are:
 - ``package.module:factory`` (a function returning an ``nn.Module``), or any
   ``nn.Module`` in Python through :meth:`Classifier.from_module`.
 
+A folder is data, not code: its recipe may rebuild the module only through
+the built-in backends above (:func:`built_in`), unless the caller passes
+``trust_code=True`` (the command line's ``--trust-code``). A factory named by
+the user is the user's own choice and always runs.
+
 The feature layer is named ``module.name`` (its output) or
 ``module.name:input`` (its input). The default is the penultimate
 representation: a ViT's whole token grid after the final norm (P+1 tokens), a
@@ -42,6 +47,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASSIFIER_CONFIG = "classifier.json"
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
 INPUT_SUFFIX = ":input"
+BUILT_IN_BACKENDS = ("timm", "hf", "torchvision")
 
 Preprocess = Callable[[Image.Image], Tensor]
 
@@ -188,16 +194,19 @@ def load_classifier(
     num_classes: int | None = None,
     feature_layer: str = "",
     model_kwargs: dict | None = None,
+    trust_code: bool = False,
 ) -> Classifier:
     """Load a classifier by name (see the module docstring); frozen and in eval mode.
 
     ``pretrained=False`` builds the architecture with random weights (tests,
     or a backbone about to be trained); ``num_classes`` replaces the head;
     ``model_kwargs`` go to the backend's constructor (e.g. ``img_size`` for timm).
+    ``trust_code`` lets a saved folder's recipe run code from outside
+    texplain (a factory, or transformers' ``trust_remote_code``).
     """
     kwargs = dict(model_kwargs or {})
     if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, CLASSIFIER_CONFIG)):
-        return _load_saved(Path(spec), feature_layer)
+        return _load_saved(Path(spec), feature_layer, trust_code)
     backend, _, name = spec.partition(":")
     if spec == "efficientnet_lite0":
         return _load_efficientnet_lite0(pretrained, num_classes, feature_layer)
@@ -207,7 +216,7 @@ def load_classifier(
         return _load_hf(name, pretrained, num_classes, feature_layer, kwargs)
     if backend == "torchvision":
         return _load_torchvision(name, pretrained, num_classes, feature_layer, kwargs)
-    if name and all(part.isidentifier() for part in backend.split(".")):
+    if is_factory(spec):
         return _load_factory(spec, feature_layer, kwargs)
     raise TexplainError(
         f"classifier {spec}: unknown name; use timm:NAME, hf:ID_OR_FOLDER, torchvision:NAME, "
@@ -240,6 +249,31 @@ def save_classifier(classifier: Classifier, folder: str | os.PathLike) -> Path:
     return Path(folder)
 
 
+def built_in(spec: str) -> bool:
+    """Whether ``spec`` names one of texplain's own backends, which import nothing the name chooses."""
+    return spec == "efficientnet_lite0" or spec.partition(":")[0] in BUILT_IN_BACKENDS
+
+
+def is_factory(spec: str) -> bool:
+    """Whether ``spec`` is ``package.module:factory``: a module to import and a function in it to call."""
+    backend, _, name = spec.partition(":")
+    return bool(name) and not built_in(spec) and all(part.isidentifier() for part in backend.split("."))
+
+
+def _foreign_code(build: dict) -> str:
+    """What in a saved folder's ``build`` recipe would run code from outside texplain, or ``""`` when nothing does.
+
+    Anything but a built-in backend does (a factory imports and calls code),
+    and so does ``trust_remote_code``, with which transformers runs the
+    Python files of a model folder or hub repository.
+    """
+    if not built_in(str(build.get("spec", ""))):
+        return f"the classifier {build.get('spec')!r}, which is not a built-in backend"
+    if (build.get("model_kwargs") or {}).get("trust_remote_code"):
+        return "trust_remote_code, which runs a model's own Python files"
+    return ""
+
+
 def feature_source(spec: str) -> str:
     """The name whose features ``spec`` gives: a saved folder's ``features_of``, else ``spec`` itself.
 
@@ -263,21 +297,31 @@ def head_name(module: nn.Module) -> str:
     return linears[-1]
 
 
-def _load_saved(folder: Path, feature_layer: str) -> Classifier:
-    """Rebuild a classifier from :func:`save_classifier`'s folder (weights via safetensors)."""
+def _load_saved(folder: Path, feature_layer: str, trust_code: bool) -> Classifier:
+    """Rebuild a classifier from :func:`save_classifier`'s folder (weights via safetensors).
+
+    Its recipe runs no code from outside texplain unless ``trust_code``.
+    """
     from safetensors.torch import load_file
 
     try:
         recipe = json.loads((folder / CLASSIFIER_CONFIG).read_text())
         build = recipe["build"]
-    except (json.JSONDecodeError, KeyError) as exc:
+        if not isinstance(build, dict) or not isinstance(build["spec"], str) or not isinstance(recipe["class_names"], list):
+            raise TypeError("build must be an object with a spec, class_names a list")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise TexplainError(f"{folder / CLASSIFIER_CONFIG}: not a classifier recipe ({exc})") from exc
+    danger = _foreign_code(build)
+    if danger and not trust_code:
+        raise TexplainError(f"{folder / CLASSIFIER_CONFIG}: builds {danger}; "
+                            "load this folder only if you trust it, with --trust-code")
     loaded = load_classifier(
         build["spec"],
         pretrained=False,
         num_classes=build.get("num_classes"),
         feature_layer=feature_layer or recipe.get("feature_layer", ""),
         model_kwargs=build.get("model_kwargs"),
+        trust_code=trust_code,
     )
     try:
         loaded.module.load_state_dict(load_file(str(folder / CLASSIFIER_WEIGHTS)))
