@@ -10,6 +10,8 @@ with nothing already committed lost.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,76 @@ def small_net():
 
 def test_a_factory_typed_by_the_user_stays_allowed():
     assert load_classifier("test_reliability:small_net").class_names == ["class_0", "class_1", "class_2"]
+
+
+# 2. One writer per results folder.
+
+HOLD_LOCK = ("import fcntl, os, sys, time; os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True); "
+             "f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)")
+
+
+@pytest.fixture(scope="module")
+def explainer(models):
+    from texplain.models.explainer import load_explainer
+
+    return load_explainer(models / "translator")
+
+
+@pytest.fixture(scope="module")
+def items(images):
+    from texplain.data.labelled import LabelledImage
+
+    return [LabelledImage(path, f"class_{i % 3}", "test", None) for i, path in enumerate(images[:4])]
+
+
+def dataset_config():
+    from texplain.analysis.class_vocabulary import ClassWordConfig
+    from texplain.analysis.explain_dataset import DatasetExplainConfig
+    from texplain.generate.explain import ExplainConfig
+    from texplain.generate.sampling import SamplingConfig
+
+    sampling = SamplingConfig(num_samples=3, min_words=1, max_words=4, batch_size=3)
+    return DatasetExplainConfig(explain=ExplainConfig(sampling=sampling, word_cloud=False), chunk_size=2,
+                                class_words=ClassWordConfig(wordnet=False), prior=None)
+
+
+def labels_file(items, path: Path) -> Path:
+    path.write_text("\n".join(json.dumps({"path": str(i.path), "label": i.label, "split": i.split}) for i in items))
+    return path
+
+
+def test_a_second_run_into_a_locked_results_folder_stops_and_a_killed_one_never_blocks(explainer, items, tmp_path):
+    from texplain.analysis.explain_dataset import explain_dataset
+    from texplain.locking import LOCK_FILE
+
+    out = tmp_path / "results"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out / LOCK_FILE)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        with pytest.raises(TexplainError, match="another run is writing"):
+            explain_dataset(explainer, items, out, dataset_config(), progress=False)
+        assert not (out / "manifest.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run = explain_dataset(explainer, items, out, dataset_config(), progress=False)
+    assert run.written == run.total == len(items)
+
+
+def test_the_command_line_says_in_one_line_that_the_folder_is_busy(models, items, tmp_path, capsys):
+    from texplain.locking import locked_folder
+
+    out = tmp_path / "results"
+    with locked_folder(out):
+        code, err = run(["explain-dataset", labels_file(items, tmp_path / "labels.jsonl"), "--translator",
+                         models / "translator", "--out", out, "--no-wordnet", "--prior", "none", *FAST], capsys)
+    one_line_error(code, err, str(out), "another run is writing")
+
+
+def test_two_extractions_into_one_feature_store_cannot_mix_shards(images, tmp_path):
+    from texplain.locking import locked_folder
+    from texplain.models.features import extract_features
+
+    with locked_folder(tmp_path / "features"):
+        with pytest.raises(TexplainError, match="another run is writing"):
+            extract_features(tiny_vit(), [str(p) for p in images[:2]], tmp_path / "features", progress=False)

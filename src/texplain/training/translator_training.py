@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from texplain.atomic import building_folder, write_json
 from texplain.data.captions import CaptionPair
 from texplain.errors import TexplainError
+from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
 from texplain.models.features import ExtractionConfig, FeatureStore, extract_features
 from texplain.models.lm import FrozenLM
@@ -111,45 +112,47 @@ def train_translator(
 
     Pairs whose image is not in ``store`` are refused (one message naming the
     first such image), because silently dropping them would change the data.
+    ``out_dir`` is locked for the run (:mod:`texplain.locking`): a second run
+    into it stops instead of interleaving checkpoints.
     """
     config = config or TrainConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(config.device)
-    lm.to(device)
-    translator.to(device)
-    bank = _FeatureBank(store, [p for ph in phases for p in ph.pairs] + list(dev_pairs))
-    history, start = History(), (0, 0)
-    state = _load_checkpoint(out, translator) if resume else None
-    if state is not None:
-        history = History(state["history"])
-        start = (state["phase"], state["epoch"] + 1)
-        log.info("resuming after phase %d epoch %d", state["phase"], state["epoch"])
-    elif resume:
-        log.info("nothing to resume in %s; starting fresh", out)
+    with locked_folder(out):
+        device = torch.device(config.device)
+        lm.to(device)
+        translator.to(device)
+        bank = _FeatureBank(store, [p for ph in phases for p in ph.pairs] + list(dev_pairs))
+        history, start = History(), (0, 0)
+        state = _load_checkpoint(out, translator) if resume else None
+        if state is not None:
+            history = History(state["history"])
+            start = (state["phase"], state["epoch"] + 1)
+            log.info("resuming after phase %d epoch %d", state["phase"], state["epoch"])
+        elif resume:
+            log.info("nothing to resume in %s; starting fresh", out)
 
-    for phase_no, phase in enumerate(phases):
-        if phase_no < start[0] or phase.epochs == 0:
-            continue
-        optimizer = torch.optim.AdamW(
-            [p for p in translator.parameters() if p.requires_grad], lr=phase.lr, weight_decay=config.weight_decay
-        )
-        steps_per_epoch = math.ceil(len(phase.pairs) / config.batch_size)
-        scheduler = warmup_cosine(optimizer, min(config.warmup_steps, steps_per_epoch * phase.epochs // 10 + 1), steps_per_epoch * phase.epochs)
-        first_epoch = start[1] if phase_no == start[0] else 0
-        if state is not None and phase_no == start[0]:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        for epoch in range(first_epoch, phase.epochs):
-            train_loss = _run_epoch(translator, lm, bank, phase, epoch, phase_no, optimizer, scheduler, config, progress)
-            dev_loss = evaluate_loss(translator, lm, bank, dev_pairs, config) if dev_pairs else None
-            row = {"phase": phase.name, "epoch": epoch + 1, "train_loss": train_loss, "dev_loss": dev_loss}
-            history.epochs.append(row)
-            log.info("%s epoch %d/%d: train loss %.4f%s", phase.name, epoch + 1, phase.epochs, train_loss,
-                     "" if dev_loss is None else f", dev loss {dev_loss:.4f}")
-            _save_checkpoint(out, translator, optimizer, scheduler, phase_no, epoch, history)
-    save_translator(translator.cpu(), out)
-    write_json(out / HISTORY_FILE, asdict(history))
+        for phase_no, phase in enumerate(phases):
+            if phase_no < start[0] or phase.epochs == 0:
+                continue
+            optimizer = torch.optim.AdamW(
+                [p for p in translator.parameters() if p.requires_grad], lr=phase.lr, weight_decay=config.weight_decay
+            )
+            steps_per_epoch = math.ceil(len(phase.pairs) / config.batch_size)
+            scheduler = warmup_cosine(optimizer, min(config.warmup_steps, steps_per_epoch * phase.epochs // 10 + 1), steps_per_epoch * phase.epochs)
+            first_epoch = start[1] if phase_no == start[0] else 0
+            if state is not None and phase_no == start[0]:
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+            for epoch in range(first_epoch, phase.epochs):
+                train_loss = _run_epoch(translator, lm, bank, phase, epoch, phase_no, optimizer, scheduler, config, progress)
+                dev_loss = evaluate_loss(translator, lm, bank, dev_pairs, config) if dev_pairs else None
+                row = {"phase": phase.name, "epoch": epoch + 1, "train_loss": train_loss, "dev_loss": dev_loss}
+                history.epochs.append(row)
+                log.info("%s epoch %d/%d: train loss %.4f%s", phase.name, epoch + 1, phase.epochs, train_loss,
+                         "" if dev_loss is None else f", dev loss {dev_loss:.4f}")
+                _save_checkpoint(out, translator, optimizer, scheduler, phase_no, epoch, history)
+        save_translator(translator.cpu(), out)
+        write_json(out / HISTORY_FILE, asdict(history))
     return history
 
 
