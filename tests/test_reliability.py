@@ -10,6 +10,7 @@ with nothing already committed lost.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,70 @@ def test_two_extractions_into_one_feature_store_cannot_mix_shards(images, tmp_pa
     with locked_folder(tmp_path / "features"):
         with pytest.raises(TexplainError, match="another run is writing"):
             extract_features(tiny_vit(), [str(p) for p in images[:2]], tmp_path / "features", progress=False)
+
+
+# 3, 4. One output per input, and never over an input.
+
+@pytest.fixture()
+def no_models(monkeypatch):
+    """Loading models fails the test: what it guards must be refused before any work."""
+    import texplain.models.explainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("models were loaded before the refusal")
+
+    monkeypatch.setattr(texplain.models.explainer, "load_explainer", refuse)
+
+
+def test_images_sharing_a_stem_get_one_record_each(models, images, tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    for i, name in enumerate(["x.jpg", "x.png", "X.bmp", "a/y.png", "b/y.png", "photo.v1.jpg", "photo.v2.jpg"]):
+        Image.open(images[i]).save(folder / name)
+    code, err = run(["explain", folder, "--translator", models / "translator", "--out", tmp_path / "out", *FAST], capsys)
+    assert code == 0, err
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
+    assert sorted(Path(r["image"]).relative_to(folder).as_posix() for r in records) == sorted(
+        ["x.jpg", "x.png", "X.bmp", "a/y.png", "b/y.png", "photo.v1.jpg", "photo.v2.jpg"])
+    assert len(list((tmp_path / "out").glob("*.png"))) == 7
+
+
+def test_out_in_the_image_folder_never_replaces_an_image(models, images, tmp_path, capsys, no_models):
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(images[0]).save(folder / "x.png")
+    before = (folder / "x.png").read_bytes()
+    code, err = run(["explain", folder, "--translator", models / "translator", "--out", folder, *FAST], capsys)
+    one_line_error(code, err, "x.png", "--out")
+    assert (folder / "x.png").read_bytes() == before
+
+
+def unwritable(tmp_path: Path) -> Path:
+    """A folder path nothing can be written under: read-only, or (as root, who may write anyway) under a file."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        (tmp_path / "a-file").write_text("")
+        return tmp_path / "a-file" / "out"
+    return folder / "out"
+
+
+def test_explain_checks_its_out_is_writable_before_any_work(models, images, tmp_path, capsys, no_models):
+    out = unwritable(tmp_path)
+    code, err = run(["explain", images[0], "--translator", models / "translator", "--out", out, *FAST], capsys)
+    one_line_error(code, err, str(out), "cannot write")
+
+
+# 7. Nothing explained is a failure.
+
+def test_one_unreadable_image_exits_non_zero(models, tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    code, err = run(["explain", broken, "--translator", models / "translator", "--out", tmp_path / "out", *FAST], capsys)
+    one_line_error(code, err, "broken.jpg", "nothing explained")

@@ -3,7 +3,9 @@
 Everything the project writes goes to a temporary name beside its target and
 is renamed over it: readers see the old version or the new one, never a mix.
 Temporary names carry a random part, so two writers never share one, and a
-failed write removes its temporary file or folder.
+failed write removes its temporary file or folder. A command checks that it
+can write its output folder (:func:`check_writable`) before its long work,
+not after.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from texplain.errors import TexplainError
 
 
 @contextlib.contextmanager
@@ -49,6 +54,18 @@ def building_folder(folder: str | os.PathLike) -> Iterator[Path]:
         replace_folder(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and write and delete a file in it; an error names the folder, in one line."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise TexplainError(f"{folder}: cannot write there ({exc.strerror or exc})") from exc
+    return folder
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from texplain.atomic import check_writable
 from texplain.errors import TexplainError
 
 LOCK_FILE = ".texplain.lock"
@@ -27,12 +28,8 @@ def locked_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Create ``folder`` if needed and hold its lock for the block; a folder locked by another run is an error."""
     import fcntl
 
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise TexplainError(f"{folder}: cannot write there ({exc.strerror or exc})") from exc
+    folder = check_writable(folder)
+    handle = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
