@@ -195,13 +195,14 @@ def test_two_extractions_into_one_feature_store_cannot_mix_shards(images, tmp_pa
 
 # 3, 4. One output per input, and never over an input.
 
+def refuse(*args, **kwargs):
+    raise AssertionError("the work started before the refusal")
+
+
 @pytest.fixture()
 def no_models(monkeypatch):
     """Loading models fails the test: what it guards must be refused before any work."""
     import texplain.models.explainer
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("models were loaded before the refusal")
 
     monkeypatch.setattr(texplain.models.explainer, "load_explainer", refuse)
 
@@ -258,3 +259,29 @@ def test_one_unreadable_image_exits_non_zero(models, tmp_path, capsys):
     broken.write_bytes(b"not a jpeg")
     code, err = run(["explain", broken, "--translator", models / "translator", "--out", tmp_path / "out", *FAST], capsys)
     one_line_error(code, err, "broken.jpg", "nothing explained")
+
+
+@pytest.fixture(scope="module")
+def results(explainer, items, tmp_path_factory):
+    """A finished results folder of four images."""
+    from texplain.analysis.explain_dataset import explain_dataset
+
+    folder = tmp_path_factory.mktemp("results") / "results"
+    explain_dataset(explainer, items, folder, dataset_config(), progress=False)
+    return folder
+
+
+def test_explain_dataset_checks_its_out_is_writable_before_any_work(models, items, tmp_path, capsys, no_models):
+    out = unwritable(tmp_path)
+    code, err = run(["explain-dataset", labels_file(items, tmp_path / "labels.jsonl"), "--translator",
+                     models / "translator", "--out", out], capsys)
+    one_line_error(code, err, str(out.parent), "cannot write")
+
+
+def test_analyse_checks_its_out_is_writable_before_any_work(results, tmp_path, capsys, monkeypatch):
+    import texplain.analysis.analyse
+
+    monkeypatch.setattr(texplain.analysis.analyse, "analyse_folders", refuse)
+    out = unwritable(tmp_path)
+    code, err = run(["analyse", results, "--out", out], capsys)
+    one_line_error(code, err, str(out.parent), "cannot write")

@@ -11,6 +11,7 @@ not after.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -57,11 +58,17 @@ def building_folder(folder: str | os.PathLike) -> Iterator[Path]:
 
 
 def check_writable(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` if needed and write and delete a file in it; an error names the folder, in one line."""
+    """Make sure files can be written in ``folder`` (or it can be made), leaving nothing behind.
+
+    A file is written and deleted in ``folder``, or in the nearest folder
+    above it that exists; an error names ``folder``, in one line.
+    """
     folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a folder")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
         raise TexplainError(f"{folder}: cannot write there ({exc.strerror or exc})") from exc

@@ -28,7 +28,7 @@ def locked_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Create ``folder`` if needed and hold its lock for the block; a folder locked by another run is an error."""
     import fcntl
 
-    folder = check_writable(folder)
+    check_writable(folder).mkdir(parents=True, exist_ok=True)
     handle = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

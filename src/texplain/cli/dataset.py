@@ -45,11 +45,13 @@ def explain_dataset_command(
     """Explain a labelled image set into Parquet: per image its prediction and word counts; resumable."""
     from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
     from texplain.analysis.lm_prior import PriorConfig
+    from texplain.atomic import check_writable
     from texplain.data.labelled import read_labelled
     from texplain.generate.explain import ExplainConfig
     from texplain.models.explainer import load_explainer
 
     items = read_labelled(source, split=split)
+    check_writable(out)
     kinds = tuple(k.strip() for k in prior.split(",") if k.strip())
     config = DatasetExplainConfig(
         explain=ExplainConfig(
@@ -101,8 +103,9 @@ def analyse_command(
     """Aggregate per class and split, rank shortcut suspects, and write the HTML report."""
     from texplain.analysis.analyse import AnalysisConfig, analyse_folders
     from texplain.analysis.suspects import SuspectRule
-    from texplain.report.html_report import ReportConfig, write_report
+    from texplain.report.html_report import ReportConfig, check_report_folder, write_report
 
+    check_report_folder(out)
     pair = tuple(s.strip() for s in compare.split(",")) if compare else None
     if pair is not None and len(pair) != 2:
         raise TexplainError(f"--compare needs two splits separated by a comma, got {compare!r}")
