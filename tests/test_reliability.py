@@ -97,18 +97,23 @@ def test_the_command_line_refuses_a_hostile_classifier_folder(models, images, tm
     assert not marker.exists()
 
 
+def copy_translator(models: Path, folder: Path, config: dict | None = None, **provenance) -> Path:
+    """A copy of the test translator whose config and provenance fields are replaced by those given."""
+    folder.mkdir(parents=True)
+    for name in ("translator.safetensors", "translator.json"):
+        (folder / name).write_bytes((models / "translator" / name).read_bytes())
+    record = json.loads((folder / "translator.json").read_text())
+    record["config"].update(config or {})
+    record["provenance"].update(provenance)
+    (folder / "translator.json").write_text(json.dumps(record))
+    return folder
+
+
 def test_a_translator_cannot_name_a_factory_to_run(models, tmp_path):
     from texplain.models.explainer import load_explainer
 
-    translator = tmp_path / "translator"
-    translator.mkdir()
-    for name in ("translator.safetensors", "translator.json"):
-        (translator / name).write_bytes((models / "translator" / name).read_bytes())
-    record = json.loads((translator / "translator.json").read_text())
-    record["provenance"]["classifier"] = "os:getpid"
-    (translator / "translator.json").write_text(json.dumps(record))
     with pytest.raises(TexplainError, match="os:getpid.*--trust-code"):
-        load_explainer(translator)
+        load_explainer(copy_translator(models, tmp_path / "translator", classifier="os:getpid"))
 
 
 def small_net():
@@ -285,3 +290,67 @@ def test_analyse_checks_its_out_is_writable_before_any_work(results, tmp_path, c
     out = unwritable(tmp_path)
     code, err = run(["analyse", results, "--out", out], capsys)
     one_line_error(code, err, str(out.parent), "cannot write")
+
+
+# 5. Damaged or missing files: one line each.
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0])
+def test_a_truncated_or_empty_translator_is_one_line(models, images, tmp_path, capsys, keep):
+    translator = copy_translator(models, tmp_path / "translator")
+    truncate(translator / "translator.safetensors", keep)
+    code, err = run(["explain", images[0], "--translator", translator, "--out", tmp_path / "out", *FAST], capsys)
+    one_line_error(code, err, "translator.safetensors")
+
+
+def test_a_translator_config_that_does_not_fit_its_weights_is_one_line(models, images, tmp_path, capsys):
+    translator = copy_translator(models, tmp_path / "translator", config={"hidden": 32})
+    code, err = run(["explain", images[0], "--translator", translator, "--out", tmp_path / "out", *FAST], capsys)
+    one_line_error(code, err, str(translator), "translator.json")
+
+
+def test_a_truncated_classifier_folder_is_one_line(models, images, tmp_path, capsys):
+    folder = tmp_path / "classifier"
+    copy = load_classifier(str(models / "classifier"))
+    copy.features_of = str(models / "classifier")
+    save_classifier(copy, folder)
+    truncate(folder / "classifier.safetensors")
+    code, err = run(["explain", images[0], "--translator", models / "translator", "--out", tmp_path / "out",
+                     "-c", folder, *FAST], capsys)
+    one_line_error(code, err, "classifier.safetensors")
+
+
+def test_resuming_from_a_truncated_training_state_is_one_line(models, images, tiny_lm_folder, tmp_path, capsys):
+    from conftest import CAPTIONS
+
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("\n".join(json.dumps({"image": str(p), "caption": c, "split": "train"})
+                                  for p, c in zip(images, CAPTIONS)))
+    train = ["train", "-c", models / "classifier", "--lm", tiny_lm_folder, "--captions", captions, "--out",
+             tmp_path / "t", "--batch-size", "4", "--hidden", "16", "--prefix-len", "3"]
+    assert run([*train, "--epochs", "1"], capsys)[0] == 0
+    truncate(tmp_path / "t" / "checkpoint" / "state.pt")
+    code, err = run([*train, "--epochs", "2", "--resume"], capsys)
+    one_line_error(code, err, "state.pt", "--resume")
+
+
+def test_a_recorded_classifier_missing_from_disk_is_one_line_naming_c(models, images, tmp_path, capsys):
+    translator = copy_translator(models, tmp_path / "translator", classifier=str(tmp_path / "moved" / "classifier"))
+    code, err = run(["explain", images[0], "--translator", translator, "--out", tmp_path / "out", *FAST], capsys)
+    one_line_error(code, err, str(tmp_path / "moved" / "classifier"), "no such folder", "-c")
+
+
+def test_a_recorded_hub_classifier_offline_is_one_line_naming_c(models, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from texplain.models.explainer import load_explainer
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    translator = copy_translator(models, tmp_path / "translator", classifier="timm:resnet18")
+    with pytest.raises(TexplainError, match="timm:resnet18.*-c") as error:
+        load_explainer(translator)
+    assert "\n" not in str(error.value)

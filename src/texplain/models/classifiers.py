@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from texplain.atomic import building_folder
 from texplain.errors import TexplainError, first_line
+from texplain.weights import load_safetensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -218,6 +219,10 @@ def load_classifier(
         return _load_torchvision(name, pretrained, num_classes, feature_layer, kwargs)
     if is_factory(spec):
         return _load_factory(spec, feature_layer, kwargs)
+    if os.path.isdir(spec):
+        raise TexplainError(f"classifier {spec}: a folder without {CLASSIFIER_CONFIG}, so not a saved classifier")
+    if "/" in spec or os.sep in spec:
+        raise TexplainError(f"classifier {spec}: no such folder")
     raise TexplainError(
         f"classifier {spec}: unknown name; use timm:NAME, hf:ID_OR_FOLDER, torchvision:NAME, "
         "efficientnet_lite0, a saved classifier folder, or package.module:factory"
@@ -302,8 +307,6 @@ def _load_saved(folder: Path, feature_layer: str, trust_code: bool) -> Classifie
 
     Its recipe runs no code from outside texplain unless ``trust_code``.
     """
-    from safetensors.torch import load_file
-
     try:
         recipe = json.loads((folder / CLASSIFIER_CONFIG).read_text())
         build = recipe["build"]
@@ -324,8 +327,8 @@ def _load_saved(folder: Path, feature_layer: str, trust_code: bool) -> Classifie
         trust_code=trust_code,
     )
     try:
-        loaded.module.load_state_dict(load_file(str(folder / CLASSIFIER_WEIGHTS)))
-    except (RuntimeError, OSError) as exc:
+        loaded.module.load_state_dict(load_safetensors(folder / CLASSIFIER_WEIGHTS))
+    except RuntimeError as exc:
         raise TexplainError(f"{folder / CLASSIFIER_WEIGHTS}: weights do not fit {build['spec']} ({str(exc)[:120]})") from exc
     loaded.class_names = list(recipe["class_names"])
     loaded.spec = str(folder)
@@ -343,6 +346,9 @@ def _load_timm(name: str, pretrained: bool, num_classes: int | None, layer: str,
         kwargs["num_classes"] = num_classes
     try:
         module = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except OSError as exc:
+        raise TexplainError(f"classifier timm:{name}: its weights are not on disk and cannot be downloaded "
+                            f"({first_line(exc)})") from exc
     except (RuntimeError, ValueError, TypeError) as exc:
         raise TexplainError(f"classifier timm:{name}: {first_line(exc)}") from exc
     data_config = resolve_data_config({}, model=module)
@@ -429,7 +435,11 @@ def _load_torchvision(name: str, pretrained: bool, num_classes: int | None, laye
         weights = torchvision.models.get_model_weights(name).DEFAULT
     except (ValueError, KeyError) as exc:
         raise TexplainError(f"classifier torchvision:{name}: unknown model") from exc
-    module = torchvision.models.get_model(name, weights=weights if pretrained else None, **kwargs)
+    try:
+        module = torchvision.models.get_model(name, weights=weights if pretrained else None, **kwargs)
+    except OSError as exc:
+        raise TexplainError(f"classifier torchvision:{name}: its weights are not on disk and cannot be downloaded "
+                            f"({first_line(exc)})") from exc
     names = list(weights.meta["categories"])
     if num_classes is not None and num_classes != len(names):
         replace_head(module, num_classes)

@@ -15,7 +15,9 @@ saved classifier folder (:mod:`texplain.models.classifiers`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -64,9 +66,22 @@ def load_explainer(
         raise TexplainError(f"{translator}: records the classifier {provenance.classifier!r}, a Python factory that "
                             "would run; name the classifier with -c, or load it only if you trust it, with --trust-code")
     if not isinstance(classifier, Classifier):
-        classifier = load_classifier(classifier or provenance.classifier, feature_layer=provenance.feature_layer,
-                                     trust_code=trust_code)
+        with _recorded(translator, classifier, "classifier", "-c"):
+            classifier = load_classifier(classifier or provenance.classifier, feature_layer=provenance.feature_layer,
+                                         trust_code=trust_code)
     if not isinstance(lm, FrozenLM):
-        lm = load_lm(lm or provenance.lm)
+        with _recorded(translator, lm, "language model", "--lm"):
+            lm = load_lm(lm or provenance.lm)
     model.check_lm(lm)
     return Explainer(classifier, model, lm).to(device)
+
+
+@contextlib.contextmanager
+def _recorded(translator: str | os.PathLike, given: object, what: str, option: str) -> Iterator[None]:
+    """When the model a translator records (none ``given``) cannot be loaded, say so and which option names another."""
+    try:
+        yield
+    except TexplainError as exc:
+        if given is not None:
+            raise
+        raise TexplainError(f"{exc}; it is the {what} {translator} was trained for: name one to use with {option}") from exc

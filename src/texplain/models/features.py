@@ -32,6 +32,7 @@ from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
+from texplain.weights import open_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,8 @@ class FeatureStore:
         return out
 
     def _shard(self, number: int):
-        from safetensors import safe_open
-
         if number not in self._shards:
-            self._shards[number] = safe_open(str(self.folder / _shard_name(number)), framework="pt")
+            self._shards[number] = open_safetensors(self.folder / _shard_name(number))
         return self._shards[number]
 
 

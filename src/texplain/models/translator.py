@@ -43,6 +43,7 @@ from texplain.atomic import write_json, writing
 from texplain.errors import TexplainError
 from texplain.models.classifiers import Classifier, feature_source
 from texplain.models.lm import FrozenLM
+from texplain.weights import load_safetensors
 
 WEIGHTS_FILE = "translator.safetensors"
 CONFIG_FILE = "translator.json"
@@ -268,13 +269,16 @@ def load_translator(
     ):
         if wanted is not None and not same_name(wanted, have):
             raise TexplainError(f"{folder}: this translator was trained for {what} {have!r}, not {wanted!r}")
-    from safetensors.torch import load_file
-
     translator = Translator(config, provenance)
-    state = load_file(str(folder / WEIGHTS_FILE))
+    state = load_safetensors(folder / WEIGHTS_FILE)
     if not (config.residual or config.start_token):
         state = {**translator.state_dict(), **state}  # a checkpoint from before the anchors has none to restore
-    translator.load_state_dict(state)
+    try:
+        translator.load_state_dict(state)
+    except RuntimeError as exc:
+        first_problem = (str(exc).strip().splitlines()[1:] or [str(exc)])[0].strip()
+        raise TexplainError(f"{folder}: its {WEIGHTS_FILE} does not fit the shapes in its {CONFIG_FILE} "
+                            f"({first_problem})") from exc
     return translator.eval()
 
 

@@ -40,12 +40,14 @@ from texplain.models.translator import (
     save_translator,
 )
 from texplain.training.schedule import warmup_cosine
+from texplain.weights import load_torch_state
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
+STATE_KEYS = frozenset({"optimizer", "scheduler", "phase", "epoch", "history"})
 
 
 @dataclass
@@ -276,12 +278,22 @@ def _save_checkpoint(out: Path, translator, optimizer, scheduler, phase_no: int,
 
 
 def _load_checkpoint(out: Path, translator: Translator) -> dict | None:
-    """Restore the translator's weights from the last checkpoint; returns its state or None."""
+    """Restore the translator's weights from the last checkpoint; returns its state or None.
+
+    A damaged checkpoint is an error that says how to start over.
+    """
     folder = out / CHECKPOINT_DIR
     if not (folder / STATE_FILE).is_file():
         return None
-    saved = load_translator(folder)
+    try:
+        saved = load_translator(folder)
+        state = load_torch_state(folder / STATE_FILE)
+        missing = sorted(STATE_KEYS - state.keys())
+        if missing:
+            raise TexplainError(f"{folder / STATE_FILE}: not a training state (no {', '.join(missing)})")
+    except TexplainError as exc:
+        raise TexplainError(f"{exc}; run without --resume to start over") from exc
     if saved.config != translator.config:
         raise TexplainError(f"{folder}: the checkpoint's translator config differs from this run's; use another --out")
     translator.load_state_dict(saved.state_dict())
-    return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    return state
