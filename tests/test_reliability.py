@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -354,3 +355,30 @@ def test_a_recorded_hub_classifier_offline_is_one_line_naming_c(models, tmp_path
     with pytest.raises(TexplainError, match="timm:resnet18.*-c") as error:
         load_explainer(translator)
     assert "\n" not in str(error.value)
+
+
+# 6. Only regular files are read.
+
+@pytest.fixture()
+def alarm():
+    """Fail, instead of hanging, when the test blocks for 20 seconds."""
+    def timeout(*args):
+        raise TimeoutError("blocked for 20 s")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_fifo_named_like_an_image_is_refused_not_waited_on(models, images, tmp_path, capsys, alarm):
+    from texplain.data.images import load_rgb
+    from texplain.errors import BadImageError
+
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    with pytest.raises(BadImageError, match="fifo.png: not a regular file"):
+        load_rgb(fifo)
+    code, err = run(["explain", fifo, "--translator", models / "translator", "--out", tmp_path / "out", *FAST], capsys)
+    one_line_error(code, err, "fifo.png", "not a regular file")

@@ -6,14 +6,18 @@ or floating-point TIFFs, plus the odd corrupt or truncated file. This module
 turns all of those into ``PIL.Image.Image`` objects in mode ``"RGB"`` (alpha
 composited on white, high bit depths scaled rather than clipped) and turns
 every unreadable file into a :class:`~texplain.errors.BadImageError` that
-names the file, so that a folder run can skip it and report it.
+names the file, so that a folder run can skip it and report it. Only regular
+files are read: a FIFO or a device named ``x.png`` is refused, not waited on.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -102,10 +106,24 @@ def images_in(target: str | Path) -> list[Path]:
     return [target]
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file: a FIFO or a device would block or never end.
+
+    The check is made on the opened file (opened without blocking), so the
+    file cannot be swapped between the check and the read.
+    """
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(handle).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(handle)
+        raise _Unreadable("is a folder, not an image" if stat.S_ISDIR(mode) else "not a regular file")
+    return os.fdopen(handle, "rb")
+
+
 def _decode(path: Path) -> Image.Image:
     """Open, load, rotate upright by EXIF and convert ``path``; raise :class:`_Unreadable`."""
     try:
-        with Image.open(path) as opened:
+        with _open_regular(path) as file, Image.open(file) as opened:
             opened.load()
             upright = ImageOps.exif_transpose(opened)
     except FileNotFoundError as err:
