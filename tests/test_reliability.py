@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -382,3 +383,40 @@ def test_a_fifo_named_like_an_image_is_refused_not_waited_on(models, images, tmp
         load_rgb(fifo)
     code, err = run(["explain", fifo, "--translator", models / "translator", "--out", tmp_path / "out", *FAST], capsys)
     one_line_error(code, err, "fifo.png", "not a regular file")
+
+
+# 8. A translator's recorded paths do not depend on the folder it is used from.
+
+@pytest.fixture()
+def run_folder(models, tiny_lm_folder, tmp_path, monkeypatch):
+    """``run/classifier`` and ``run/lm`` under the working folder, as the demo lays them out."""
+    shutil.copytree(models / "classifier", tmp_path / "run" / "classifier")
+    shutil.copytree(tiny_lm_folder, tmp_path / "run" / "lm")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    return tmp_path / "run"
+
+
+def test_a_translator_saved_with_relative_paths_works_from_another_folder(run_folder, tmp_path, monkeypatch):
+    from texplain.models.explainer import load_explainer
+    from texplain.models.lm import load_lm
+    from texplain.models.translator import new_translator, save_translator
+
+    translator = new_translator(load_classifier("run/classifier"), load_lm("run/lm"), (101, 64), prefix_len=3, hidden=16)
+    save_translator(translator, "run/translator")
+    recorded = json.loads((run_folder / "translator" / "translator.json").read_text())["provenance"]
+    assert (recorded["classifier"], recorded["lm"]) == ("../classifier", "../lm")
+    assert translator.provenance.lm == str(run_folder / "lm")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    explainer = load_explainer(run_folder / "translator")
+    assert explainer.classifier.spec == str(run_folder / "classifier")
+    assert explainer.lm.spec == str(run_folder / "lm")
+    assert load_explainer(run_folder / "translator", classifier=str(run_folder / "classifier")).lm.spec == str(run_folder / "lm")
+
+
+def test_a_translator_recording_paths_from_where_it_was_trained_works_from_another_folder(
+        models, run_folder, tmp_path, monkeypatch, capsys, images):
+    translator = copy_translator(models, run_folder / "translator", classifier="run/classifier", lm="run/lm")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, err = run(["explain", images[0], "--translator", translator, "--out", tmp_path / "out", *FAST], capsys)
+    assert code == 0, err

@@ -26,14 +26,18 @@ always does. Both anchors are buffers copied from the LM by :func:`new_translato
 A checkpoint is a folder: ``translator.safetensors`` plus ``translator.json``
 holding the config and what it was trained for (classifier spec, feature
 layer, LM and its prefix recipe). :func:`load_translator` refuses a pairing
-that does not match.
+that does not match. A translator in memory names a local classifier or LM
+by its absolute path; on disk the path is relative to the checkpoint's
+folder (``../lm``) and is found from there when loaded, so a checkpoint works
+from any working folder, and when moved together with its models. Hub ids
+and ``timm:`` names are recorded as they are.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -209,8 +213,8 @@ def new_translator(classifier: Classifier, lm: FrozenLM, token_shape: tuple[int,
     if lm.recipe and "prefix_len" not in settings:
         settings = {**settings, "prefix_len": int(lm.recipe["slots"])}
     config = TranslatorConfig(in_tokens=t, in_dim=d, lm_dim=lm.embed_dim, **settings)
-    provenance = Provenance(classifier=classifier.feature_spec, feature_layer=classifier.feature_layer, lm=lm.spec,
-                            lm_recipe=lm.recipe)
+    provenance = Provenance(classifier=_absolute(classifier.feature_spec), feature_layer=classifier.feature_layer,
+                            lm=_absolute(lm.spec), lm_recipe=lm.recipe)
     with torch.no_grad():
         eos = lm.embed_tokens(torch.tensor([lm.eos_token_id], device=lm.device))[0].float().cpu()  # (d,)
     return Translator(config, provenance).anchor(eos, eos)
@@ -236,8 +240,39 @@ def save_translator(translator: Translator, folder: str | os.PathLike) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in translator.state_dict().items()}
     with writing(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
-    write_json(folder / CONFIG_FILE, {"config": asdict(translator.config), "provenance": asdict(translator.provenance)})
+    provenance = translator.provenance
+    provenance = replace(provenance, classifier=_portable(provenance.classifier, folder), lm=_portable(provenance.lm, folder))
+    write_json(folder / CONFIG_FILE, {"config": asdict(translator.config), "provenance": asdict(provenance)})
     return folder
+
+
+def _absolute(name: str) -> str:
+    """The absolute path of a local model, so that it names the same model from any working folder; other names unchanged."""
+    return os.path.abspath(name) if name and os.path.exists(name) else name
+
+
+def _portable(name: str, folder: Path) -> str:
+    """The path to a local model as seen from the checkpoint ``folder`` (``../lm``); other names unchanged."""
+    if not name or not os.path.exists(name):
+        return name
+    relative = os.path.relpath(name, folder)
+    return relative if relative.startswith("..") else os.path.join(".", relative)
+
+
+def _located(name: str, folder: Path) -> str:
+    """A recorded relative path, found from the checkpoint ``folder`` or a folder above it; other names unchanged.
+
+    Checkpoints written before paths were recorded relative to their folder
+    hold paths relative to where they were trained, usually a folder above
+    them (``texplain-demo/lm`` for ``texplain-demo/translator``).
+    """
+    if ":" in name or os.path.isabs(name) or "/" not in name.replace(os.sep, "/"):
+        return name
+    folder = folder.resolve()
+    for base in (folder, *folder.parents):
+        if (base / name).exists():
+            return str((base / name).resolve())
+    return name
 
 
 def load_translator(
@@ -251,6 +286,7 @@ def load_translator(
     Names are compared after resolving paths, so ``./runs/cls`` and its
     absolute path are the same classifier. A saved classifier whose head
     alone was trained counts as the classifier it got its features from.
+    Recorded relative paths come back absolute (see the module docstring).
     """
 
     folder = Path(folder)
@@ -260,6 +296,8 @@ def load_translator(
         record = json.loads((folder / CONFIG_FILE).read_text())
         config = TranslatorConfig(**_upgrade(record["config"]))
         provenance = Provenance(**record["provenance"])
+        provenance = replace(provenance, classifier=_located(provenance.classifier, folder),
+                             lm=_located(provenance.lm, folder))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise TexplainError(f"{folder / CONFIG_FILE}: not a translator config ({exc})") from exc
     for what, wanted, have in (
