@@ -420,3 +420,32 @@ def test_a_translator_recording_paths_from_where_it_was_trained_works_from_anoth
     monkeypatch.chdir(tmp_path / "elsewhere")
     code, err = run(["explain", images[0], "--translator", translator, "--out", tmp_path / "out", *FAST], capsys)
     assert code == 0, err
+
+
+# 9. Pixels read from one image are bounded.
+
+def test_a_huge_png_is_refused_before_it_is_decoded(tmp_path):
+    from PIL import Image
+
+    from texplain.data.images import load_rgb
+    from texplain.errors import BadImageError
+
+    Image.new("1", (13000, 13000)).save(tmp_path / "huge.png")
+    with pytest.raises(BadImageError, match="huge.png: 13000×13000 pixels, more than"):
+        load_rgb(tmp_path / "huge.png")
+
+
+def test_a_jpeg_above_the_limit_is_decoded_at_a_reduced_size_and_a_png_refused(images, tmp_path, monkeypatch):
+    from PIL import Image
+
+    import texplain.data.images
+    from texplain.data.images import load_rgb
+    from texplain.errors import BadImageError
+
+    monkeypatch.setattr(texplain.data.images, "MAX_PIXELS", 2000, raising=False)
+    picture = Image.open(images[0]).convert("RGB").resize((64, 48))
+    picture.save(tmp_path / "big.jpg", quality=95)
+    picture.save(tmp_path / "big.png")
+    assert load_rgb(tmp_path / "big.jpg").size == (32, 24)
+    with pytest.raises(BadImageError, match="big.png: 64×48 pixels"):
+        load_rgb(tmp_path / "big.png")

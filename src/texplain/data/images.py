@@ -8,6 +8,9 @@ composited on white, high bit depths scaled rather than clipped) and turns
 every unreadable file into a :class:`~texplain.errors.BadImageError` that
 names the file, so that a folder run can skip it and report it. Only regular
 files are read: a FIFO or a device named ``x.png`` is refused, not waited on.
+At most :data:`MAX_PIXELS` pixels are decoded from one file: a larger JPEG is
+decoded at a half, a quarter or an eighth of its size, any other larger
+image is refused before it is decoded.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import warnings
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +31,16 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 )
 """File suffixes (lower case, with the dot) treated as images; matching ignores case."""
+
+MAX_PIXELS = 50_000_000
+"""The most pixels decoded from one image: 50 megapixels (8660 × 5773), 150 MB as 8-bit RGB.
+
+A JPEG above it is decoded at the first of 1/2, 1/4, 1/8 of its size that
+fits (the classifier shrinks it further anyway); any other image above it
+(a 13000 × 13000 PNG, 169 megapixels) is a :class:`BadImageError` naming its
+size. Pillow itself refuses images above twice its own
+``Image.MAX_IMAGE_PIXELS`` (179 megapixels by default) before they are read.
+"""
 
 _WHITE = (255, 255, 255, 255)
 
@@ -123,9 +137,12 @@ def _open_regular(path: Path) -> BinaryIO:
 def _decode(path: Path) -> Image.Image:
     """Open, load, rotate upright by EXIF and convert ``path``; raise :class:`_Unreadable`."""
     try:
-        with _open_regular(path) as file, Image.open(file) as opened:
-            opened.load()
-            upright = ImageOps.exif_transpose(opened)
+        with _open_regular(path) as file, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS bounds what is decoded
+            with Image.open(file) as opened:
+                _bound(opened)
+                opened.load()
+                upright = ImageOps.exif_transpose(opened)
     except FileNotFoundError as err:
         raise _Unreadable("no such file") from err
     except IsADirectoryError as err:
@@ -140,6 +157,16 @@ def _decode(path: Path) -> Image.Image:
         return _to_rgb(upright)
     except (ValueError, OSError) as err:
         raise _Unreadable(f"cannot convert mode {upright.mode} to RGB ({_short(err)})") from err
+
+
+def _bound(image: Image.Image) -> None:
+    """Keep what ``image`` will decode within :data:`MAX_PIXELS`: a JPEG at a reduced size, anything else refused."""
+    width, height = image.size
+    if width * height > MAX_PIXELS and image.format == "JPEG":
+        scale = next((s for s in (2, 4, 8) if -(-width // s) * -(-height // s) <= MAX_PIXELS), 8)
+        image.draft(None, (max(1, width // scale), max(1, height // scale)))
+    if image.size[0] * image.size[1] > MAX_PIXELS:
+        raise _Unreadable(f"{width}×{height} pixels, more than the {MAX_PIXELS:,} pixels this reads from one image")
 
 
 def _short(err: BaseException) -> str:
