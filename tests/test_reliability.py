@@ -449,3 +449,25 @@ def test_a_jpeg_above_the_limit_is_decoded_at_a_reduced_size_and_a_png_refused(i
     assert load_rgb(tmp_path / "big.jpg").size == (32, 24)
     with pytest.raises(BadImageError, match="big.png: 64×48 pixels"):
         load_rgb(tmp_path / "big.png")
+
+
+# Usage errors: one line too.
+
+@pytest.mark.parametrize("args,message", [
+    (["explain", "x.jpg", "--translator", "t", "--out", "o", "-n", "many"], "-n"),
+    (["explain", "x.jpg", "--translator", "t", "--out", "o", "--bogus"], "--bogus"),
+    (["explain", "x.jpg", "--out", "o"], "--translator"),
+    (["explian"], "explian"),
+    (["analyse", "r", "--out", "o", "--top-words", "1.5"], "--top-words"),
+])
+def test_a_bad_option_is_one_line(capsys, args, message):
+    code = cli.main(args)
+    shown = capsys.readouterr()
+    assert shown.out == "" and len(shown.err.strip().splitlines()) == 1
+    one_line_error(code, shown.err.strip().splitlines(), message)
+
+
+def test_no_command_shows_the_help(capsys):
+    assert cli.main([]) in (0, 2)
+    shown = capsys.readouterr()
+    assert "explain-dataset" in shown.out + shown.err
