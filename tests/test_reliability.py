@@ -9,6 +9,7 @@ with nothing already committed lost.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -471,3 +472,89 @@ def test_no_command_shows_the_help(capsys):
     assert cli.main([]) in (0, 2)
     shown = capsys.readouterr()
     assert "explain-dataset" in shown.out + shown.err
+
+
+# A full disk: one line, and nothing already committed lost.
+
+def fails_on_call(number: int, real):
+    """``real``, except that its ``number``-th call finds the disk full."""
+    calls = {"n": 0}
+
+    def writer(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == number:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    return writer
+
+
+def one_line(error: pytest.ExceptionInfo, *parts: str) -> None:
+    message = str(error.value)
+    assert "\n" not in message and "No space left on device" in message
+    for part in parts:
+        assert part in message, message
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp") or ".old-" in p.name]
+
+
+def test_a_full_disk_during_a_feature_shard_keeps_the_shards_before_it(images, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from texplain.models.features import ExtractionConfig, FeatureStore, extract_features
+
+    paths, folder, config = [str(p) for p in images[:4]], tmp_path / "features", ExtractionConfig(shard_size=2)
+    monkeypatch.setattr(safetensors.torch, "save_file", fails_on_call(2, safetensors.torch.save_file))
+    with pytest.raises(TexplainError) as error:
+        extract_features(tiny_vit(), paths, folder, config, progress=False)
+    one_line(error, "shard_00001.safetensors")
+    assert FeatureStore(folder).paths == paths[:2] and not leftovers(folder)
+    monkeypatch.undo()
+    store, _ = extract_features(tiny_vit(), paths, folder, config, progress=False)
+    assert store.paths == paths and store.features(paths).shape[0] == 4
+
+
+def test_a_full_disk_during_a_training_checkpoint_keeps_the_last_one(images, tiny_lm, tmp_path, monkeypatch):
+    from conftest import CAPTIONS
+    from texplain.data.captions import CaptionPair
+    from texplain.models.features import extract_features
+    from texplain.models.translator import Translator, TranslatorConfig
+    from texplain.training.translator_training import Phase, TrainConfig, train_translator
+
+    store, _ = extract_features(tiny_vit(), [str(p) for p in images], tmp_path / "features", progress=False)
+    pairs = [CaptionPair(images[i], CAPTIONS[i]) for i in range(8)]
+
+    def train(**kwargs):
+        torch.manual_seed(0)
+        translator = Translator(TranslatorConfig(in_tokens=101, in_dim=64, lm_dim=tiny_lm.embed_dim, prefix_len=3, hidden=16))
+        return train_translator(translator, tiny_lm, store, [Phase("train", pairs, 3)], tmp_path / "out",
+                                TrainConfig(batch_size=4), progress=False, **kwargs)
+
+    monkeypatch.setattr(torch, "save", fails_on_call(2, torch.save))
+    with pytest.raises(TexplainError) as error:
+        train()
+    one_line(error, "checkpoint")
+    assert torch.load(tmp_path / "out" / "checkpoint" / "state.pt", weights_only=True)["epoch"] == 0
+    assert not leftovers(tmp_path / "out")
+    monkeypatch.undo()
+    assert [row["epoch"] for row in train(resume=True).epochs] == [1, 2, 3]
+
+
+def test_a_full_disk_during_a_parquet_part_keeps_the_parts_before_it(explainer, items, tmp_path, monkeypatch):
+    import pyarrow.parquet
+
+    from texplain.analysis.explain_dataset import explain_dataset
+    from texplain.analysis.results import ResultsFolder
+
+    out = tmp_path / "results"
+    monkeypatch.setattr(pyarrow.parquet, "write_table", fails_on_call(2, pyarrow.parquet.write_table))
+    with pytest.raises(TexplainError) as error:
+        explain_dataset(explainer, items, out, dataset_config(), progress=False)
+    one_line(error, "part-00001.parquet")
+    assert len(ResultsFolder.open(out).done_images()) == 2 and not leftovers(out)
+    monkeypatch.undo()
+    run = explain_dataset(explainer, items, out, dataset_config(), progress=False)
+    assert run.written == 2 and sorted(ResultsFolder.open(out).done_images()) == sorted(
+        str(i.path.resolve()) for i in items)
