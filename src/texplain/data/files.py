@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from texplain.errors import TexplainError
+from texplain.errors import TexplainError, first_line
 
 Item = TypeVar("Item")
 
@@ -32,10 +32,21 @@ def read_text(path: Path) -> str:
 
 def load_json(path: Path) -> Any:
     """Parse a whole JSON file; a syntax error names its line."""
+    return parse_json(read_text(path), path)
+
+
+def parse_json(text: str, path: Path, line: int | None = None) -> Any:
+    """Parse one JSON document from ``path`` (line ``line`` of it, for JSON Lines).
+
+    A syntax error names its line and column; a number too long for Python
+    and nesting too deep for it are errors too, not crashes.
+    """
     try:
-        return json.loads(read_text(path))
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise TexplainError(f"{path}:{err.lineno}: bad JSON ({err.msg})") from err
+        raise TexplainError(f"{path}:{line or err.lineno}: bad JSON ({err.msg} at column {err.colno})") from err
+    except (ValueError, RecursionError) as err:
+        raise TexplainError(f"{path}{f':{line}' if line else ''}: bad JSON ({first_line(err)})") from err
 
 
 def select_split(source: Path, items: Sequence[Item], split: str | None, empty: str, noun: str) -> list[Item]:

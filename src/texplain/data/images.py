@@ -15,6 +15,7 @@ image is refused before it is decoded.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import struct
@@ -26,6 +27,8 @@ from typing import BinaryIO
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from texplain.errors import BadImageError, TexplainError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -135,14 +138,22 @@ def _open_regular(path: Path) -> BinaryIO:
 
 
 def _decode(path: Path) -> Image.Image:
-    """Open, load, rotate upright by EXIF and convert ``path``; raise :class:`_Unreadable`."""
+    """Open, load, rotate upright by EXIF and convert ``path``; raise :class:`_Unreadable`.
+
+    Pillow's warnings about a damaged file it could still read are logged in
+    one line each; its decompression-bomb warning is dropped, since
+    :data:`MAX_PIXELS` bounds what is decoded.
+    """
     try:
-        with _open_regular(path) as file, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS bounds what is decoded
+        with _open_regular(path) as file, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             with Image.open(file) as opened:
                 _bound(opened)
                 opened.load()
                 upright = ImageOps.exif_transpose(opened)
+        for warning in caught:
+            if not issubclass(warning.category, Image.DecompressionBombWarning):
+                log.warning("%s: %s", path, _short(warning.message))
     except FileNotFoundError as err:
         raise _Unreadable("no such file") from err
     except IsADirectoryError as err:
