@@ -558,3 +558,13 @@ def test_a_full_disk_during_a_parquet_part_keeps_the_parts_before_it(explainer, 
     run = explain_dataset(explainer, items, out, dataset_config(), progress=False)
     assert run.written == 2 and sorted(ResultsFolder.open(out).done_images()) == sorted(
         str(i.path.resolve()) for i in items)
+
+
+def test_a_fifo_named_like_a_caption_or_label_file_is_refused_not_waited_on(tmp_path, alarm):
+    from texplain.data.captions import read_captions
+    from texplain.data.labelled import read_labelled
+
+    for name, read in (("captions.tsv", read_captions), ("labels.csv", read_labelled)):
+        os.mkfifo(tmp_path / name)
+        with pytest.raises(TexplainError, match=f"{name}: not a regular file"):
+            read(tmp_path / name)

@@ -19,7 +19,12 @@ Item = TypeVar("Item")
 
 
 def read_text(path: Path) -> str:
-    """A UTF-8 file's text (a leading byte-order mark dropped); unreadable text is an error."""
+    """A UTF-8 file's text (a leading byte-order mark dropped); unreadable text is an error.
+
+    Only a regular file is read: a FIFO or a device would block or never end.
+    """
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise TexplainError(f"{path}: not a regular file")
     try:
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as err:

@@ -40,6 +40,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from texplain.atomic import building_folder
+from texplain.data.files import load_json
 from texplain.errors import TexplainError, first_line
 from texplain.weights import load_safetensors
 
@@ -288,10 +289,10 @@ def feature_source(spec: str) -> str:
     recipe_file = Path(spec) / CLASSIFIER_CONFIG
     if not recipe_file.is_file():
         return spec
-    try:
-        return json.loads(recipe_file.read_text()).get("features_of") or spec
-    except json.JSONDecodeError as exc:
-        raise TexplainError(f"{recipe_file}: not a classifier recipe ({exc})") from exc
+    recipe = load_json(recipe_file)
+    if not isinstance(recipe, dict):
+        raise TexplainError(f"{recipe_file}: not a classifier recipe (a JSON {type(recipe).__name__})")
+    return recipe.get("features_of") or spec
 
 
 def head_name(module: nn.Module) -> str:
@@ -307,12 +308,12 @@ def _load_saved(folder: Path, feature_layer: str, trust_code: bool) -> Classifie
 
     Its recipe runs no code from outside texplain unless ``trust_code``.
     """
+    recipe = load_json(folder / CLASSIFIER_CONFIG)
     try:
-        recipe = json.loads((folder / CLASSIFIER_CONFIG).read_text())
         build = recipe["build"]
         if not isinstance(build, dict) or not isinstance(build["spec"], str) or not isinstance(recipe["class_names"], list):
             raise TypeError("build must be an object with a spec, class_names a list")
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise TexplainError(f"{folder / CLASSIFIER_CONFIG}: not a classifier recipe ({exc})") from exc
     danger = _foreign_code(build)
     if danger and not trust_code:

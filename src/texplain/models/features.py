@@ -16,7 +16,6 @@ finished shard and a second run only extracts what is missing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -28,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from texplain.atomic import write_json, writing
+from texplain.data.files import load_json
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.locking import locked_folder
@@ -67,9 +67,9 @@ class FeatureStore:
         meta_path = self.folder / META_FILE
         if not meta_path.is_file():
             raise TexplainError(f"{self.folder}: not a feature store (no {META_FILE})")
-        self.meta: dict = json.loads(meta_path.read_text())
+        self.meta: dict = load_json(meta_path)
         index_path = self.folder / INDEX_FILE
-        rows = json.loads(index_path.read_text()) if index_path.is_file() else []
+        rows = load_json(index_path) if index_path.is_file() else []
         self.rows: dict[str, dict] = {row["path"]: row for row in rows}
         self._shards: dict[int, object] = {}
 

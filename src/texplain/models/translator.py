@@ -35,7 +35,6 @@ and ``timm:`` names are recorded as they are.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from texplain.atomic import write_json, writing
+from texplain.data.files import load_json
 from texplain.errors import TexplainError
 from texplain.models.classifiers import Classifier, feature_source
 from texplain.models.lm import FrozenLM
@@ -292,13 +292,13 @@ def load_translator(
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise TexplainError(f"{folder}: not a translator checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+    record = load_json(folder / CONFIG_FILE)
     try:
-        record = json.loads((folder / CONFIG_FILE).read_text())
         config = TranslatorConfig(**_upgrade(record["config"]))
         provenance = Provenance(**record["provenance"])
         provenance = replace(provenance, classifier=_located(provenance.classifier, folder),
                              lm=_located(provenance.lm, folder))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise TexplainError(f"{folder / CONFIG_FILE}: not a translator config ({exc})") from exc
     for what, wanted, have in (
         ("classifier", classifier and feature_source(classifier), provenance.classifier),
