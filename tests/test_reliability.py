@@ -97,6 +97,11 @@ def test_the_command_line_refuses_a_hostile_classifier_folder(models, images, tm
     code, err = run(["train", "-c", folder, "--lm", "x", "--captions", tmp_path / "captions.jsonl", "--out", tmp_path / "t"],
                     capsys)
     one_line_error(code, err, "--trust-code")
+    (tmp_path / "labels.jsonl").write_text("\n".join(
+        json.dumps({"path": str(p), "label": "class_0", "split": s}) for p, s in zip(images, ["train", "test"] * 2)))
+    code, err = run(["mitigate", "--out", tmp_path / "m", "-c", folder, "--data", tmp_path / "labels.jsonl",
+                     "--methods", "erm", "--seeds", "1"], capsys)
+    one_line_error(code, err, "--trust-code")
     assert not marker.exists()
 
 
