@@ -573,3 +573,18 @@ def test_a_fifo_named_like_a_caption_or_label_file_is_refused_not_waited_on(tmp_
         os.mkfifo(tmp_path / name)
         with pytest.raises(TexplainError, match=f"{name}: not a regular file"):
             read(tmp_path / name)
+
+
+def test_hide_foreground_never_replaces_an_image_with_its_hidden_copy(images, tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "all").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.open(images[0]).save(tmp_path / "all" / "x.png")
+    Image.new("L", Image.open(images[0]).size, 255).save(tmp_path / "masks" / "x.png")
+    before = (tmp_path / "all" / "x.png").read_bytes()
+    (tmp_path / "labels.jsonl").write_text(json.dumps({"path": "all/x.png", "label": "bird"}))
+    code, err = run(["hide-foreground", tmp_path / "labels.jsonl", "--masks", tmp_path / "masks", "--out", tmp_path],
+                    capsys)
+    one_line_error(code, err, "x.png", "--out")
+    assert (tmp_path / "all" / "x.png").read_bytes() == before

@@ -1,15 +1,18 @@
-"""Reading the text files that caption sets and labelled image sets come in.
+"""The users' files: reading the text files that caption sets and labelled image sets come in, and never writing over them.
 
-Shared by :mod:`texplain.data.captions` and :mod:`texplain.data.labelled`:
-every problem is a one-line :class:`~texplain.errors.TexplainError` naming
-the file (and the line, for JSON), and choosing a split works the same way
-for captions and for labelled images.
+Shared by :mod:`texplain.data.captions` and :mod:`texplain.data.labelled`
+(and every other reader of JSON): every problem is a one-line
+:class:`~texplain.errors.TexplainError` naming the file (and the line, for
+JSON), and choosing a split works the same way for captions and for
+labelled images. A command that writes files named after its inputs checks
+first that none of them is an input (:func:`check_not_inputs`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,3 +74,20 @@ def select_split(source: Path, items: Sequence[Item], split: str | None, empty: 
     if not chosen:
         raise TexplainError(f"{source}: no {noun} in split '{split}' (splits: {', '.join(present)})")
     return chosen
+
+
+def check_not_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse, before any work, to write one of ``outputs`` over one of ``inputs`` (the same file by any name or link)."""
+    known = {key: str(path) for path in inputs if (key := _identity(Path(path))) is not None}
+    for output in outputs:
+        if _identity(Path(output)) in known:
+            raise TexplainError(f"{output}: would replace the input {known[_identity(Path(output))]}; choose another --out")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file's device and inode (the same file under any name or link), None when there is none."""
+    try:
+        stat = path.stat()
+    except (OSError, ValueError):
+        return None
+    return stat.st_dev, stat.st_ino

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from texplain.analysis.class_vocabulary import ClassWordConfig, class_vocabulary
 from texplain.atomic import check_writable, write_json
+from texplain.data.files import check_not_inputs
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.generate.sampling import SamplingConfig, new_generator, sample_rows
@@ -202,23 +203,9 @@ def output_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike)
     be one of the input files (``--out`` the image folder, holding ``x.png``).
     """
     out = check_writable(out_dir)
-    inputs = {key: str(p) for p in paths if (key := _identity(Path(p))) is not None}
-    outputs = {}
-    for path, name in output_names(paths).items():
-        outputs[path] = out / f"{name}.json", out / f"{name}.png"
-        for file in outputs[path]:
-            if _identity(file) in inputs:
-                raise TexplainError(f"{file}: would replace the input {inputs[_identity(file)]}; choose another --out")
+    outputs = {path: (out / f"{name}.json", out / f"{name}.png") for path, name in output_names(paths).items()}
+    check_not_inputs([file for pair in outputs.values() for file in pair], paths)
     return outputs
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The file's device and inode (the same file under any name or link), None when there is none."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino
 
 
 def output_names(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
