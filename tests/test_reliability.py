@@ -588,3 +588,13 @@ def test_hide_foreground_never_replaces_an_image_with_its_hidden_copy(images, tm
                     capsys)
     one_line_error(code, err, "x.png", "--out")
     assert (tmp_path / "all" / "x.png").read_bytes() == before
+
+
+@pytest.mark.parametrize("command", [
+    ["evaluate", "--translator", "t", "--captions", "c.jsonl", "--json", "{out}/figures.json"],
+    ["mitigate", "--demo", "d", "--out", "{out}"],
+])
+def test_long_commands_check_their_output_is_writable_first(tmp_path, capsys, no_models, command):
+    out = unwritable(tmp_path)
+    code, err = run([arg.format(out=out) for arg in command], capsys)
+    one_line_error(code, err, str(out), "cannot write")

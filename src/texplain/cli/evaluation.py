@@ -50,11 +50,13 @@ def evaluate_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Compare explanations with reference captions beside caption-only and shuffled baselines; sanity and causal checks."""
-    from texplain.atomic import write_json
+    from texplain.atomic import check_writable, write_json
     from texplain.evaluation.harness import EvaluateConfig, evaluate, select_references
     from texplain.generate.words import WordConfig
     from texplain.models.explainer import load_explainer
 
+    if json_out is not None:
+        check_writable(json_out.parent)
     config = EvaluateConfig(
         sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k,
                                          default=EVALUATE_SAMPLES),

@@ -69,7 +69,7 @@ def mitigate_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Mitigate a shortcut: fine-tune on the training samples explained by a non-class word, masked there."""
-    from texplain.atomic import write_json
+    from texplain.atomic import check_writable, write_json
     from texplain.data.labelled import read_labelled
     from texplain.mitigation.harness import MitigateConfig, run_mitigation
     from texplain.mitigation.selection import MaskConfig, SelectionConfig
@@ -80,6 +80,7 @@ def mitigate_command(
     )
     from texplain.training.classifier_training import ClassifierTrainConfig
 
+    check_writable(out)
     classifier_folder = _resolve(demo, classifier, "classifier", "classifier")
     data_file = _resolve(demo, data, "world/split/labels.jsonl", "data")
     if seeds < 1:
