@@ -80,9 +80,13 @@ def test_a_classifier_folder_runs_no_code_unless_trusted(tmp_path):
     assert marker.exists()
 
 
-def test_a_classifier_folder_cannot_ask_transformers_for_remote_code(tmp_path):
-    folder = hostile_classifier(tmp_path / "evil", tmp_path / "PWNED", spec=f"hf:{tmp_path}", trust_remote_code=True)
-    with pytest.raises(TexplainError, match="trust_remote_code.*--trust-code"):
+@pytest.mark.parametrize("spec,argument,value", [("hf:{tmp}", "trust_remote_code", True),
+                                                  ("timm:test_vit", "checkpoint_path", "{tmp}/evil.pth")])
+def test_a_classifier_folder_cannot_pass_a_built_in_backend_what_runs_code(tmp_path, spec, argument, value):
+    fill = str(tmp_path)
+    folder = hostile_classifier(tmp_path / "evil", tmp_path / "PWNED", spec=spec.format(tmp=fill),
+                                **{argument: value if value is True else value.format(tmp=fill)})
+    with pytest.raises(TexplainError, match=f"{argument}.*--trust-code"):
         load_classifier(str(folder))
 
 

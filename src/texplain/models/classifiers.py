@@ -50,6 +50,11 @@ CLASSIFIER_CONFIG = "classifier.json"
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
 INPUT_SUFFIX = ":input"
 BUILT_IN_BACKENDS = ("timm", "hf", "torchvision")
+CODE_ARGUMENTS = {
+    "trust_remote_code": "which runs a model's own Python files",
+    "checkpoint_path": "which loads a file from outside the folder (older timm versions unpickle it)",
+}
+"""Constructor arguments of the built-in backends that run or unpickle something a recipe could choose."""
 
 Preprocess = Callable[[Image.Image], Tensor]
 
@@ -270,14 +275,13 @@ def _foreign_code(build: dict) -> str:
     """What in a saved folder's ``build`` recipe would run code from outside texplain, or ``""`` when nothing does.
 
     Anything but a built-in backend does (a factory imports and calls code),
-    and so does ``trust_remote_code``, with which transformers runs the
-    Python files of a model folder or hub repository.
+    and so does any of :data:`CODE_ARGUMENTS` (``trust_remote_code``, with
+    which transformers runs the Python files of a model folder).
     """
-    if not built_in(str(build.get("spec", ""))):
-        return f"the classifier {build.get('spec')!r}, which is not a built-in backend"
-    if (build.get("model_kwargs") or {}).get("trust_remote_code"):
-        return "trust_remote_code, which runs a model's own Python files"
-    return ""
+    if not built_in(build["spec"]):
+        return f"the classifier {build['spec']!r}, which is not a built-in backend"
+    risky = [name for name in CODE_ARGUMENTS if (build.get("model_kwargs") or {}).get(name)]
+    return f"{risky[0]}, {CODE_ARGUMENTS[risky[0]]}" if risky else ""
 
 
 def feature_source(spec: str) -> str:
@@ -441,6 +445,8 @@ def _load_torchvision(name: str, pretrained: bool, num_classes: int | None, laye
     except OSError as exc:
         raise TexplainError(f"classifier torchvision:{name}: its weights are not on disk and cannot be downloaded "
                             f"({first_line(exc)})") from exc
+    except (TypeError, ValueError) as exc:
+        raise TexplainError(f"classifier torchvision:{name}: {first_line(exc)}") from exc
     names = list(weights.meta["categories"])
     if num_classes is not None and num_classes != len(names):
         replace_head(module, num_classes)
