@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()  # no arguments at all: the help, not an error
         else:
             where = exc.ctx.command_path if exc.ctx is not None else "texplain"
-            typer.echo(f"error: {TexplainError(exc.format_message())} (see {where} --help)", err=True)
+            typer.echo(f"error: {' '.join(exc.format_message().split())} (see {where} --help)", err=True)
         return 2
     except typer.Abort:
         typer.echo("aborted", err=True)

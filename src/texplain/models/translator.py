@@ -268,10 +268,10 @@ def _located(name: str, folder: Path) -> str:
     """
     if ":" in name or os.path.isabs(name) or "/" not in name.replace(os.sep, "/"):
         return name
-    folder = folder.resolve()
+    folder = Path(os.path.abspath(folder))
     for base in (folder, *folder.parents):
         if (base / name).exists():
-            return str((base / name).resolve())
+            return os.path.abspath(base / name)
     return name
 
 
