@@ -34,6 +34,7 @@ def mitigate_command(
     out: Annotated[Path, typer.Option(help="Folder for checkpoints, mitigation.json, table.md, the plot and report.html")],
     demo: Annotated[Optional[Path], typer.Option(help="A `texplain demo` run folder: its classifier, translator, LM and labelled split")] = None,
     classifier: Annotated[Optional[Path], typer.Option("--classifier", "-c", help="Saved classifier folder (only read)")] = None,
+    trust_code: options.TrustCode = False,
     translator: Annotated[Optional[Path], typer.Option(help="Translator checkpoint folder")] = None,
     lm: options.LMOverride = None,
     data: Annotated[Optional[Path], typer.Option(help="Labelled images: JSONL/CSV with path, label, split, group; BAR metadata; class folders")] = None,
@@ -70,7 +71,7 @@ def mitigate_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Mitigate a shortcut: fine-tune on the training samples explained by a non-class word, masked there."""
-    from texplain.atomic import write_json
+    from texplain.atomic import check_writable, write_json
     from texplain.data.labelled import read_labelled
     from texplain.mitigation.harness import MitigateConfig, run_mitigation
     from texplain.mitigation.masks import MaskConfig
@@ -82,6 +83,7 @@ def mitigate_command(
     )
     from texplain.training.classifier_training import ClassifierTrainConfig
 
+    check_writable(out)
     classifier_folder = _resolve(demo, classifier, "classifier", "classifier")
     data_file = _resolve(demo, data, "world/split/labels.jsonl", "data")
     if seeds < 1:
@@ -95,7 +97,7 @@ def mitigate_command(
         finetune=ClassifierTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, head_only=head_only),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         seeds=tuple(range(seed, seed + seeds)), masktune_epochs=masktune_epochs, jtt_upweight=jtt_upweight,
-        min_per_class=min_per_class, device=device,
+        min_per_class=min_per_class, device=device, trust_code=trust_code,
     )
     train_items = read_labelled(data_file, split=train_split)[:limit]
     test_items = read_labelled(data_file, split=test_split)
@@ -103,7 +105,8 @@ def mitigate_command(
     explainer = None
     if needs_words:
         lm_spec = lm or (str(demo / "lm") if demo is not None else None)
-        explainer = load_explainer(_resolve(demo, translator, "translator", "translator"), str(classifier_folder), lm_spec)
+        explainer = load_explainer(_resolve(demo, translator, "translator", "translator"), str(classifier_folder), lm_spec,
+                                   trust_code=trust_code)
     result, examples = run_mitigation(classifier_folder, explainer and explainer.translator, explainer and explainer.lm,
                                       train_items, test_items, out, config, progress=True)
     write_json(out / "mitigation.json", result)

@@ -44,6 +44,7 @@ def train_command(
     hidden: Annotated[int, typer.Option(help="Translator hidden width")] = 512,
     mode: Annotated[str, typer.Option(help="auto, pooled, token, resampler or flatten")] = "auto",
     feature_layer: options.FeatureLayer = "",
+    trust_code: options.TrustCode = False,
     fp16: Annotated[bool, typer.Option(help="Store features as float16")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images (quick runs)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint")] = False,
@@ -62,7 +63,7 @@ def train_command(
         phases.append(Phase("finetune", read_caption_pairs(finetune_captions, split, limit), finetune_epochs, finetune_lr))
     dev_pairs = read_caption_pairs(captions, dev_split, limit, missing_ok=True) if dev_split else []
     _, history = fit_translator(
-        load_classifier(classifier, feature_layer=feature_layer), load_lm(lm), phases, out,
+        load_classifier(classifier, feature_layer=feature_layer, trust_code=trust_code), load_lm(lm), phases, out,
         settings={"hidden": hidden, "mode": mode, **({"prefix_len": prefix_len} if prefix_len else {})},
         config=TrainConfig(batch_size=batch_size, seed=seed, device=device), dev_pairs=dev_pairs,
         features=features, extraction=ExtractionConfig(fp16=fp16), resume=resume,

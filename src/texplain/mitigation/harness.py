@@ -77,7 +77,9 @@ class MitigateConfig:
     fine-tuning epochs. jtt_upweight: how many times JTT repeats an error.
     dfr_epochs, dfr_lr: DFR's last-layer training. min_per_class:
     fine-tuning sets need this many samples of every class. examples: masked
-    examples saved for the report.
+    examples saved for the report. trust_code: let the classifier folder's
+    recipe run code from outside texplain
+    (:func:`~texplain.models.classifiers.load_classifier`).
     """
 
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -92,6 +94,7 @@ class MitigateConfig:
     min_per_class: int = 1
     examples: int = 6
     device: str = "cpu"
+    trust_code: bool = False
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)
@@ -232,7 +235,7 @@ def _harness(
     """Load the classifier and preprocess both splits once."""
     if not train_items or not test_items:
         raise TexplainError("mitigation: needs labelled train and test images")
-    classifier = load_classifier(str(folder)).to(config.device)
+    classifier = load_classifier(str(folder), trust_code=config.trust_code).to(config.device)
     names = classifier.class_names
     return Harness(
         classifier_folder=folder, classifier=classifier,
@@ -320,7 +323,8 @@ def _run_one(
         check_classes(labels, harness.classifier.class_names, config.min_per_class, METHOD_LABELS[method])
     epochs = config.masktune_epochs if method == "masktune" else config.finetune.epochs
     settings = replace(config.finetune, epochs=epochs, seed=seed, device=config.device)
-    classifier = fine_tune(harness.classifier_folder, pixels, labels, settings, progress=False)
+    classifier = fine_tune(harness.classifier_folder, pixels, labels, settings, progress=False,
+                           trust_code=config.trust_code)
     extra = {"fine_tuned_on": len(labels)}
     if method == "texplain":
         folder = save_checkpoint(classifier, out / "checkpoints" / f"texplain-seed{seed}", harness.classifier_folder)
@@ -339,7 +343,7 @@ def _dfr(harness: Harness, config: MitigateConfig, seed: int) -> Classifier:
     members = {g: [i for i, x in enumerate(harness.train_groups) if x == g] for g in groups}
     size = min(len(m) for m in members.values())
     index = torch.tensor([m[j] for m in members.values() for j in torch.randperm(len(m), generator=generator)[:size].tolist()])
-    classifier = load_classifier(str(harness.classifier_folder))
+    classifier = load_classifier(str(harness.classifier_folder), trust_code=config.trust_code)
     replace_head(classifier.module, len(classifier.class_names))
     torch.manual_seed(seed)
     settings = replace(config.finetune, epochs=config.dfr_epochs, lr=config.dfr_lr, seed=seed, device=config.device,
@@ -392,10 +396,13 @@ def check_classes(labels: Tensor, class_names: Sequence[str], min_per_class: int
 
 def fine_tune(
     classifier_folder: str | os.PathLike, pixels: Tensor, labels: Tensor, config: ClassifierTrainConfig,
-    progress: bool = False,
+    progress: bool = False, trust_code: bool = False,
 ) -> Classifier:
-    """A fresh copy of the saved classifier, fine-tuned on pixels (n, 3, H, W) and labels (n,); the folder is only read."""
-    classifier = load_classifier(str(classifier_folder))
+    """A fresh copy of the saved classifier, fine-tuned on pixels (n, 3, H, W) and labels (n,); the folder is only read.
+
+    ``trust_code`` is :func:`~texplain.models.classifiers.load_classifier`'s.
+    """
+    classifier = load_classifier(str(classifier_folder), trust_code=trust_code)
     if len(pixels) < 2:
         raise TexplainError(f"fine-tuning: need at least 2 samples, got {len(pixels)}")
     torch.manual_seed(config.seed)

@@ -16,7 +16,6 @@ finished shard and a second run only extracts what is missing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -28,9 +27,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from texplain.atomic import write_json, writing
+from texplain.data.files import load_json
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
+from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
+from texplain.weights import open_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,9 @@ class FeatureStore:
         meta_path = self.folder / META_FILE
         if not meta_path.is_file():
             raise TexplainError(f"{self.folder}: not a feature store (no {META_FILE})")
-        self.meta: dict = json.loads(meta_path.read_text())
+        self.meta: dict = load_json(meta_path)
         index_path = self.folder / INDEX_FILE
-        rows = json.loads(index_path.read_text()) if index_path.is_file() else []
+        rows = load_json(index_path) if index_path.is_file() else []
         self.rows: dict[str, dict] = {row["path"]: row for row in rows}
         self._shards: dict[int, object] = {}
 
@@ -114,10 +116,8 @@ class FeatureStore:
         return out
 
     def _shard(self, number: int):
-        from safetensors import safe_open
-
         if number not in self._shards:
-            self._shards[number] = safe_open(str(self.folder / _shard_name(number)), framework="pt")
+            self._shards[number] = open_safetensors(self.folder / _shard_name(number))
         return self._shards[number]
 
 
@@ -132,32 +132,35 @@ def extract_features(
     """Extract features of ``paths`` into ``folder``; returns the store and the skipped images.
 
     Images already in the store are not extracted again. A store made by
-    another classifier, feature layer or dtype is refused rather than mixed.
+    another classifier, feature layer or dtype is refused rather than mixed,
+    and so is a store another run is extracting into (its lock,
+    :mod:`texplain.locking`).
     ``metadata`` maps a path to extra index fields (label, split, group).
     Skipped images are (path, reason) pairs: a bad image never stops the run.
     """
     config = config or ExtractionConfig()
     folder = Path(folder)
     meta = _meta(classifier, config)
-    store = _open_or_create(folder, meta)
-    todo = [p for p in dict.fromkeys(_key(p) for p in paths) if p not in store.rows]
     skipped: list[tuple[str, str]] = []
-    next_shard = 1 + max((r["shard"] for r in store.rows.values()), default=-1)
-    bar = tqdm(total=len(todo), desc="features", unit="img", disable=not progress)
-    for chunk in iter_batches(todo, config.shard_size):
-        feats, rows, bad = _extract_chunk(classifier, chunk, config, bar)
-        skipped += bad
-        if rows:
-            if store.meta.get("token_shape") is None:
-                store.meta["token_shape"] = list(feats.shape[1:])
-                write_json(folder / META_FILE, store.meta)
-            _write_shard(folder, next_shard, feats)
-            for i, row in enumerate(rows):
-                row.update(shard=next_shard, row=i, **(metadata or {}).get(row["path"], {}))
-                store.rows[row["path"]] = row
-            write_json(folder / INDEX_FILE, list(store.rows.values()))
-            next_shard += 1
-    bar.close()
+    with locked_folder(folder):
+        store = _open_or_create(folder, meta)
+        todo = [p for p in dict.fromkeys(_key(p) for p in paths) if p not in store.rows]
+        next_shard = 1 + max((r["shard"] for r in store.rows.values()), default=-1)
+        bar = tqdm(total=len(todo), desc="features", unit="img", disable=not progress)
+        for chunk in iter_batches(todo, config.shard_size):
+            feats, rows, bad = _extract_chunk(classifier, chunk, config, bar)
+            skipped += bad
+            if rows:
+                if store.meta.get("token_shape") is None:
+                    store.meta["token_shape"] = list(feats.shape[1:])
+                    write_json(folder / META_FILE, store.meta)
+                _write_shard(folder, next_shard, feats)
+                for i, row in enumerate(rows):
+                    row.update(shard=next_shard, row=i, **(metadata or {}).get(row["path"], {}))
+                    store.rows[row["path"]] = row
+                write_json(folder / INDEX_FILE, list(store.rows.values()))
+                next_shard += 1
+        bar.close()
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
     return FeatureStore(folder), skipped

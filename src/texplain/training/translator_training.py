@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from texplain.atomic import building_folder, write_json
 from texplain.data.captions import CaptionPair
 from texplain.errors import TexplainError
+from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
 from texplain.models.features import ExtractionConfig, FeatureStore, extract_features
 from texplain.models.lm import FrozenLM
@@ -40,12 +41,14 @@ from texplain.models.translator import (
 )
 from texplain.training.batching import length_batches
 from texplain.training.schedule import warmup_cosine
+from texplain.weights import load_torch_state
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
+STATE_KEYS = frozenset({"optimizer", "scheduler", "phase", "epoch", "history"})
 
 
 @dataclass
@@ -112,45 +115,47 @@ def train_translator(
 
     Pairs whose image is not in ``store`` are refused (one message naming the
     first such image), because silently dropping them would change the data.
+    ``out_dir`` is locked for the run (:mod:`texplain.locking`): a second run
+    into it stops instead of interleaving checkpoints.
     """
     config = config or TrainConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(config.device)
-    lm.to(device)
-    translator.to(device)
-    bank = _FeatureBank(store, [p for ph in phases for p in ph.pairs] + list(dev_pairs))
-    history, start = History(), (0, 0)
-    state = _load_checkpoint(out, translator) if resume else None
-    if state is not None:
-        history = History(state["history"])
-        start = (state["phase"], state["epoch"] + 1)
-        log.info("resuming after phase %d epoch %d", state["phase"], state["epoch"])
-    elif resume:
-        log.info("nothing to resume in %s; starting fresh", out)
+    with locked_folder(out):
+        device = torch.device(config.device)
+        lm.to(device)
+        translator.to(device)
+        bank = _FeatureBank(store, [p for ph in phases for p in ph.pairs] + list(dev_pairs))
+        history, start = History(), (0, 0)
+        state = _load_checkpoint(out, translator) if resume else None
+        if state is not None:
+            history = History(state["history"])
+            start = (state["phase"], state["epoch"] + 1)
+            log.info("resuming after phase %d epoch %d", state["phase"], state["epoch"])
+        elif resume:
+            log.info("nothing to resume in %s; starting fresh", out)
 
-    for phase_no, phase in enumerate(phases):
-        if phase_no < start[0] or phase.epochs == 0:
-            continue
-        optimizer = torch.optim.AdamW(
-            [p for p in translator.parameters() if p.requires_grad], lr=phase.lr, weight_decay=config.weight_decay
-        )
-        steps_per_epoch = math.ceil(len(phase.pairs) / config.batch_size)
-        scheduler = warmup_cosine(optimizer, min(config.warmup_steps, steps_per_epoch * phase.epochs // 10 + 1), steps_per_epoch * phase.epochs)
-        first_epoch = start[1] if phase_no == start[0] else 0
-        if state is not None and phase_no == start[0]:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        for epoch in range(first_epoch, phase.epochs):
-            train_loss = _run_epoch(translator, lm, bank, phase, epoch, phase_no, optimizer, scheduler, config, progress)
-            dev_loss = evaluate_loss(translator, lm, bank, dev_pairs, config) if dev_pairs else None
-            row = {"phase": phase.name, "epoch": epoch + 1, "train_loss": train_loss, "dev_loss": dev_loss}
-            history.epochs.append(row)
-            log.info("%s epoch %d/%d: train loss %.4f%s", phase.name, epoch + 1, phase.epochs, train_loss,
-                     "" if dev_loss is None else f", dev loss {dev_loss:.4f}")
-            _save_checkpoint(out, translator, optimizer, scheduler, phase_no, epoch, history)
-    save_translator(translator.cpu(), out)
-    write_json(out / HISTORY_FILE, asdict(history))
+        for phase_no, phase in enumerate(phases):
+            if phase_no < start[0] or phase.epochs == 0:
+                continue
+            optimizer = torch.optim.AdamW(
+                [p for p in translator.parameters() if p.requires_grad], lr=phase.lr, weight_decay=config.weight_decay
+            )
+            steps_per_epoch = math.ceil(len(phase.pairs) / config.batch_size)
+            scheduler = warmup_cosine(optimizer, min(config.warmup_steps, steps_per_epoch * phase.epochs // 10 + 1), steps_per_epoch * phase.epochs)
+            first_epoch = start[1] if phase_no == start[0] else 0
+            if state is not None and phase_no == start[0]:
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+            for epoch in range(first_epoch, phase.epochs):
+                train_loss = _run_epoch(translator, lm, bank, phase, epoch, phase_no, optimizer, scheduler, config, progress)
+                dev_loss = evaluate_loss(translator, lm, bank, dev_pairs, config) if dev_pairs else None
+                row = {"phase": phase.name, "epoch": epoch + 1, "train_loss": train_loss, "dev_loss": dev_loss}
+                history.epochs.append(row)
+                log.info("%s epoch %d/%d: train loss %.4f%s", phase.name, epoch + 1, phase.epochs, train_loss,
+                         "" if dev_loss is None else f", dev loss {dev_loss:.4f}")
+                _save_checkpoint(out, translator, optimizer, scheduler, phase_no, epoch, history)
+        save_translator(translator.cpu(), out)
+        write_json(out / HISTORY_FILE, asdict(history))
     return history
 
 
@@ -272,12 +277,22 @@ def _save_checkpoint(out: Path, translator, optimizer, scheduler, phase_no: int,
 
 
 def _load_checkpoint(out: Path, translator: Translator) -> dict | None:
-    """Restore the translator's weights from the last checkpoint; returns its state or None."""
+    """Restore the translator's weights from the last checkpoint; returns its state or None.
+
+    A damaged checkpoint is an error that says how to start over.
+    """
     folder = out / CHECKPOINT_DIR
     if not (folder / STATE_FILE).is_file():
         return None
-    saved = load_translator(folder)
+    try:
+        saved = load_translator(folder)
+        state = load_torch_state(folder / STATE_FILE)
+        missing = sorted(STATE_KEYS - state.keys())
+        if missing:
+            raise TexplainError(f"{folder / STATE_FILE}: not a training state (no {', '.join(missing)})")
+    except TexplainError as exc:
+        raise TexplainError(f"{exc}; run without --resume to start over") from exc
     if saved.config != translator.config:
         raise TexplainError(f"{folder}: the checkpoint's translator config differs from this run's; use another --out")
     translator.load_state_dict(saved.state_dict())
-    return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    return state
