@@ -27,3 +27,14 @@ def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gen
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2] += batches.pop()
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def shuffled_batches(count: int, batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffled batches of ``count`` item indices, each a random sample of the items.
+
+    For models with batch normalisation (the translator): a batch of similar
+    caption lengths is often a batch of similar images (one scene type
+    described in one template), and batch norm then scales away exactly
+    what tells them apart.
+    """
+    return length_batches([0] * count, batch_size, generator)

@@ -39,7 +39,7 @@ from texplain.models.translator import (
     new_translator,
     save_translator,
 )
-from texplain.training.batching import length_batches
+from texplain.training.batching import shuffled_batches
 from texplain.training.schedule import warmup_cosine
 from texplain.weights import load_torch_state
 
@@ -232,12 +232,12 @@ class _FeatureBank:
 
 
 def _run_epoch(translator, lm, bank, phase, epoch, phase_no, optimizer, scheduler, config, progress) -> float:
-    """One pass over the phase's pairs in batches of similar caption lengths, shuffled by a generator seeded
-    from (seed, phase, epoch)."""
+    """One pass over the phase's pairs in random batches (not of similar lengths: see
+    :func:`~texplain.training.batching.shuffled_batches`), shuffled by a generator seeded from (seed, phase, epoch)."""
     translator.train()
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + phase_no * 1009 + epoch)
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    batches = length_batches([len(p.caption) for p in phase.pairs], config.batch_size, generator)
+    batches = shuffled_batches(len(phase.pairs), config.batch_size, generator)
     total, count = 0.0, 0
     bar = tqdm(batches, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch", disable=not progress, leave=False)
     for indices in bar:
