@@ -289,7 +289,7 @@ def _probe(store, train_pairs, images, references, args) -> dict:
     tops = probe.top_words(dev, 10)
     return {"p_at_10": round(_mean(precision_at_k(t, r, 10) for t, r in zip(tops, references)), 4),
             "p_at_1": round(_mean(precision_at_k(t, r, 1) for t, r in zip(tops, references)), 4),
-            "vocabulary": len(probe.vocabulary), "decay": probe.decay,
+            "vocabulary": len(probe.vocabulary), "penalty": probe.penalty,
             "validation": {str(k): round(v, 4) for k, v in probe.validation.items()}, "seconds": round(probe.seconds, 1),
             "examples": [{"image": Path(images[i]).name, "top_words": tops[i]} for i in range(min(5, len(images)))]}
 

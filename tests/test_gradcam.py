@@ -111,7 +111,8 @@ def test_word_log_prob_is_the_lm_probability_of_the_word(tiny_lm):
 def test_word_cam_on_a_vit(tiny_lm):
     classifier = tiny_vit()
     torch.manual_seed(0)
-    translator = Translator(TranslatorConfig(in_tokens=101, in_dim=64, lm_dim=tiny_lm.embed_dim, prefix_len=4, hidden=32)).eval()
+    translator = Translator(TranslatorConfig(in_tokens=101, in_dim=64, lm_dim=tiny_lm.embed_dim, prefix_len=4, hidden=32,
+                                             residual=False)).eval()  # a residual one starts by ignoring the features
     pixels = torch.randn(1, 3, 160, 160)
     dog = word_cam(classifier, translator, lm=tiny_lm, pixels=pixels, word="dog")
     assert dog.shape == (160, 160)

@@ -13,16 +13,16 @@ from texplain.analysis.lm_prior import LMPrior
 from texplain.analysis.suspects import ClassMerge, dominant_words
 from texplain.errors import TexplainError
 from texplain.generate.words import WordCounter
-from texplain.mitigation.harness import MitigateConfig, check_translator, summarise_runs
-from texplain.mitigation.selection import (
-    MaskConfig,
-    SelectionConfig,
+from texplain.mitigation.harness import (
+    MitigateConfig,
     check_classes,
+    check_translator,
     fine_tune,
-    mask_batch,
-    occlusion_heat,
     save_checkpoint,
+    summarise_runs,
 )
+from texplain.mitigation.masks import MaskConfig, mask_batch, occlusion_heat
+from texplain.mitigation.selection import SelectionConfig
 from texplain.models.classifiers import save_classifier
 from texplain.models.translator import Translator, TranslatorConfig
 from texplain.report.mitigation_report import markdown_table
@@ -101,7 +101,7 @@ def test_bad_inputs_have_clear_messages():
     with pytest.raises(TexplainError, match=r"too few samples .* dog \(0\)"):
         check_classes(torch.tensor([0, 0]), ["bird", "dog"], 1, "TExplain")
     with pytest.raises(TexplainError, match="unknown method"):
-        MitigateConfig(methods=("erm", "jtt"))
+        MitigateConfig(methods=("erm", "groupdro"))
     with pytest.raises(TexplainError, match="fill"):
         MaskConfig(fill="paint")
     with pytest.raises(TexplainError):

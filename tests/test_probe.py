@@ -23,19 +23,19 @@ def world(n: int, seed: int) -> tuple[torch.Tensor, list[set[str]]]:
 
 def test_the_probe_reads_out_linearly_held_words():
     features, words = world(400, 0)
-    probe = fit_probe(features, words, ProbeConfig(min_images=5, steps=200, k=3))
+    probe = fit_probe(features, words, ProbeConfig(min_images=5, k=3))
     test_features, test_words = world(100, 1)
     tops = probe.top_words(test_features, 2)
     precision = sum(precision_at_k(t, w, 2) for t, w in zip(tops, test_words) if w) / sum(1 for w in test_words if w)
     assert precision > 0.9
-    assert sorted(probe.vocabulary) == sorted(WORDS) and probe.decay in ProbeConfig().decays
-    assert set(probe.validation) == set(ProbeConfig().decays)
+    assert sorted(probe.vocabulary) == sorted(WORDS) and probe.penalty in ProbeConfig().penalties
+    assert set(probe.validation) == set(ProbeConfig().penalties)
 
 
 def test_rare_words_stay_out_of_the_vocabulary():
     features, words = world(50, 2)
     words[0] = words[0] | {"zebra"}
-    assert "zebra" not in fit_probe(features, words, ProbeConfig(steps=5)).vocabulary
+    assert "zebra" not in fit_probe(features, words).vocabulary
 
 
 def test_precision_at_k_on_a_hand_made_example():

@@ -34,7 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from texplain.errors import TexplainError
+from texplain.data.files import load_json, read_text
+from texplain.errors import TexplainError, first_line
 from texplain.generate.words import WordConfig, sentence_words
 from texplain.optional import require
 
@@ -97,21 +98,13 @@ def load_overrides(path: str | Path) -> dict[str, ClassOverride]:
     ``remove`` (lists of words) and ``wordnet`` (true/false).
     """
     path = Path(path)
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return _parse_overrides(load_json(path), str(path))
+    yaml = require("yaml", "reading YAML class words")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TexplainError(f"{path}: cannot read class words ({exc.strerror or exc})") from exc
-    if path.suffix.lower() in (".yaml", ".yml"):
-        yaml = require("yaml", "reading YAML class words")
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise TexplainError(f"{path}: bad YAML ({str(exc).splitlines()[0]})") from exc
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TexplainError(f"{path}:{exc.lineno}: bad JSON ({exc.msg})") from exc
+        data = yaml.safe_load(read_text(path))
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # a bad date is a ValueError, deep nesting recursion
+        raise TexplainError(f"{path}: bad YAML ({first_line(exc)})") from exc
     return _parse_overrides(data, str(path))
 
 

@@ -8,6 +8,9 @@ unbroken run writes. The classifier's features go to ``features/`` in the
 folder (or a given store), and the LM prior (:mod:`texplain.analysis.lm_prior`) to
 ``prior.json`` once every image is done.
 
+A run holds the results folder's lock (:mod:`texplain.locking`) from start
+to end, so a second run into the same folder stops instead of doubling rows.
+
 Memory is O(vocabulary): one image's sentences are held while it is counted,
 then only its word counts, a few example sentences and its class mentions
 are kept until the chunk is written.
@@ -45,6 +48,7 @@ from texplain.atomic import write_json
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
 from texplain.generate.explain import ExplainConfig, Explanation, explain_stream
+from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
 from texplain.models.explainer import Explainer
 from texplain.models.features import (
@@ -132,33 +136,34 @@ def explain_dataset(
     out = Path(out)
     items = _check_items(items, classifier.class_names, config.allow_unknown_labels)
     index = word_index(class_vocabularies(classifier.class_names, config.class_words, config.explain.words))
-    results = ResultsFolder.open(out, _settings(classifier, translator, lm, config), create=True)
-    done = set(results.done_images())
-    todo = [item for item in items if _image_key(item.path) not in done]
-    log.info("%s: %d images done, %d to explain", out, len(done), len(todo))
-    feature_folder = Path(features) if features is not None else out / FEATURES
-    store = open_store(feature_folder, classifier, config.extraction)
-    chunks = list(iter_batches(todo, config.chunk_size))
-    if engine is None:
-        explained = (explain_chunk(explainer, store, chunk, config, index) for chunk in chunks)
-    else:
-        explained = engine.explain(chunks, feature_folder, config, index)
-    written, skipped = 0, []
-    bar = tqdm(total=len(todo), desc="explain dataset", unit="img", disable=not progress)
-    with contextlib.closing(explained):  # stopped here, an engine stops its work at once
-        for chunk, (rows, bad) in zip(chunks, explained):
-            results.commit(rows, bad)
-            written += len(rows)
-            skipped += bad
-            bar.update(len(chunk))
-    bar.close()
-    if config.prior is not None and not (out / PRIOR).is_file():
-        store = FeatureStore(feature_folder)
-        paths = [p for p in results.done_images() if p in store]
-        null = null_features(config.prior, classifier, store, paths)
-        prior = explain_prior(translator, lm, null, config.explain, index, config.prior.samples)
-        write_json(out / PRIOR, prior.to_dict())
-    results.finish()
+    with locked_folder(out):
+        results = ResultsFolder.open(out, _settings(classifier, translator, lm, config), create=True)
+        done = set(results.done_images())
+        todo = [item for item in items if _image_key(item.path) not in done]
+        log.info("%s: %d images done, %d to explain", out, len(done), len(todo))
+        feature_folder = Path(features) if features is not None else out / FEATURES
+        store = open_store(feature_folder, classifier, config.extraction)
+        chunks = list(iter_batches(todo, config.chunk_size))
+        if engine is None:
+            explained = (explain_chunk(explainer, store, chunk, config, index) for chunk in chunks)
+        else:
+            explained = engine.explain(chunks, feature_folder, config, index)
+        written, skipped = 0, []
+        bar = tqdm(total=len(todo), desc="explain dataset", unit="img", disable=not progress)
+        with contextlib.closing(explained):  # stopped here, an engine stops its work at once
+            for chunk, (rows, bad) in zip(chunks, explained):
+                results.commit(rows, bad)
+                written += len(rows)
+                skipped += bad
+                bar.update(len(chunk))
+        bar.close()
+        if config.prior is not None and not (out / PRIOR).is_file():
+            store = FeatureStore(feature_folder)
+            paths = [p for p in results.done_images() if p in store]
+            null = null_features(config.prior, classifier, store, paths)
+            prior = explain_prior(translator, lm, null, config.explain, index, config.prior.samples)
+            write_json(out / PRIOR, prior.to_dict())
+        results.finish()
     return DatasetRun(out, written, len(results.done_images()), skipped)
 
 

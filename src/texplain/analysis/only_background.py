@@ -28,6 +28,7 @@ from PIL import Image
 
 from texplain.analysis.results import ResultsFolder
 from texplain.atomic import write_text, writing
+from texplain.data.files import check_not_inputs
 from texplain.data.images import load_rgb
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
@@ -227,7 +228,8 @@ def write_hidden_set(
 
     A mask is the image file ``masks/<image stem>.<png|bmp|tif|jpg>``, foreground
     where it is non-zero, the same size as its image. The copies keep their
-    file names (so they pair by name) under ``out/<split or all>/``.
+    file names (so they pair by name) under ``out/<split or all>/``; an
+    ``out`` where a copy would replace its original is refused before any work.
     """
     import json
 
@@ -240,8 +242,10 @@ def write_hidden_set(
         raise TexplainError(
             f"two images share the name {repeated[0][1]!r} in split {repeated[0][0]!r}; masks are matched by name"
         )
+    targets = [out / (item.split or "all") / (item.path.stem + ".png") for item in items]
+    check_not_inputs([*targets, out / "labels.jsonl"], [item.path for item in items])
     hidden, lines = [], []
-    for item in items:
+    for item, target in zip(items, targets):
         mask_path = next((masks / (item.path.stem + s) for s in MASK_SUFFIXES if (masks / (item.path.stem + s)).is_file()), None)
         if mask_path is None:
             raise TexplainError(f"{item.path}: no mask {masks / item.path.stem}.png (or .bmp, .tif, .jpg)")
@@ -250,7 +254,6 @@ def write_hidden_set(
             image = hide_foreground(load_rgb(item.path), mask, fill)
         except TexplainError as exc:
             raise TexplainError(f"{mask_path}: {exc}") from exc
-        target = out / (item.split or "all") / (item.path.stem + ".png")
         with writing(target) as tmp:
             image.save(tmp, format="PNG")
         hidden.append(LabelledImage(target, item.label, item.split, item.group))

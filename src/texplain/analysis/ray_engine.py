@@ -44,7 +44,7 @@ class RayEngine:
     takes them. device: ``cpu`` or ``cuda`` (one GPU per actor). address:
     the cluster (None: ``RAY_ADDRESS``, else a local instance). actors: the
     pool's size (None: one per GPU, or the cluster's CPUs over
-    ``cpus_per_actor``).
+    ``cpus_per_actor``). trust_code: as load_explainer's.
     """
 
     translator: str
@@ -54,6 +54,7 @@ class RayEngine:
     address: str | None = None
     actors: int | None = None
     cpus_per_actor: int = 1
+    trust_code: bool = False
     _started: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -139,7 +140,7 @@ class ChunkActor:
 
         if engine.device == "cpu":
             torch.set_num_threads(engine.cpus_per_actor)
-        self.explainer = load_explainer(engine.translator, engine.classifier, engine.lm, engine.device)
+        self.explainer = load_explainer(engine.translator, engine.classifier, engine.lm, engine.device, engine.trust_code)
         self.store = open_store(features, self.explainer.classifier, config.extraction)
         self.config, self.index = config, index
         self.writer = f"ray{secrets.token_hex(4)}"  # this actor's shards in the shared store

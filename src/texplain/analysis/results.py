@@ -9,7 +9,8 @@ A results folder holds:
   file per chunk of images;
 - ``features/``: the classifier's features (a :class:`~texplain.models.features.FeatureStore`);
 - ``prior.json``: the LM-prior baseline (:mod:`texplain.analysis.lm_prior`), once every
-  image is done.
+  image is done;
+- ``.texplain.lock``: the lock a run holds while it writes (:mod:`texplain.locking`).
 
 A chunk is committed in two atomic steps: its part file is written to a
 temporary name and renamed, then the manifest (rewritten the same way) lists
@@ -31,6 +32,7 @@ from pathlib import Path
 from texplain.analysis.lm_prior import LMPrior
 from texplain.atomic import write_json, writing
 from texplain.errors import TexplainError
+from texplain.locking import LOCK_FILE
 from texplain.optional import require
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ class ResultsFolder:
         if not path.is_file():
             if not create:
                 raise TexplainError(f"{folder}: not a results folder (no {MANIFEST}); make one with texplain explain-dataset")
-            if folder.exists() and any(folder.iterdir()):
+            if folder.exists() and any(p.name != LOCK_FILE for p in folder.iterdir()):
                 raise TexplainError(f"{folder}: exists and is not a results folder; choose an empty or new folder")
             manifest = {"format": FORMAT, "settings": settings, "parts": [], "skipped": [], "complete": False}
             folder.mkdir(parents=True, exist_ok=True)

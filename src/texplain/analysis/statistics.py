@@ -58,8 +58,8 @@ def wilson_interval(successes, trials, confidence: float = CONFIDENCE) -> tuple[
     denominator = 1.0 + z**2 / safe_n
     centre = (p + z**2 / (2 * safe_n)) / denominator
     half = z / denominator * np.sqrt(p * (1 - p) / safe_n + z**2 / (4 * safe_n**2))
-    low = np.where(n > 0, np.clip(centre - half, 0.0, 1.0), 0.0)
-    high = np.where(n > 0, np.clip(centre + half, 0.0, 1.0), 1.0)
+    low = np.where((n > 0) & (k > 0), np.clip(centre - half, 0.0, 1.0), 0.0)  # exactly 0 at k = 0, as in theory
+    high = np.where((n > 0) & (k < n), np.clip(centre + half, 0.0, 1.0), 1.0)  # exactly 1 at k = n
     return low, high
 
 

@@ -58,9 +58,9 @@ class GridTap(nn.Module):
         return grid
 
 
-def class_cam(classifier: Classifier, pixels: Tensor, class_index: int) -> Tensor:
+def class_cam(classifier: Classifier, pixels: Tensor, class_index: int, layer: str | None = None) -> Tensor:
     """Grad-CAM of one class's logit: pixels (1, 3, H, W) → heat map (H, W) in [0, 1]."""
-    return feature_cam(classifier, pixels, lambda _features, logits: logits[:, class_index])
+    return feature_cam(classifier, pixels, lambda _features, logits: logits[:, class_index], layer=layer)
 
 
 def word_cam(
@@ -70,12 +70,14 @@ def word_cam(
     pixels: Tensor,
     word: str,
     templates: Sequence[str] = DEFAULT_TEMPLATES,
+    layer: str | None = None,
 ) -> Tensor:
     """Grad-CAM of a word: pixels (1, 3, H, W) → heat map (H, W) in [0, 1].
 
     The score is :func:`word_log_prob` of ``word`` after the prefix the
     translator makes from the classifier's features. The translator must read
-    the classifier's feature layer.
+    the classifier's feature layer; ``layer`` is where the map is taken
+    (default: that feature layer; see :func:`feature_cam`).
     """
     rows = word_token_rows(lm, word, templates)
     translator.eval()
@@ -84,14 +86,20 @@ def word_cam(
         prefix = translator(features.to(lm.device))  # (B, K, d)
         return word_log_prob(lm, prefix, rows)  # (B,)
 
-    return feature_cam(classifier, pixels, score)
+    return feature_cam(classifier, pixels, score, layer=layer)
 
 
-def feature_cam(classifier: Classifier, pixels: Tensor, score: Score, upsample: bool = True) -> Tensor:
+def feature_cam(
+    classifier: Classifier, pixels: Tensor, score: Score, upsample: bool = True, layer: str | None = None
+) -> Tensor:
     """Grad-CAM of any score of (features, logits): pixels (1, 3, H, W) → (H, W) in [0, 1].
 
-    With ``upsample=False`` the map stays at the feature grid's size (h, w).
-    An all-zero map means no region raises the score.
+    The map is taken at the classifier's feature layer, or at ``layer``, an
+    earlier module whose output is a (B, C, h, w) map: at 64 px a CNN's last
+    map is 2 x 2, too coarse to tell an object from its background, while an
+    earlier stage's 8 x 8 is not (see :func:`finer_layer`). The score always
+    reads the feature layer. With ``upsample=False`` the map stays at its grid's
+    size (h, w). An all-zero map means no region raises the score.
     """
     from captum.attr import LayerAttribution, LayerGradCam
 
@@ -104,11 +112,38 @@ def feature_cam(classifier: Classifier, pixels: Tensor, score: Score, upsample: 
             logits = logits_of(classifier.module(x))  # (B, C)
         return score(captured["features"], logits)  # (B,)
 
+    target = tap if layer is None else classifier.module.get_submodule(layer)
     with torch.enable_grad():
-        cam = LayerGradCam(forward, tap).attribute(pixels.detach().clone(), relu_attributions=True)  # (1, 1, h, w)
+        cam = LayerGradCam(forward, target).attribute(pixels.detach().clone(), relu_attributions=True)  # (1, 1, h, w)
     if upsample:
         cam = LayerAttribution.interpolate(cam, tuple(pixels.shape[-2:]), interpolate_mode="bilinear")  # (1, 1, H, W)
     return normalise(cam[0, 0].detach())
+
+
+def finer_layer(classifier: Classifier, pixels: Tensor, min_side: int = 8) -> str | None:
+    """The deepest module whose output is a spatial map (B, C, h, w) with min(h, w) >= ``min_side``.
+
+    Found by one forward pass of ``pixels`` (1, 3, H, W) with a hook on every
+    module: the last to finish at that resolution is the stage that holds its
+    blocks. None when no module gives such a map (a ViT's tokens, a tiny input):
+    Grad-CAM then stays at the feature layer.
+    """
+    finished: list[str] = []
+    handles = []
+    for name, module in classifier.module.named_modules():
+        if name:
+            def hook(_m, _args, out, name=name):
+                if isinstance(out, Tensor) and out.dim() == 4 and min(out.shape[-2:]) >= min_side:
+                    finished.append(name)
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            classifier.module(pixels.to(classifier.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return finished[-1] if finished else None
 
 
 def normalise(heat: Tensor) -> Tensor:

@@ -6,9 +6,9 @@ share their options (:mod:`.options`); each imports the library it needs
 when it runs, so ``texplain --help`` starts without loading torch.
 
 Every user-fixable problem is a :class:`~texplain.errors.TexplainError` and
-comes out as one line, ``error: <message>``, with exit code 2; usage errors
-exit 2 as well. :func:`main` takes the argument list, so tests call it
-directly.
+comes out as one line, ``error: <message>``, with exit code 2; so do usage
+errors (a bad option value, an unknown option or command). :func:`main`
+takes the argument list, so tests call it directly.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 
-import click
 import typer
 
 from texplain.cli import dataset, demo, evaluation, explain, mitigation, models
@@ -47,25 +46,30 @@ COMMANDS = {
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
 
+UsageError = typer.BadParameter.__base__
+"""Click's UsageError, from the Click that this typer uses (typer vendors Click since 0.26)."""
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv``; returns the exit code instead of exiting."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="texplain", standalone_mode=False)
+        code = command.main(args=argv, prog_name="texplain", standalone_mode=False)
     except TexplainError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.Abort:
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # no arguments at all: the help, not an error
+        else:
+            where = exc.ctx.command_path if exc.ctx is not None else "texplain"
+            typer.echo(f"error: {' '.join(exc.format_message().split())} (see {where} --help)", err=True)
+        return 2
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

@@ -23,6 +23,7 @@ def explain_dataset_command(
     out: Annotated[Path, typer.Option(help="Results folder (Parquet parts + manifest); rerun to resume")],
     split: Annotated[Optional[str], typer.Option(help="Explain only this split")] = None,
     classifier: options.ClassifierOverride = None,
+    trust_code: options.TrustCode = False,
     lm: options.LMOverride = None,
     samples: options.Samples = options.SAMPLES,
     samples_mode: options.SamplesMode = None,
@@ -50,6 +51,7 @@ def explain_dataset_command(
     """Explain a labelled image set into Parquet: per image its prediction and word counts; resumable."""
     from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
     from texplain.analysis.lm_prior import PriorConfig
+    from texplain.atomic import check_writable
     from texplain.data.labelled import read_labelled
     from texplain.generate.explain import ExplainConfig
     from texplain.models.explainer import load_explainer
@@ -62,9 +64,10 @@ def explain_dataset_command(
     if engine == "ray":
         from texplain.analysis.ray_engine import RayEngine
 
-        runner = RayEngine(str(translator), classifier, lm, device, address, actors, cpus_per_actor)
+        runner = RayEngine(str(translator), classifier, lm, device, address, actors, cpus_per_actor, trust_code)
         runner.connect()
     items = read_labelled(source, split=split)
+    check_writable(out)
     kinds = tuple(k.strip() for k in prior.split(",") if k.strip())
     config = DatasetExplainConfig(
         explain=ExplainConfig(
@@ -78,7 +81,7 @@ def explain_dataset_command(
         allow_unknown_labels=allow_unknown_labels,
     )
     # Under Ray the actors explain; this process names the settings and makes the LM prior, on its CPU.
-    explainer = load_explainer(translator, classifier, lm, "cpu" if runner else device)
+    explainer = load_explainer(translator, classifier, lm, "cpu" if runner else device, trust_code)
     result = explain_dataset(explainer, items, out, config, features=features, engine=runner)
     for path, reason in result.skipped:
         typer.echo(f"skipped {path}: {reason}", err=True)
@@ -118,8 +121,9 @@ def analyse_command(
     """Aggregate per class and split, rank shortcut suspects, and write the HTML report."""
     from texplain.analysis.analyse import AnalysisConfig, analyse_folders
     from texplain.analysis.suspects import SuspectRule
-    from texplain.report.html_report import ReportConfig, write_report
+    from texplain.report.html_report import ReportConfig, check_report_folder, write_report
 
+    check_report_folder(out)
     pair = tuple(s.strip() for s in compare.split(",")) if compare else None
     if pair is not None and len(pair) != 2:
         raise TexplainError(f"--compare needs two splits separated by a comma, got {compare!r}")

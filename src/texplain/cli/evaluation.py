@@ -27,6 +27,7 @@ def evaluate_command(
     images: Annotated[Optional[Path], typer.Option(help="Evaluate only these images (a folder or one file); default: every captioned image")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N images")] = None,
     classifier: options.ClassifierOverride = None,
+    trust_code: options.TrustCode = False,
     lm: options.LMOverride = None,
     samples: options.Samples = EVALUATE_SAMPLES,
     samples_mode: options.SamplesMode = None,
@@ -49,11 +50,13 @@ def evaluate_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Compare explanations with reference captions beside caption-only and shuffled baselines; sanity and causal checks."""
-    from texplain.atomic import write_json
+    from texplain.atomic import check_writable, write_json
     from texplain.evaluation.harness import EvaluateConfig, evaluate, select_references
     from texplain.generate.words import WordConfig
     from texplain.models.explainer import load_explainer
 
+    if json_out is not None:
+        check_writable(json_out.parent)
     config = EvaluateConfig(
         sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k,
                                          default=EVALUATE_SAMPLES),
@@ -62,7 +65,7 @@ def evaluate_command(
         mask_fill=mask_fill, seed=seed,
     )
     references, missing = select_references(captions, images_dir, split, images, limit)
-    explainer = load_explainer(translator, classifier, lm, device)
+    explainer = load_explainer(translator, classifier, lm, device, trust_code)
     report = evaluate(explainer, references, config)
     report["images"]["missing_references"] = missing
     report["images"]["requested"] = len(references) + len(missing)

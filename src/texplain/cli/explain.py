@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from texplain.cli import options
+from texplain.errors import TexplainError
 
 
 def explain_command(
@@ -15,6 +16,7 @@ def explain_command(
     translator: options.Translator,
     out: Annotated[Path, typer.Option(help="Folder for JSON and word clouds")],
     classifier: options.ClassifierOverride = None,
+    trust_code: options.TrustCode = False,
     lm: options.LMOverride = None,
     samples: options.Samples = options.SAMPLES,
     samples_mode: options.SamplesMode = None,
@@ -28,12 +30,13 @@ def explain_command(
 ) -> None:
     """Explain an image or every image in a folder: JSON + word cloud per image."""
     from texplain.data.images import images_in
-    from texplain.generate.explain import ExplainConfig, explain_images
+    from texplain.generate.explain import ExplainConfig, explain_images, output_files
     from texplain.generate.words import WordConfig
     from texplain.models.explainer import load_explainer
 
     paths = images_in(target)
-    explainer = load_explainer(translator, classifier, lm, device)
+    output_files(paths, out)
+    explainer = load_explainer(translator, classifier, lm, device, trust_code)
     config = ExplainConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k),
                            words=WordConfig(top_k=top_k))
     records, skipped = explain_images(explainer, paths, out, config)
@@ -42,4 +45,7 @@ def explain_command(
         typer.echo(f"{record['image']}: {record['prediction'][0]['name']} | {words}")
     for path, reason in skipped:
         typer.echo(f"skipped {reason}", err=True)
+    if not records:
+        raise TexplainError(f"nothing explained: {skipped[0][1]}" if len(skipped) == 1
+                            else f"nothing explained: none of the {len(skipped)} images could be read")
     typer.echo(f"{len(records)} explained, {len(skipped)} skipped; results in {out}")

@@ -34,12 +34,13 @@ def mitigate_command(
     out: Annotated[Path, typer.Option(help="Folder for checkpoints, mitigation.json, table.md, the plot and report.html")],
     demo: Annotated[Optional[Path], typer.Option(help="A `texplain demo` run folder: its classifier, translator, LM and labelled split")] = None,
     classifier: Annotated[Optional[Path], typer.Option("--classifier", "-c", help="Saved classifier folder (only read)")] = None,
+    trust_code: options.TrustCode = False,
     translator: Annotated[Optional[Path], typer.Option(help="Translator checkpoint folder")] = None,
     lm: options.LMOverride = None,
     data: Annotated[Optional[Path], typer.Option(help="Labelled images: JSONL/CSV with path, label, split, group; BAR metadata; class folders")] = None,
     train_split: Annotated[str, typer.Option(help="Split to select and fine-tune on")] = "train",
     test_split: Annotated[str, typer.Option(help="Split to measure on")] = "test",
-    methods: Annotated[str, typer.Option(help="Comma-separated: erm,randmask,randmask_all,masktune,texplain")] = "erm,randmask,randmask_all,masktune,texplain",
+    methods: Annotated[str, typer.Option(help="Comma-separated: erm,randmask,randmask_all,masktune,jtt,dfr,texplain")] = "erm,randmask,randmask_all,masktune,jtt,dfr,texplain",
     seeds: Annotated[int, typer.Option(help="Number of seeds (seed, seed+1, ...)")] = 3,
     seed: Annotated[int, typer.Option(help="First seed (sampling and the first fine-tuning run)")] = options.SEED,
     samples: options.Samples = MITIGATE_SAMPLES,
@@ -53,12 +54,14 @@ def mitigate_command(
     wordnet: options.WordNet = True,
     class_words: options.ClassWords = None,
     localise: Annotated[str, typer.Option(help="word (Grad-CAM of the non-class word) or class (of the class logit, MaskTune-style)")] = "word",
-    heat: Annotated[str, typer.Option(help="gradcam (at the feature layer) or occlusion (grid cells hidden in turn)")] = "gradcam",
+    heat: Annotated[str, typer.Option(help="gradcam or occlusion (grid cells hidden in turn)")] = "gradcam",
+    cam_layer: Annotated[str, typer.Option(help="Where Grad-CAM's map is taken: auto (the deepest map of 8 x 8 or more), features, or a module name")] = "auto",
     grid: Annotated[int, typer.Option(help="Occlusion grid cells per side")] = 8,
     threshold: Annotated[float, typer.Option(help="Mask where the heat map reaches this (0-1]")] = 0.5,
-    fill: Annotated[str, typer.Option(help="mean, blur, noise (keep the image's mean colour) or zero (the preprocessing mean)")] = "mean",
+    fill: Annotated[str, typer.Option(help="shuffle (the region of a random training image: no class cue), mean, blur, noise or zero")] = "shuffle",
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (TExplain, RandMask)")] = 3,
     masktune_epochs: Annotated[int, typer.Option(help="MaskTune's fine-tuning epochs")] = 1,
+    jtt_upweight: Annotated[int, typer.Option(help="JTT: how many times a misclassified training sample counts")] = 6,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (AdamW, warm-up then cosine decay)")] = 1e-4,
     batch_size: Annotated[int, typer.Option()] = 32,
     head_only: Annotated[bool, typer.Option(help="Fine-tune the last linear layer alone (the features stay as they were)")] = False,
@@ -68,10 +71,11 @@ def mitigate_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Mitigate a shortcut: fine-tune on the training samples explained by a non-class word, masked there."""
-    from texplain.atomic import write_json
+    from texplain.atomic import check_writable, write_json
     from texplain.data.labelled import read_labelled
     from texplain.mitigation.harness import MitigateConfig, run_mitigation
-    from texplain.mitigation.selection import MaskConfig, SelectionConfig
+    from texplain.mitigation.masks import MaskConfig
+    from texplain.mitigation.selection import SelectionConfig
     from texplain.models.explainer import load_explainer
     from texplain.report.mitigation_report import (
         markdown_table,
@@ -79,6 +83,7 @@ def mitigate_command(
     )
     from texplain.training.classifier_training import ClassifierTrainConfig
 
+    check_writable(out)
     classifier_folder = _resolve(demo, classifier, "classifier", "classifier")
     data_file = _resolve(demo, data, "world/split/labels.jsonl", "data")
     if seeds < 1:
@@ -88,10 +93,11 @@ def mitigate_command(
                                                                    stop_k, default=MITIGATE_SAMPLES),
                                   min_frequency=min_frequency, min_lift=min_lift,
                                   class_words=options.class_word_config(class_words, wordnet)),
-        mask=MaskConfig(localise=localise, threshold=threshold, fill=fill, heat=heat, grid=grid),
+        mask=MaskConfig(localise=localise, threshold=threshold, fill=fill, heat=heat, layer=cam_layer, grid=grid),
         finetune=ClassifierTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, head_only=head_only),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-        seeds=tuple(range(seed, seed + seeds)), masktune_epochs=masktune_epochs, min_per_class=min_per_class, device=device,
+        seeds=tuple(range(seed, seed + seeds)), masktune_epochs=masktune_epochs, jtt_upweight=jtt_upweight,
+        min_per_class=min_per_class, device=device, trust_code=trust_code,
     )
     train_items = read_labelled(data_file, split=train_split)[:limit]
     test_items = read_labelled(data_file, split=test_split)
@@ -99,7 +105,8 @@ def mitigate_command(
     explainer = None
     if needs_words:
         lm_spec = lm or (str(demo / "lm") if demo is not None else None)
-        explainer = load_explainer(_resolve(demo, translator, "translator", "translator"), str(classifier_folder), lm_spec)
+        explainer = load_explainer(_resolve(demo, translator, "translator", "translator"), str(classifier_folder), lm_spec,
+                                   trust_code=trust_code)
     result, examples = run_mitigation(classifier_folder, explainer and explainer.translator, explainer and explainer.lm,
                                       train_items, test_items, out, config, progress=True)
     write_json(out / "mitigation.json", result)

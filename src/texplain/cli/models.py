@@ -54,6 +54,7 @@ def train_command(
     mode: Annotated[str, typer.Option(help="auto, pooled, token, resampler or flatten")] = "auto",
     dropout: Annotated[float, typer.Option(help="Translator dropout before its last layer")] = 0.1,
     feature_layer: options.FeatureLayer = "",
+    trust_code: options.TrustCode = False,
     fp16: Annotated[bool, typer.Option(help="Store features as float16")] = False,
     feature_memory: Annotated[float, typer.Option(
         help="GB of training features held in memory per process; more are read per batch from the store")] = 4.0,
@@ -73,7 +74,7 @@ def train_command(
         phases.append(_phase("finetune", finetune_captions, split, limit, finetune_epochs, finetune_lr))
     dev_pairs = _dev_pairs(captions, dev_split, limit) if dev_split else []
     _, history = fit_translator(
-        load_classifier(classifier, feature_layer=feature_layer), load_lm(lm), phases, out,
+        load_classifier(classifier, feature_layer=feature_layer, trust_code=trust_code), load_lm(lm), phases, out,
         settings={"hidden": hidden, "mode": mode, "dropout": dropout, **({"prefix_len": prefix_len} if prefix_len else {})},
         config=TrainConfig(batch_size=batch_size, seed=seed, device=device, accumulation=accumulation,
                            mixed_precision=mixed_precision, feature_memory_gb=feature_memory),

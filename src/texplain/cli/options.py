@@ -31,6 +31,8 @@ ClassifierName = Annotated[str, typer.Option(
     help="timm:NAME, hf:ID, torchvision:NAME, efficientnet_lite0, a saved folder, or pkg.mod:factory")]
 ClassifierOverride = Annotated[Optional[str], typer.Option(
     "--classifier", "-c", help="Default: the classifier the translator was trained for")]
+TrustCode = Annotated[bool, typer.Option(
+    "--trust-code", help="Let a classifier folder or translator run the Python code its recipe names (only for folders you trust)")]
 LMOverride = Annotated[Optional[str], typer.Option(help="Default: the language model the translator was trained for")]
 FeatureLayer = Annotated[str, typer.Option(help="Module whose output (or NAME:input) is the feature; default: penultimate")]
 Samples = Annotated[int, typer.Option("-n", "--num-samples", help="Sentences per image; with --samples auto, the most per image")]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from texplain.data.files import load_json, read_text, select_split
+from texplain.data.files import load_json, parse_json, read_text, select_split
 from texplain.errors import TexplainError
 
 log = logging.getLogger(__name__)
@@ -140,9 +139,12 @@ def read_csv_captions(path: str | Path, images_dir: str | Path | None = None) ->
     path = Path(path)
     reader = csv.reader(io.StringIO(read_text(path), newline=""))
     rows = []
-    for row in reader:
-        if row and any(field.strip() for field in row):
-            rows.append((reader.line_num, row))
+    try:
+        for row in reader:
+            if row and any(field.strip() for field in row):
+                rows.append((reader.line_num, row))
+    except csv.Error as err:
+        raise TexplainError(f"{path}:{reader.line_num}: bad CSV ({err})") from err
     return _table_pairs(path, rows, images_dir)
 
 
@@ -195,10 +197,7 @@ def read_jsonl_captions(path: str | Path, images_dir: str | Path | None = None) 
     entries: list[tuple[str, str, str | None]] = []
     for number, line in _read_lines(path):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise TexplainError(f"{where}: bad JSON ({err.msg} at column {err.colno})") from err
+        record = parse_json(line, path, number)
         if not isinstance(record, dict):
             raise TexplainError(f"{where}: expected a JSON object, got {type(record).__name__}")
         image = _field(record, _IMAGE_COLUMNS, where)
@@ -271,13 +270,15 @@ def _coco_pairs(
         where = f"{path}: images[{index}]"
         if not isinstance(entry, dict) or "id" not in entry:
             raise TexplainError(f"{where}: missing 'id'")
+        if isinstance(entry["id"], (list, dict)):
+            raise TexplainError(f"{where}: 'id' must be a number or a string, got {entry['id']!r}")
         names[entry["id"]] = _field(entry, ("file_name",), where)
     entries: list[tuple[str, str]] = []
     for index, entry in enumerate(annotations):
         where = f"{path}: annotations[{index}]"
         if not isinstance(entry, dict) or "image_id" not in entry:
             raise TexplainError(f"{where}: missing 'image_id'")
-        if entry["image_id"] not in names:
+        if isinstance(entry["image_id"], (list, dict)) or entry["image_id"] not in names:
             raise TexplainError(f"{where}: unknown image_id {entry['image_id']!r}")
         entries.append((names[entry["image_id"]], _caption(_field(entry, ("caption",), where), where)))
     stem = path.stem.lower()

@@ -6,24 +6,45 @@ or floating-point TIFFs, plus the odd corrupt or truncated file. This module
 turns all of those into ``PIL.Image.Image`` objects in mode ``"RGB"`` (alpha
 composited on white, high bit depths scaled rather than clipped) and turns
 every unreadable file into a :class:`~texplain.errors.BadImageError` that
-names the file, so that a folder run can skip it and report it.
+names the file, so that a folder run can skip it and report it. Only regular
+files are read: a FIFO or a device named ``x.png`` is refused, not waited on.
+At most :data:`MAX_PIXELS` pixels are decoded from one file: a larger JPEG is
+decoded at a half, a quarter or an eighth of its size, any other larger
+image is refused before it is decoded.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import os
+import stat
 import struct
+import warnings
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from texplain.errors import BadImageError, TexplainError
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 )
 """File suffixes (lower case, with the dot) treated as images; matching ignores case."""
+
+MAX_PIXELS = 50_000_000
+"""The most pixels decoded from one image: 50 megapixels (8660 × 5773), 150 MB as 8-bit RGB.
+
+A JPEG above it is decoded at the first of 1/2, 1/4, 1/8 of its size that
+fits (the classifier shrinks it further anyway); any other image above it
+(a 13000 × 13000 PNG, 169 megapixels) is a :class:`BadImageError` naming its
+size. Pillow itself refuses images above twice its own
+``Image.MAX_IMAGE_PIXELS`` (179 megapixels by default) before they are read.
+"""
 
 _WHITE = (255, 255, 255, 255)
 
@@ -114,12 +135,38 @@ def images_in(target: str | Path) -> list[Path]:
     return [target]
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file: a FIFO or a device would block or never end.
+
+    The check is made on the opened file (opened without blocking), so the
+    file cannot be swapped between the check and the read.
+    """
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(handle).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(handle)
+        raise _Unreadable("is a folder, not an image" if stat.S_ISDIR(mode) else "not a regular file")
+    return os.fdopen(handle, "rb")
+
+
 def _decode(path: Path | io.BytesIO) -> Image.Image:
-    """Open, load, rotate upright by EXIF and convert ``path`` (or bytes in memory); raise :class:`_Unreadable`."""
+    """Open, load, rotate upright by EXIF and convert ``path`` (or bytes in memory); raise :class:`_Unreadable`.
+
+    Pillow's warnings about a damaged file it could still read are logged in
+    one line each; its decompression-bomb warning is dropped, since
+    :data:`MAX_PIXELS` bounds what is decoded.
+    """
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            upright = ImageOps.exif_transpose(opened)
+        source = _open_regular(path) if isinstance(path, Path) else path
+        with source as file, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(file) as opened:
+                _bound(opened)
+                opened.load()
+                upright = ImageOps.exif_transpose(opened)
+        for warning in caught:
+            if not issubclass(warning.category, Image.DecompressionBombWarning):
+                log.warning("%s: %s", path, _short(warning.message))
     except FileNotFoundError as err:
         raise _Unreadable("no such file") from err
     except IsADirectoryError as err:
@@ -134,6 +181,16 @@ def _decode(path: Path | io.BytesIO) -> Image.Image:
         return _to_rgb(upright)
     except (ValueError, OSError) as err:
         raise _Unreadable(f"cannot convert mode {upright.mode} to RGB ({_short(err)})") from err
+
+
+def _bound(image: Image.Image) -> None:
+    """Keep what ``image`` will decode within :data:`MAX_PIXELS`: a JPEG at a reduced size, anything else refused."""
+    width, height = image.size
+    if width * height > MAX_PIXELS and image.format == "JPEG":
+        scale = next((s for s in (2, 4, 8) if -(-width // s) * -(-height // s) <= MAX_PIXELS), 8)
+        image.draft(None, (max(1, width // scale), max(1, height // scale)))
+    if image.size[0] * image.size[1] > MAX_PIXELS:
+        raise _Unreadable(f"{width}×{height} pixels, more than the {MAX_PIXELS:,} pixels this reads from one image")
 
 
 def _short(err: BaseException) -> str:

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from texplain.data.files import load_json, read_text, select_split
+from texplain.data.files import load_json, parse_json, read_text, select_split
 from texplain.data.images import image_files
 from texplain.errors import TexplainError
 
@@ -118,17 +117,20 @@ def read_labelled_table(path: str | Path) -> list[LabelledImage]:
     reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
     header: list[str] | None = None
     items = []
-    for row in reader:
-        if not any(field.strip() for field in row):
-            continue
-        where = f"{path}:{reader.line_num}"
-        if header is None:
-            header = [name.strip().lower() for name in row]
-            _require_columns(where, header)
-            continue
-        if len(row) != len(header):
-            raise TexplainError(f"{where}: expected {len(header)} columns, got {len(row)}")
-        items.append(_item(path.parent, dict(zip(header, row)), where))
+    try:
+        for row in reader:
+            if not any(field.strip() for field in row):
+                continue
+            where = f"{path}:{reader.line_num}"
+            if header is None:
+                header = [name.strip().lower() for name in row]
+                _require_columns(where, header)
+                continue
+            if len(row) != len(header):
+                raise TexplainError(f"{where}: expected {len(header)} columns, got {len(row)}")
+            items.append(_item(path.parent, dict(zip(header, row)), where))
+    except csv.Error as err:
+        raise TexplainError(f"{path}:{reader.line_num}: bad CSV ({err})") from err
     return items
 
 
@@ -140,10 +142,7 @@ def read_labelled_jsonl(path: str | Path) -> list[LabelledImage]:
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise TexplainError(f"{where}: bad JSON ({err.msg} at column {err.colno})") from err
+        record = parse_json(line, path, number)
         if not isinstance(record, dict):
             raise TexplainError(f"{where}: expected a JSON object, got {type(record).__name__}")
         items.append(_item(path.parent, record, where))

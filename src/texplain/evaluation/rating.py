@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from PIL import Image
 
 from texplain.atomic import write_text
+from texplain.data.files import load_json
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
 
@@ -77,9 +77,9 @@ def read_records(source: str | os.PathLike) -> list[dict]:
     """Explanation records (image, top_words, prediction) from an ``evaluate --json`` file or an ``explain`` folder."""
     source = Path(source)
     if source.is_dir():
-        records = [_load_json(p) for p in sorted(source.glob("*.json"))]
+        records = [load_json(p) for p in sorted(source.glob("*.json"))]
     elif source.is_file():
-        data = _load_json(source)
+        data = load_json(source)
         records = data.get("per_image", [data]) if isinstance(data, dict) else data
     else:
         raise TexplainError(f"{source}: no such file or folder")
@@ -154,7 +154,7 @@ def read_answers(path: str | os.PathLike) -> RaterAnswers:
     if not path.is_file():
         raise TexplainError(f"{path}: no such file")
     if path.suffix.lower() == ".json":
-        return _answers_from_json(path, _load_json(path))
+        return _answers_from_json(path, load_json(path))
     return _answers_from_csv(path)
 
 
@@ -267,9 +267,3 @@ def _truth(text: str, where: str) -> bool | None:
 def _rater_name(name: object, path: Path) -> str:
     return str(name).strip() if name and str(name).strip() else path.stem
 
-
-def _load_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TexplainError(f"{path}: not readable JSON ({exc})") from exc

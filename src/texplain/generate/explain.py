@@ -20,7 +20,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from texplain.analysis.class_vocabulary import ClassWordConfig, class_vocabulary
-from texplain.atomic import write_json
+from texplain.atomic import check_writable, write_json
+from texplain.data.files import check_not_inputs
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.generate.sampling import SamplingConfig, new_generator, sample_rows
@@ -162,13 +163,12 @@ def explain_images(
 
     A bad image is skipped and reported, never fatal; the same seed gives the
     same sentences for every image, so images are compared on equal terms.
+    Where each result goes is settled first (:func:`output_files`).
     """
     config = config or ExplainConfig()
     classifier, translator, lm = explainer.classifier, explainer.translator, explainer.lm
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     records, skipped = [], []
-    names = output_names(paths)
+    outputs = output_files(paths, out_dir)
     for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
         try:
             image = load_rgb(path)
@@ -187,22 +187,49 @@ def explain_images(
             "prediction": prediction,
             "sampling": asdict(config.sampling),
         }
-        stem = out / names[str(path)]
-        write_json(stem.with_suffix(".json"), record)
+        json_file, cloud_file = outputs[str(path)]
+        write_json(json_file, record)
         if config.word_cloud and explanation.top_words:
             red = class_vocabulary(prediction[0]["name"], ClassWordConfig(), config.words)
-            draw_word_cloud(dict(explanation.top_words), stem.with_suffix(".png"), highlight=red, seed=config.sampling.seed)
+            draw_word_cloud(dict(explanation.top_words), cloud_file, highlight=red, seed=config.sampling.seed)
         records.append(record)
     return records, skipped
 
 
+def output_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, tuple[Path, Path]]:
+    """Each image's JSON record and word cloud in ``out_dir``: ``NAME.json`` and ``NAME.png`` (:func:`output_names`).
+
+    Settled before any work: ``out_dir`` must be writable, and no output may
+    be one of the input files (``--out`` the image folder, holding ``x.png``).
+    """
+    out = check_writable(out_dir)
+    outputs = {path: (out / f"{name}.json", out / f"{name}.png") for path, name in output_names(paths).items()}
+    check_not_inputs([file for pair in outputs.values() for file in pair], paths)
+    return outputs
+
+
 def output_names(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
-    """A file-name stem per image: the file's stem, made unique with its folder when stems repeat."""
-    stems = [Path(p).stem for p in paths]
-    repeated = {s for s, n in Counter(stems).items() if n > 1}
-    names = {}
-    for path, stem in zip(paths, stems):
-        if stem in repeated:
-            stem = re.sub(r"[^A-Za-z0-9_.-]+", "__", str(Path(path).with_suffix("")).strip("/"))
-        names[str(path)] = stem
+    """A file name without suffix per image, unique even where case does not count (macOS, Windows).
+
+    The file's stem; where stems repeat (``x.jpg``, ``x.png``), its file name;
+    where those repeat too (``a/x.jpg``, ``b/x.jpg``), its path with the
+    folders joined by ``__``; and a number after any name still taken.
+    """
+    unique = list(dict.fromkeys(str(p) for p in paths))
+    stems = Counter(Path(p).stem.casefold() for p in unique)
+    files = Counter(Path(p).name.casefold() for p in unique)
+    names, taken = {}, set()
+    for path in unique:
+        if stems[Path(path).stem.casefold()] == 1:
+            base = Path(path).stem
+        elif files[Path(path).name.casefold()] == 1:
+            base = Path(path).name
+        else:
+            base = re.sub(r"[^A-Za-z0-9_.-]+", "__", path.strip("/"))
+        name, number = base, 1
+        while name.casefold() in taken:
+            number += 1
+            name = f"{base}-{number}"
+        taken.add(name.casefold())
+        names[path] = name
     return names

@@ -1,4 +1,4 @@
-"""The Table 2 harness: TExplain's mitigation beside ERM, RandMask and MaskTune, same data, same seeds.
+"""The Table 2 harness: TExplain's mitigation beside its baselines, same data, same seeds.
 
 Methods (names as in the JSON and the table):
 
@@ -8,23 +8,30 @@ Methods (names as in the JSON and the table):
 - ``randmask_all``: random masks on every training sample, fine-tuned like TExplain.
 - ``masktune``: Grad-CAM of the labelled class's logit masked on every
   training sample, then fine-tuned for ``masktune_epochs`` (one, as MaskTune).
-- ``texplain``: the problematic samples (:mod:`texplain.mitigation.selection`), masked
-  behind their non-class word, fine-tuned for ``finetune.epochs``.
+- ``jtt``: Just Train Twice: the training samples the classifier gets wrong
+  are repeated ``jtt_upweight`` times among all the others, and it is
+  fine-tuned on that set.
+- ``dfr``: Deep Feature Reweighting: the last layer is retrained from scratch
+  on a group-balanced part of the training set, the features kept. It uses
+  the group labels, which TExplain never sees; the table says so.
+- ``texplain``: the problematic samples (:mod:`.selection`), masked behind
+  their non-class word (:mod:`.masks`), fine-tuned for ``finetune.epochs``.
 
 Random masks cover, on average, the same share of the image as TExplain's
 masks (or 1 - threshold when TExplain does not run). Selection and the
 TExplain / MaskTune heat maps do not depend on the seed and are computed
-once; each seed changes the random masks, the noise fill and the
-fine-tuning order. Every method is scored on the same test images: accuracy
-per group (class x background where the data names groups, else per class),
-the worst group and the average, as mean and sample standard deviation over
-the seeds.
+once; each seed changes the random masks, the fill's donors, the balanced
+subset and the fine-tuning order. Every method is scored on the same test
+images: accuracy per group (class x background where the data names groups,
+else per class), the worst group and the average, as mean and sample
+standard deviation over the seeds.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,21 +45,9 @@ from texplain.analysis.statistics import group_accuracy
 from texplain.attribution.gradcam import region
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
-from texplain.mitigation.selection import (
-    MaskConfig,
-    Selection,
-    SelectionConfig,
-    check_classes,
-    check_not_original,
-    fine_tune,
-    localise,
-    mask_batch,
-    random_heat,
-    save_checkpoint,
-    select_problematic,
-    train_features,
-)
-from texplain.models.classifiers import Classifier, load_classifier
+from texplain.mitigation.masks import MaskConfig, cam_layer, localise, mask_batch, random_heat
+from texplain.mitigation.selection import Selection, SelectionConfig, select_problematic, train_features
+from texplain.models.classifiers import Classifier, load_classifier, replace_head, save_classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
 from texplain.training.classifier_training import (
@@ -60,14 +55,15 @@ from texplain.training.classifier_training import (
     label_indices,
     load_pixels,
     predict,
+    train_classifier,
 )
 
 log = logging.getLogger(__name__)
 
-METHODS = ("erm", "randmask", "randmask_all", "masktune", "texplain")
+METHODS = ("erm", "randmask", "randmask_all", "masktune", "jtt", "dfr", "texplain")
 METHOD_LABELS = {
     "erm": "ERM", "randmask": "RandMask (same number)", "randmask_all": "RandMask (all)",
-    "masktune": "MaskTune", "texplain": "TExplain",
+    "masktune": "MaskTune", "jtt": "JTT", "dfr": "DFR (uses group labels)", "texplain": "TExplain",
 }
 
 
@@ -78,8 +74,12 @@ class MitigateConfig:
     methods: which of :data:`METHODS` to run. seeds: one fine-tuning run per
     seed and method. finetune: epochs, lr, batch and decay of every
     fine-tuning (its seed is replaced per run). masktune_epochs: MaskTune's
-    fine-tuning epochs. min_per_class: fine-tuning sets need this many
-    samples of every class. examples: masked examples saved for the report.
+    fine-tuning epochs. jtt_upweight: how many times JTT repeats an error.
+    dfr_epochs, dfr_lr: DFR's last-layer training. min_per_class:
+    fine-tuning sets need this many samples of every class. examples: masked
+    examples saved for the report. trust_code: let the classifier folder's
+    recipe run code from outside texplain
+    (:func:`~texplain.models.classifiers.load_classifier`).
     """
 
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -88,9 +88,13 @@ class MitigateConfig:
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
     masktune_epochs: int = 1
+    jtt_upweight: int = 6
+    dfr_epochs: int = 30
+    dfr_lr: float = 1e-2
     min_per_class: int = 1
     examples: int = 6
     device: str = "cpu"
+    trust_code: bool = False
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)
@@ -102,6 +106,8 @@ class MitigateConfig:
             raise TexplainError("mitigation: give at least one seed, each once")
         if self.masktune_epochs < 1 or self.min_per_class < 0 or self.examples < 0:
             raise TexplainError("mitigation: masktune_epochs must be >= 1, min_per_class and examples >= 0")
+        if self.jtt_upweight < 1 or self.dfr_epochs < 1 or self.dfr_lr <= 0:
+            raise TexplainError("mitigation: jtt_upweight and dfr_epochs must be >= 1 and dfr_lr > 0")
 
     def to_json(self) -> dict:
         settings = asdict(self)
@@ -128,6 +134,7 @@ class Harness:
     classifier: Classifier
     train_pixels: Tensor
     train_labels: Tensor
+    train_groups: list[str]
     test_pixels: Tensor
     test_labels: Tensor
     test_groups: list[str]
@@ -187,7 +194,10 @@ def run_mitigation(
         chosen = torch.tensor(selection.indices(), dtype=torch.long)
         check_classes(harness.train_labels[chosen], harness.classifier.class_names, config.min_per_class, "TExplain")
     if "texplain" in config.methods:
-        texplain_heats = _heats(harness, translator, lm, selection, config.mask, progress)
+        texplain_heats, zero = _heats(harness, translator, lm, selection, config.mask, progress)
+        result["texplain_zero_heat_maps"] = zero
+        if not texplain_heats:
+            raise TexplainError("TExplain: every selected sample's heat map is all zero: no region raises its word")
         fractions = [_fraction(h, harness, config.mask.threshold) for h in texplain_heats.values()]
         result["texplain_masked_fraction"] = round(float(np.mean(fractions)), 4)
         examples = [MaskedExample(paths[i], labels[i], selection.words[i], texplain_heats[i], f)
@@ -195,14 +205,22 @@ def run_mitigation(
     masktune_heats = {}
     if "masktune" in config.methods:
         every = Selection(paths, labels, [None] * len(paths), [True] * len(paths))
-        masktune_heats = _heats(harness, None, None, every, replace(config.mask, localise="class"), progress)
+        masktune_heats, result["masktune_zero_heat_maps"] = _heats(
+            harness, None, None, every, replace(config.mask, localise="class"), progress)
     random_fraction = result.get("texplain_masked_fraction", 1.0 - config.mask.threshold)
+    if "jtt" in config.methods:
+        errors = (predict(harness.classifier, harness.train_pixels) != harness.train_labels).nonzero().squeeze(1)
+        result["jtt_errors"] = len(errors)
     runs: dict[str, list[dict]] = {}
     for method in config.methods:
         runs[method] = []
         for seed in config.seeds:
-            train = _method_set(method, harness, selection, texplain_heats, masktune_heats, random_fraction, config, seed)
-            runs[method].append(_run_one(method, harness, train, config, seed, out, progress))
+            if method == "dfr":
+                runs[method].append(_score(_dfr(harness, config, seed), harness, seed, {"method": "dfr"}))
+            else:
+                train = _method_set(method, harness, selection, texplain_heats, masktune_heats, random_fraction,
+                                    config, seed, errors if method == "jtt" else None)
+                runs[method].append(_run_one(method, harness, train, config, seed, out, progress))
             log.info("%s seed %d: worst group %.3f, average %.3f", method, seed,
                      runs[method][-1]["worst_group"], runs[method][-1]["average"])
     result["runs"] = runs
@@ -217,11 +235,12 @@ def _harness(
     """Load the classifier and preprocess both splits once."""
     if not train_items or not test_items:
         raise TexplainError("mitigation: needs labelled train and test images")
-    classifier = load_classifier(str(folder)).to(config.device)
+    classifier = load_classifier(str(folder), trust_code=config.trust_code).to(config.device)
     names = classifier.class_names
     return Harness(
         classifier_folder=folder, classifier=classifier,
         train_pixels=load_pixels(classifier, train_items, progress), train_labels=label_indices(train_items, names),
+        train_groups=[i.group or i.label for i in train_items],
         test_pixels=load_pixels(classifier, test_items, progress), test_labels=label_indices(test_items, names),
         test_groups=[i.group or i.label for i in test_items], test_classes=[i.label for i in test_items],
     )
@@ -230,13 +249,25 @@ def _harness(
 def _heats(
     harness: Harness, translator: Translator | None, lm: FrozenLM | None, selection: Selection, mask: MaskConfig,
     progress: bool,
-) -> dict[int, Tensor]:
-    """Heat map per selected training image, by position: behind its word, or behind its class logit."""
-    heats = {}
+) -> tuple[dict[int, Tensor], int]:
+    """Heat map per selected training image, by position, behind its word or its class logit; and the zero maps.
+
+    A map with no positive value says nothing about where the shortcut is:
+    its sample is left out, and how many there were is returned.
+    """
+    layer = cam_layer(harness.classifier, harness.train_pixels, mask) if mask.heat == "gradcam" else None
+    log.info("%s (%s) heat maps at %s", mask.heat, mask.localise, layer or "the feature layer")
+    heats, zero = {}, 0
     for i in tqdm(selection.indices(), desc=f"{mask.heat} ({mask.localise})", unit="img", disable=not progress):
-        heats[i] = localise(harness.classifier, translator, lm, harness.train_pixels[i : i + 1], selection.words[i],
-                            int(harness.train_labels[i]), mask).cpu()
-    return heats
+        heat = localise(harness.classifier, translator, lm, harness.train_pixels[i : i + 1], selection.words[i],
+                        int(harness.train_labels[i]), mask, layer).cpu()
+        if heat.max() > 0:
+            heats[i] = heat
+        else:
+            zero += 1
+    if zero:
+        log.warning("%d of %d heat maps are all zero; those samples are left out", zero, len(selection.indices()))
+    return heats, zero
 
 
 def _fraction(heat: Tensor, harness: Harness, threshold: float) -> float:
@@ -247,24 +278,30 @@ def _fraction(heat: Tensor, harness: Harness, threshold: float) -> float:
 def _method_set(
     method: str, harness: Harness, selection: Selection | None, texplain_heats: dict[int, Tensor],
     masktune_heats: dict[int, Tensor], random_fraction: float, config: MitigateConfig, seed: int,
+    errors: Tensor | None = None,
 ) -> tuple[Tensor, Tensor] | None:
-    """The (masked pixels (n, 3, H, W), labels (n,)) a method fine-tunes on for one seed; None for ERM."""
+    """The (pixels (n, 3, H, W), labels (n,)) a method fine-tunes on for one seed; None for ERM."""
     generator = torch.Generator().manual_seed(seed)
     n = len(harness.train_pixels)
+    donors = harness.train_pixels
     if method == "erm":
         return None
+    if method == "jtt":
+        index = torch.cat([torch.arange(n), errors.repeat(config.jtt_upweight - 1)])
+        index = index[torch.randperm(len(index), generator=generator)]
+        return harness.train_pixels[index], harness.train_labels[index]
     if method in ("texplain", "masktune"):
         heats = texplain_heats if method == "texplain" else masktune_heats
         index = list(heats)
         masked, _ = mask_batch(harness.train_pixels[index], [heats[i] for i in index], config.mask.threshold,
-                               config.mask.fill, generator)
+                               config.mask.fill, generator, donors)
         return masked, harness.train_labels[index]
     count = len(selection.indices()) if method == "randmask" else n
     index = sorted(torch.randperm(n, generator=generator)[:count].tolist())
     grid = _grid(harness)
     heats = [random_heat(grid, generator) for _ in index]
     threshold = min(max(1.0 - random_fraction, 1e-3), 1.0)
-    masked, _ = mask_batch(harness.train_pixels[index], heats, threshold, config.mask.fill, generator)
+    masked, _ = mask_batch(harness.train_pixels[index], heats, threshold, config.mask.fill, generator, donors)
     return masked, harness.train_labels[index]
 
 
@@ -280,19 +317,43 @@ def _run_one(
 ) -> dict:
     """Fine-tune (unless ERM) and score on the test images: group accuracy plus per-class accuracy."""
     if train is None:
-        classifier = harness.classifier
-        extra = {"fine_tuned_on": 0}
-    else:
-        pixels, labels = train
-        if method != "texplain":
-            check_classes(labels, harness.classifier.class_names, config.min_per_class, METHOD_LABELS[method])
-        epochs = config.masktune_epochs if method == "masktune" else config.finetune.epochs
-        settings = replace(config.finetune, epochs=epochs, seed=seed, device=config.device)
-        classifier = fine_tune(harness.classifier_folder, pixels, labels, settings, progress=False)
-        extra = {"fine_tuned_on": len(labels)}
-        if method == "texplain":
-            folder = save_checkpoint(classifier, out / "checkpoints" / f"texplain-seed{seed}", harness.classifier_folder)
-            extra["checkpoint"] = str(folder)
+        return _score(harness.classifier, harness, seed, {"fine_tuned_on": 0})
+    pixels, labels = train
+    if method != "texplain":
+        check_classes(labels, harness.classifier.class_names, config.min_per_class, METHOD_LABELS[method])
+    epochs = config.masktune_epochs if method == "masktune" else config.finetune.epochs
+    settings = replace(config.finetune, epochs=epochs, seed=seed, device=config.device)
+    classifier = fine_tune(harness.classifier_folder, pixels, labels, settings, progress=False,
+                           trust_code=config.trust_code)
+    extra = {"fine_tuned_on": len(labels)}
+    if method == "texplain":
+        folder = save_checkpoint(classifier, out / "checkpoints" / f"texplain-seed{seed}", harness.classifier_folder)
+        extra["checkpoint"] = str(folder)
+    return _score(classifier, harness, seed, extra)
+
+
+def _dfr(harness: Harness, config: MitigateConfig, seed: int) -> Classifier:
+    """The classifier with its last layer retrained from scratch on a group-balanced subset of the training set.
+
+    Every group contributes as many images as the smallest group has (drawn
+    with the seed), so no group's background can predict the class there.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    groups = sorted(set(harness.train_groups))
+    members = {g: [i for i, x in enumerate(harness.train_groups) if x == g] for g in groups}
+    size = min(len(m) for m in members.values())
+    index = torch.tensor([m[j] for m in members.values() for j in torch.randperm(len(m), generator=generator)[:size].tolist()])
+    classifier = load_classifier(str(harness.classifier_folder), trust_code=config.trust_code)
+    replace_head(classifier.module, len(classifier.class_names))
+    torch.manual_seed(seed)
+    settings = replace(config.finetune, epochs=config.dfr_epochs, lr=config.dfr_lr, seed=seed, device=config.device,
+                       head_only=True)
+    train_classifier(classifier, harness.train_pixels[index], harness.train_labels[index], settings, progress=False)
+    return classifier
+
+
+def _score(classifier: Classifier, harness: Harness, seed: int, extra: dict) -> dict:
+    """Accuracy per group and per class on the test images."""
     predictions = predict(classifier, harness.test_pixels)
     accuracy = group_accuracy(predictions.tolist(), harness.test_labels.tolist(), harness.test_groups)
     per_class = group_accuracy(predictions.tolist(), harness.test_labels.tolist(), harness.test_classes)["per_group"]
@@ -318,3 +379,45 @@ def summarise_runs(runs: Sequence[dict]) -> dict:
         "per_class": by("per_class"),
         "seeds": [r["seed"] for r in runs],
     }
+
+
+def check_classes(labels: Tensor, class_names: Sequence[str], min_per_class: int, what: str) -> None:
+    """Refuse to fine-tune when a class has fewer than ``min_per_class`` samples (labels (n,) as indices)."""
+    if len(labels) == 0:
+        raise TexplainError(f"{what}: no problematic sample found, nothing to fine-tune on "
+                            "(lower --min-frequency or --min-lift, or sample more sentences)")
+    counts = Counter(labels.tolist())
+    short = [(name, counts.get(i, 0)) for i, name in enumerate(class_names) if counts.get(i, 0) < min_per_class]
+    if short:
+        listed = ", ".join(f"{name} ({n})" for name, n in short)
+        raise TexplainError(f"{what}: too few samples to fine-tune on for class {listed}; "
+                            f"need {min_per_class} per class (lower --min-per-class to accept it)")
+
+
+def fine_tune(
+    classifier_folder: str | os.PathLike, pixels: Tensor, labels: Tensor, config: ClassifierTrainConfig,
+    progress: bool = False, trust_code: bool = False,
+) -> Classifier:
+    """A fresh copy of the saved classifier, fine-tuned on pixels (n, 3, H, W) and labels (n,); the folder is only read.
+
+    ``trust_code`` is :func:`~texplain.models.classifiers.load_classifier`'s.
+    """
+    classifier = load_classifier(str(classifier_folder), trust_code=trust_code)
+    if len(pixels) < 2:
+        raise TexplainError(f"fine-tuning: need at least 2 samples, got {len(pixels)}")
+    torch.manual_seed(config.seed)
+    train_classifier(classifier, pixels, labels, config, progress=progress)
+    return classifier
+
+
+def check_not_original(folder: str | os.PathLike, original: str | os.PathLike) -> None:
+    """Refuse an output folder that is the original classifier's folder or lies inside it."""
+    folder, original = Path(folder).resolve(), Path(original).resolve()
+    if folder == original or original in folder.parents:
+        raise TexplainError(f"{folder}: would write into the original classifier's folder {original}; choose another --out")
+
+
+def save_checkpoint(classifier: Classifier, folder: str | os.PathLike, original: str | os.PathLike) -> Path:
+    """Save a fine-tuned classifier to a new folder, never the original classifier's (see :func:`check_not_original`)."""
+    check_not_original(folder, original)
+    return save_classifier(classifier, folder)

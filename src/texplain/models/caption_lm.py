@@ -50,6 +50,7 @@ from texplain.models.word_context import (
     sibling_words,
     word_context,
 )
+from texplain.training.batching import length_batches
 from texplain.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -287,23 +288,6 @@ def encode_groups(tokenizer, table: WordTable, groups: Sequence[Sequence[str]], 
     return CaptionRows([[eos, *row[: max_tokens - 1], eos] for row in ids], words, group_of)
 
 
-def _batches(rows: list[list[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of row indices, each of similar lengths to keep padding small.
-
-    Rows are shuffled, sorted by length within windows of 50 batches, cut
-    into batches, and the batches shuffled again.
-    """
-    order = list(range(len(rows)))
-    rng.shuffle(order)
-    window = 50 * batch_size
-    batches = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: len(rows[i]))
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
 def _collate(rows: list[list[int]], eos: int, slots: int) -> tuple[Tensor, Tensor]:
     """Right-padded ids (B, L) and labels (B, slots + L) with -100 on the context, the start token and padding.
 
@@ -358,7 +342,7 @@ def _train(model: torch.nn.Module, table: WordTable, rows: CaptionRows, config: 
     model.train()
     with tqdm(total=total, desc="pretraining caption LM", unit="step", disable=not progress) as bar:
         for epoch in range(config.epochs):
-            for batch in _batches(rows.ids, config.batch_size, rng):
+            for batch in length_batches([len(r) for r in rows.ids], config.batch_size, generator):
                 ids, labels = _collate([rows.ids[i] for i in batch], eos, slots)
                 contexts = [draw_context(rows.words[i], config.context, len(table), rng) for i in batch] if slots else []
                 inputs = _inputs(model, table, ids, contexts)  # (B, K + L, d)

@@ -13,6 +13,11 @@ knows work as they are:
 - ``package.module:factory`` (a function returning an ``nn.Module``), or any
   ``nn.Module`` in Python through :meth:`Classifier.from_module`.
 
+A folder is data, not code: its recipe may rebuild the module only through
+the built-in backends above (:func:`built_in`), unless the caller passes
+``trust_code=True`` (the command line's ``--trust-code``). A factory named by
+the user is the user's own choice and always runs.
+
 The feature layer is named ``module.name`` (its output) or
 ``module.name:input`` (its input). The default is the penultimate
 representation: a ViT's whole token grid after the final norm (P+1 tokens), a
@@ -35,13 +40,21 @@ from PIL import Image
 from torch import Tensor, nn
 
 from texplain.atomic import building_folder
+from texplain.data.files import load_json
 from texplain.errors import TexplainError, first_line
+from texplain.weights import load_safetensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASSIFIER_CONFIG = "classifier.json"
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
 INPUT_SUFFIX = ":input"
+BUILT_IN_BACKENDS = ("timm", "hf", "torchvision")
+CODE_ARGUMENTS = {
+    "trust_remote_code": "which runs a model's own Python files",
+    "checkpoint_path": "which loads a file from outside the folder (older timm versions unpickle it)",
+}
+"""Constructor arguments of the built-in backends that run or unpickle something a recipe could choose."""
 
 Preprocess = Callable[[Image.Image], Tensor]
 
@@ -188,16 +201,19 @@ def load_classifier(
     num_classes: int | None = None,
     feature_layer: str = "",
     model_kwargs: dict | None = None,
+    trust_code: bool = False,
 ) -> Classifier:
     """Load a classifier by name (see the module docstring); frozen and in eval mode.
 
     ``pretrained=False`` builds the architecture with random weights (tests,
     or a backbone about to be trained); ``num_classes`` replaces the head;
     ``model_kwargs`` go to the backend's constructor (e.g. ``img_size`` for timm).
+    ``trust_code`` lets a saved folder's recipe run code from outside
+    texplain (a factory, or transformers' ``trust_remote_code``).
     """
     kwargs = dict(model_kwargs or {})
     if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, CLASSIFIER_CONFIG)):
-        return _load_saved(Path(spec), feature_layer)
+        return _load_saved(Path(spec), feature_layer, trust_code)
     backend, _, name = spec.partition(":")
     if spec == "efficientnet_lite0":
         return _load_efficientnet_lite0(pretrained, num_classes, feature_layer)
@@ -207,8 +223,12 @@ def load_classifier(
         return _load_hf(name, pretrained, num_classes, feature_layer, kwargs)
     if backend == "torchvision":
         return _load_torchvision(name, pretrained, num_classes, feature_layer, kwargs)
-    if name and all(part.isidentifier() for part in backend.split(".")):
+    if is_factory(spec):
         return _load_factory(spec, feature_layer, kwargs)
+    if os.path.isdir(spec):
+        raise TexplainError(f"classifier {spec}: a folder without {CLASSIFIER_CONFIG}, so not a saved classifier")
+    if "/" in spec or os.sep in spec:
+        raise TexplainError(f"classifier {spec}: no such folder")
     raise TexplainError(
         f"classifier {spec}: unknown name; use timm:NAME, hf:ID_OR_FOLDER, torchvision:NAME, "
         "efficientnet_lite0, a saved classifier folder, or package.module:factory"
@@ -240,6 +260,30 @@ def save_classifier(classifier: Classifier, folder: str | os.PathLike) -> Path:
     return Path(folder)
 
 
+def built_in(spec: str) -> bool:
+    """Whether ``spec`` names one of texplain's own backends, which import nothing the name chooses."""
+    return spec == "efficientnet_lite0" or spec.partition(":")[0] in BUILT_IN_BACKENDS
+
+
+def is_factory(spec: str) -> bool:
+    """Whether ``spec`` is ``package.module:factory``: a module to import and a function in it to call."""
+    backend, _, name = spec.partition(":")
+    return bool(name) and not built_in(spec) and all(part.isidentifier() for part in backend.split("."))
+
+
+def _foreign_code(build: dict) -> str:
+    """What in a saved folder's ``build`` recipe would run code from outside texplain, or ``""`` when nothing does.
+
+    Anything but a built-in backend does (a factory imports and calls code),
+    and so does any of :data:`CODE_ARGUMENTS` (``trust_remote_code``, with
+    which transformers runs the Python files of a model folder).
+    """
+    if not built_in(build["spec"]):
+        return f"the classifier {build['spec']!r}, which is not a built-in backend"
+    risky = [name for name in CODE_ARGUMENTS if (build.get("model_kwargs") or {}).get(name)]
+    return f"{risky[0]}, {CODE_ARGUMENTS[risky[0]]}" if risky else ""
+
+
 def feature_source(spec: str) -> str:
     """The name whose features ``spec`` gives: a saved folder's ``features_of``, else ``spec`` itself.
 
@@ -249,10 +293,10 @@ def feature_source(spec: str) -> str:
     recipe_file = Path(spec) / CLASSIFIER_CONFIG
     if not recipe_file.is_file():
         return spec
-    try:
-        return json.loads(recipe_file.read_text()).get("features_of") or spec
-    except json.JSONDecodeError as exc:
-        raise TexplainError(f"{recipe_file}: not a classifier recipe ({exc})") from exc
+    recipe = load_json(recipe_file)
+    if not isinstance(recipe, dict):
+        raise TexplainError(f"{recipe_file}: not a classifier recipe (a JSON {type(recipe).__name__})")
+    return recipe.get("features_of") or spec
 
 
 def head_name(module: nn.Module) -> str:
@@ -263,25 +307,33 @@ def head_name(module: nn.Module) -> str:
     return linears[-1]
 
 
-def _load_saved(folder: Path, feature_layer: str) -> Classifier:
-    """Rebuild a classifier from :func:`save_classifier`'s folder (weights via safetensors)."""
-    from safetensors.torch import load_file
+def _load_saved(folder: Path, feature_layer: str, trust_code: bool) -> Classifier:
+    """Rebuild a classifier from :func:`save_classifier`'s folder (weights via safetensors).
 
+    Its recipe runs no code from outside texplain unless ``trust_code``.
+    """
+    recipe = load_json(folder / CLASSIFIER_CONFIG)
     try:
-        recipe = json.loads((folder / CLASSIFIER_CONFIG).read_text())
         build = recipe["build"]
-    except (json.JSONDecodeError, KeyError) as exc:
+        if not isinstance(build, dict) or not isinstance(build["spec"], str) or not isinstance(recipe["class_names"], list):
+            raise TypeError("build must be an object with a spec, class_names a list")
+    except (KeyError, TypeError) as exc:
         raise TexplainError(f"{folder / CLASSIFIER_CONFIG}: not a classifier recipe ({exc})") from exc
+    danger = _foreign_code(build)
+    if danger and not trust_code:
+        raise TexplainError(f"{folder / CLASSIFIER_CONFIG}: builds {danger}; "
+                            "load this folder only if you trust it, with --trust-code")
     loaded = load_classifier(
         build["spec"],
         pretrained=False,
         num_classes=build.get("num_classes"),
         feature_layer=feature_layer or recipe.get("feature_layer", ""),
         model_kwargs=build.get("model_kwargs"),
+        trust_code=trust_code,
     )
     try:
-        loaded.module.load_state_dict(load_file(str(folder / CLASSIFIER_WEIGHTS)))
-    except (RuntimeError, OSError) as exc:
+        loaded.module.load_state_dict(load_safetensors(folder / CLASSIFIER_WEIGHTS))
+    except RuntimeError as exc:
         raise TexplainError(f"{folder / CLASSIFIER_WEIGHTS}: weights do not fit {build['spec']} ({str(exc)[:120]})") from exc
     loaded.class_names = list(recipe["class_names"])
     loaded.spec = str(folder)
@@ -299,6 +351,9 @@ def _load_timm(name: str, pretrained: bool, num_classes: int | None, layer: str,
         kwargs["num_classes"] = num_classes
     try:
         module = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except OSError as exc:
+        raise TexplainError(f"classifier timm:{name}: its weights are not on disk and cannot be downloaded "
+                            f"({first_line(exc)})") from exc
     except (RuntimeError, ValueError, TypeError) as exc:
         raise TexplainError(f"classifier timm:{name}: {first_line(exc)}") from exc
     data_config = resolve_data_config({}, model=module)
@@ -385,7 +440,13 @@ def _load_torchvision(name: str, pretrained: bool, num_classes: int | None, laye
         weights = torchvision.models.get_model_weights(name).DEFAULT
     except (ValueError, KeyError) as exc:
         raise TexplainError(f"classifier torchvision:{name}: unknown model") from exc
-    module = torchvision.models.get_model(name, weights=weights if pretrained else None, **kwargs)
+    try:
+        module = torchvision.models.get_model(name, weights=weights if pretrained else None, **kwargs)
+    except OSError as exc:
+        raise TexplainError(f"classifier torchvision:{name}: its weights are not on disk and cannot be downloaded "
+                            f"({first_line(exc)})") from exc
+    except (TypeError, ValueError) as exc:
+        raise TexplainError(f"classifier torchvision:{name}: {first_line(exc)}") from exc
     names = list(weights.meta["categories"])
     if num_classes is not None and num_classes != len(names):
         replace_head(module, num_classes)

@@ -22,7 +22,7 @@ and nothing is rewritten that another reads.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import re
@@ -37,8 +37,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from texplain.atomic import write_json, writing
+from texplain.data.files import load_json
 from texplain.data.images import decode_rgb, load_rgb
 from texplain.errors import BadImageError, TexplainError
+from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
 
 log = logging.getLogger(__name__)
@@ -101,13 +103,13 @@ class FeatureStore:
         meta_path = self.folder / META_FILE
         if not meta_path.is_file():
             raise TexplainError(f"{self.folder}: not a feature store (no {META_FILE})")
-        self.meta: dict = json.loads(meta_path.read_text())
+        self.meta: dict = load_json(meta_path)
         self.rows: dict[str, dict] = {}
         index_path = self.folder / INDEX_FILE
-        for row in json.loads(index_path.read_text()) if index_path.is_file() else []:
+        for row in load_json(index_path) if index_path.is_file() else []:
             self.rows[row["path"]] = row  # a legacy store's rows, kept whole
         for rows_file in sorted(self.folder.glob(f"shard_*{ROWS_SUFFIX}")):
-            self._add(json.loads(rows_file.read_text()))
+            self._add(load_json(rows_file))
         self._shards: dict[int | str, object] = {}
         self._whole: dict[str, dict[str, dict]] = {}  # the whole rows of the shards read last, by shard
 
@@ -137,7 +139,7 @@ class FeatureStore:
         if TOP5 in row:
             return row
         shard = row["shard"]
-        whole = self._whole.get(shard) or self._remember(shard, json.loads((self.folder / f"{shard}{ROWS_SUFFIX}").read_text()))
+        whole = self._whole.get(shard) or self._remember(shard, load_json(self.folder / f"{shard}{ROWS_SUFFIX}"))
         return whole[row["path"]]
 
     def features(self, paths: Sequence[str | os.PathLike]) -> Tensor:
@@ -220,7 +222,9 @@ def extract_features(
     """Extract features of the image files ``paths`` into ``folder``; returns the store and the skipped images.
 
     Images already in the store are not extracted again. A store made by
-    another classifier, feature layer or dtype is refused rather than mixed.
+    another classifier, feature layer or dtype is refused rather than mixed,
+    and so is a store another run is extracting into (its lock,
+    :mod:`texplain.locking`).
     ``metadata`` maps a path to extra index fields (label, split, group).
     Skipped images are (path, reason) pairs: a bad image never stops the run.
     """
@@ -245,34 +249,38 @@ def extract_into(
     write to one store at once (a training process's rank, an actor's
     token); each writer must have its own. When the stream fails with a
     :class:`~texplain.errors.TexplainError` (a corrupt WebDataset shard), the
-    images read before it are still written, then the error goes on.
+    images read before it are still written, then the error goes on. The
+    single writer (``writer`` empty) holds the store's lock (:mod:`texplain.locking`)
+    while it writes, so a second run into the store stops instead of mixing shards.
     """
     config = config or ExtractionConfig()
-    numbers = _shard_numbers(store.folder, writer)
-    skipped: list[tuple[str, str]] = []
-    pending: dict[str, ImageItem] = {}
-    bar = tqdm(desc="features", unit="img", disable=not progress)
+    with locked_folder(store.folder) if not writer else contextlib.nullcontext():
+        numbers = _shard_numbers(store.folder, writer)
+        skipped: list[tuple[str, str]] = []
+        pending: dict[str, ImageItem] = {}
+        bar = tqdm(desc="features", unit="img", disable=not progress)
 
-    def flush() -> None:
-        skipped.extend(_write_chunk(store, classifier, list(pending.values()), config, _shard_stem(writer, next(numbers))))
-        bar.update(len(pending))
-        pending.clear()
+        def flush() -> None:  # the pending images leave the queue first: a failed write is not retried
+            chunk = list(pending.values())
+            pending.clear()
+            skipped.extend(_write_chunk(store, classifier, chunk, config, _shard_stem(writer, next(numbers))))
+            bar.update(len(chunk))
 
-    try:
-        for item in items:
-            if item.key not in store.rows:
-                pending.setdefault(item.key, item)
-            if len(pending) == config.shard_size:
+        try:
+            for item in items:
+                if item.key not in store.rows:
+                    pending.setdefault(item.key, item)
+                if len(pending) == config.shard_size:
+                    flush()
+        except TexplainError:
+            if pending:
                 flush()
-    except TexplainError:
-        if pending:
-            flush()
-        raise
-    else:
-        if pending:
-            flush()
-    finally:
-        bar.close()
+            raise
+        else:
+            if pending:
+                flush()
+        finally:
+            bar.close()
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
     return skipped
@@ -361,7 +369,7 @@ def _shard_numbers(folder: Path, writer: str) -> Iterator[int]:
     pattern = re.compile(rf"^{re.escape(prefix)}(\d{{5}}){re.escape(ROWS_SUFFIX)}$")
     used = [int(m.group(1)) for f in folder.iterdir() if (m := pattern.match(f.name))]
     if not writer and (folder / INDEX_FILE).is_file():
-        used += [row["shard"] for row in json.loads((folder / INDEX_FILE).read_text())]
+        used += [row["shard"] for row in load_json(folder / INDEX_FILE)]
     number = 1 + max(used, default=-1)
     while True:
         yield number

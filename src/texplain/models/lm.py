@@ -133,6 +133,8 @@ def load_lm(spec: str | os.PathLike, dtype: torch.dtype = torch.float32, cache_d
     """
     spec = str(spec)
     name = spec[3:] if spec.startswith("hf:") else spec
+    if (os.path.isabs(name) or name.startswith(".")) and not os.path.exists(name):
+        raise TexplainError(f"language model {spec}: no such folder or file")
     if name == SMOLLM2_ALIAS:
         name = str(_bundled_smollm2())
     if name.endswith(".gguf"):
@@ -151,7 +153,7 @@ def _load_hf(name: str, spec: str, dtype: torch.dtype) -> FrozenLM:
             config.is_decoder = True
         model = AutoModelForCausalLM.from_pretrained(name, config=config, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(name)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise TexplainError(f"language model {spec}: cannot load ({first_line(exc)})") from exc
     return FrozenLM(model, tokenizer, spec)
 

@@ -26,23 +26,28 @@ always does. Both anchors are buffers copied from the LM by :func:`new_translato
 A checkpoint is a folder: ``translator.safetensors`` plus ``translator.json``
 holding the config and what it was trained for (classifier spec, feature
 layer, LM and its prefix recipe). :func:`load_translator` refuses a pairing
-that does not match.
+that does not match. A translator in memory names a local classifier or LM
+by its absolute path; on disk the path is relative to the checkpoint's
+folder (``../lm``) and is found from there when loaded, so a checkpoint works
+from any working folder, and when moved together with its models. Hub ids
+and ``timm:`` names are recorded as they are.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from texplain.atomic import write_json, writing
+from texplain.data.files import load_json
 from texplain.errors import TexplainError
 from texplain.models.classifiers import Classifier, feature_source
 from texplain.models.lm import FrozenLM
+from texplain.weights import load_safetensors
 
 WEIGHTS_FILE = "translator.safetensors"
 CONFIG_FILE = "translator.json"
@@ -208,8 +213,8 @@ def new_translator(classifier: Classifier, lm: FrozenLM, token_shape: tuple[int,
     if lm.recipe and "prefix_len" not in settings:
         settings = {**settings, "prefix_len": int(lm.recipe["slots"])}
     config = TranslatorConfig(in_tokens=t, in_dim=d, lm_dim=lm.embed_dim, **settings)
-    provenance = Provenance(classifier=classifier.feature_spec, feature_layer=classifier.feature_layer, lm=lm.spec,
-                            lm_recipe=lm.recipe)
+    provenance = Provenance(classifier=_absolute(classifier.feature_spec), feature_layer=classifier.feature_layer,
+                            lm=_absolute(lm.spec), lm_recipe=lm.recipe)
     with torch.no_grad():
         eos = lm.embed_tokens(torch.tensor([lm.eos_token_id], device=lm.device))[0].float().cpu()  # (d,)
     return Translator(config, provenance).anchor(eos, eos)
@@ -235,8 +240,39 @@ def save_translator(translator: Translator, folder: str | os.PathLike) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in translator.state_dict().items()}
     with writing(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
-    write_json(folder / CONFIG_FILE, {"config": asdict(translator.config), "provenance": asdict(translator.provenance)})
+    provenance = translator.provenance
+    provenance = replace(provenance, classifier=_portable(provenance.classifier, folder), lm=_portable(provenance.lm, folder))
+    write_json(folder / CONFIG_FILE, {"config": asdict(translator.config), "provenance": asdict(provenance)})
     return folder
+
+
+def _absolute(name: str) -> str:
+    """The absolute path of a local model, so that it names the same model from any working folder; other names unchanged."""
+    return os.path.abspath(name) if name and os.path.exists(name) else name
+
+
+def _portable(name: str, folder: Path) -> str:
+    """The path to a local model as seen from the checkpoint ``folder`` (``../lm``); other names unchanged."""
+    if not name or not os.path.exists(name):
+        return name
+    relative = os.path.relpath(name, folder)
+    return relative if relative.startswith("..") else os.path.join(".", relative)
+
+
+def _located(name: str, folder: Path) -> str:
+    """A recorded relative path, found from the checkpoint ``folder`` or a folder above it; other names unchanged.
+
+    Checkpoints written before paths were recorded relative to their folder
+    hold paths relative to where they were trained, usually a folder above
+    them (``texplain-demo/lm`` for ``texplain-demo/translator``).
+    """
+    if ":" in name or os.path.isabs(name) or "/" not in name.replace(os.sep, "/"):
+        return name
+    folder = Path(os.path.abspath(folder))
+    for base in (folder, *folder.parents):
+        if (base / name).exists():
+            return os.path.abspath(base / name)
+    return name
 
 
 def load_translator(
@@ -250,16 +286,19 @@ def load_translator(
     Names are compared after resolving paths, so ``./runs/cls`` and its
     absolute path are the same classifier. A saved classifier whose head
     alone was trained counts as the classifier it got its features from.
+    Recorded relative paths come back absolute (see the module docstring).
     """
 
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise TexplainError(f"{folder}: not a translator checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+    record = load_json(folder / CONFIG_FILE)
     try:
-        record = json.loads((folder / CONFIG_FILE).read_text())
         config = TranslatorConfig(**_upgrade(record["config"]))
         provenance = Provenance(**record["provenance"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        provenance = replace(provenance, classifier=_located(provenance.classifier, folder),
+                             lm=_located(provenance.lm, folder))
+    except (KeyError, TypeError, AttributeError) as exc:
         raise TexplainError(f"{folder / CONFIG_FILE}: not a translator config ({exc})") from exc
     for what, wanted, have in (
         ("classifier", classifier and feature_source(classifier), provenance.classifier),
@@ -268,13 +307,16 @@ def load_translator(
     ):
         if wanted is not None and not same_name(wanted, have):
             raise TexplainError(f"{folder}: this translator was trained for {what} {have!r}, not {wanted!r}")
-    from safetensors.torch import load_file
-
     translator = Translator(config, provenance)
-    state = load_file(str(folder / WEIGHTS_FILE))
+    state = load_safetensors(folder / WEIGHTS_FILE)
     if not (config.residual or config.start_token):
         state = {**translator.state_dict(), **state}  # a checkpoint from before the anchors has none to restore
-    translator.load_state_dict(state)
+    try:
+        translator.load_state_dict(state)
+    except RuntimeError as exc:
+        first_problem = (str(exc).strip().splitlines()[1:] or [str(exc)])[0].strip()
+        raise TexplainError(f"{folder}: its {WEIGHTS_FILE} does not fit the shapes in its {CONFIG_FILE} "
+                            f"({first_problem})") from exc
     return translator.eval()
 
 

@@ -39,7 +39,7 @@ from texplain.analysis.only_background import (
     plot_top5,
 )
 from texplain.analysis.results import ResultsFolder
-from texplain.atomic import building_folder, write_json, write_text, writing
+from texplain.atomic import building_folder, check_writable, write_json, write_text, writing
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.report.templates import render_template
@@ -81,12 +81,23 @@ def write_report(
 ) -> Path:
     """Build the report in a temporary folder, then swap it in for ``folder``; returns ``folder/index.html``."""
     config = config or ReportConfig()
-    folder = Path(folder)
-    if folder.exists() and not (folder / MARKER).is_file():
-        raise TexplainError(f"{folder}: exists and is not a texplain report; not replaced (choose another --out)")
+    folder = check_report_folder(folder)
     with building_folder(folder) as tmp:
         _build(tmp, results, analysis, only_background or {}, config)
     return folder / "index.html"
+
+
+def check_report_folder(folder: str | os.PathLike) -> Path:
+    """Refuse a folder the report may not replace: one that is not a report, or whose parent cannot be written.
+
+    The report is built beside ``folder`` and swapped in, so the parent is
+    what must be writable; a command checks this before its analysis.
+    """
+    folder = Path(folder)
+    if folder.exists() and not (folder / MARKER).is_file():
+        raise TexplainError(f"{folder}: exists and is not a texplain report; not replaced (choose another --out)")
+    check_writable(folder.parent)
+    return folder
 
 
 def _build(

@@ -54,6 +54,13 @@ def markdown_table(result: dict) -> str:
     if "selection" in result:
         s = result["selection"]
         lines += ["", f"Selected {s['selected']} of {s['images']} training samples ({100 * s['fraction']:.1f}%)."]
+    if "texplain_masked_fraction" in result:
+        lines.append(f"TExplain's masks cover {100 * result['texplain_masked_fraction']:.1f}% of an image on average; "
+                     f"{result.get('texplain_zero_heat_maps', 0)} all-zero heat maps were left out.")
+    if "jtt_errors" in result:
+        lines.append(f"JTT up-weights the {result['jtt_errors']} training samples the classifier gets wrong.")
+    if "dfr" in result["summary"]:
+        lines.append("DFR retrains the last layer on group-balanced data: it uses the group labels, which TExplain never sees.")
     return "\n".join(lines) + "\n"
 
 
@@ -82,10 +89,12 @@ def draw_plot(result: dict, path: Path) -> Path:
     return path
 
 
-def save_example(example: MaskedExample, threshold: float, fill: str, path: Path) -> Path:
+def save_example(example: MaskedExample, threshold: float, fill: str, path: Path, donor: str | None = None) -> Path:
     """Original | heat map | masked, side by side, from the image file (not the preprocessed pixels).
 
-    The ``zero`` fill is drawn as :data:`ZERO_GREY`, an approximation of the model's own mean colour.
+    The ``zero`` fill is drawn as :data:`ZERO_GREY`, an approximation of the
+    model's own mean colour; the ``shuffle`` fill copies the region from
+    ``donor``, another training image, as fine-tuning does.
     """
     import torch
 
@@ -94,9 +103,12 @@ def save_example(example: MaskedExample, threshold: float, fill: str, path: Path
     image = load_rgb(example.path).resize((EXAMPLE_SIZE, EXAMPLE_SIZE))
     heat = (example.heat.clamp(0, 1) * 255).to(torch.uint8).numpy()
     heat_image = Image.fromarray(heat, mode="L").resize((EXAMPLE_SIZE, EXAMPLE_SIZE)).convert("RGB")
+    hidden = Image.fromarray(region(example.heat, (EXAMPLE_SIZE, EXAMPLE_SIZE), threshold).numpy())
     if fill == "zero":
-        hidden = Image.fromarray(region(example.heat, (EXAMPLE_SIZE, EXAMPLE_SIZE), threshold).numpy())
         masked = Image.composite(Image.new("RGB", image.size, ZERO_GREY), image, hidden)
+    elif fill == "shuffle":
+        other = load_rgb(donor or example.path).resize((EXAMPLE_SIZE, EXAMPLE_SIZE))
+        masked = Image.composite(other, image, hidden)
     else:
         masked = mask_image(image, example.heat, threshold, fill, torch.Generator().manual_seed(0))
     strip = Image.new("RGB", (3 * EXAMPLE_SIZE, EXAMPLE_SIZE))
@@ -126,7 +138,8 @@ def write_mitigation_report(folder: Path, result: dict, examples: Sequence[Maske
     mask = result["settings"]["mask"]
     shown = []
     for number, example in enumerate(examples):
-        png = save_example(example, mask["threshold"], mask["fill"], folder / "examples" / f"{number:02d}.png")
+        donor = examples[(number + 1) % len(examples)].path  # another training image, as the shuffle fill takes
+        png = save_example(example, mask["threshold"], mask["fill"], folder / "examples" / f"{number:02d}.png", donor)
         shown.append({"src": f"examples/{png.name}", "label": example.label, "word": example.word or "",
                       "fraction": example.fraction})
     section = mitigation_section(result, plot.name, shown)

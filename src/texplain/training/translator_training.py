@@ -30,6 +30,7 @@ pairs are read back from there. The processes extract one share each.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -45,6 +46,7 @@ from texplain.atomic import building_folder, write_json
 from texplain.data.caption_shards import CaptionShards
 from texplain.data.captions import CaptionPair
 from texplain.errors import TexplainError
+from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
 from texplain.models.features import ExtractionConfig, FeatureStore, ImageItem, extract_into, open_store
 from texplain.models.lm import FrozenLM
@@ -56,12 +58,14 @@ from texplain.models.translator import (
 )
 from texplain.training.replicas import Replicas
 from texplain.training.schedule import warmup_cosine
+from texplain.weights import load_torch_state
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
+STATE_KEYS = frozenset({"optimizer", "scheduler", "phase", "epoch", "history"})
 
 
 @dataclass
@@ -146,11 +150,22 @@ def train_translator(
     Pairs whose image is not in ``store`` are refused (one message naming the
     first such image), because silently dropping them would change the data.
     ``replicas``: the processes training together (default: as launched).
+    ``out_dir`` is locked for the run (:mod:`texplain.locking`): a second run
+    into it stops instead of interleaving checkpoints.
     """
     config = config or TrainConfig()
     replicas = replicas or Replicas.start(config.device, config.mixed_precision)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with locked_folder(out) if replicas.is_main else contextlib.nullcontext():
+        history = _train(translator, lm, store, phases, out, config, dev_pairs, resume, replicas, progress)
+    replicas.barrier()
+    return history
+
+
+def _train(translator: Translator, lm: FrozenLM, store: FeatureStore, phases: Sequence[Phase], out: Path,
+           config: TrainConfig, dev_pairs: Sequence[CaptionPair], resume: bool, replicas: Replicas,
+           progress: bool) -> History:
+    """The body of :func:`train_translator`, run while the main process holds ``out``'s lock."""
     lm.to(replicas.device)
     translator.to(replicas.device)
     bank = _FeatureBank(store, [p for ph in phases for p in ph.pairs] + list(dev_pairs), config.feature_memory_gb)
@@ -191,7 +206,6 @@ def train_translator(
     if replicas.is_main:
         save_translator(translator, out)
         write_json(out / HISTORY_FILE, asdict(history))
-    replicas.barrier()
     return history
 
 
@@ -321,7 +335,13 @@ def _stream_pairs(store: FeatureStore, stream: CaptionShards) -> list[CaptionPai
 
 
 def _run_epoch(model, lm, bank, phase, epoch, phase_no, optimizer, scheduler, config, replicas, progress) -> float:
-    """One pass over the phase's pairs, shuffled by a generator seeded from (seed, phase, epoch)."""
+    """One pass over the phase's pairs, shuffled by a generator seeded from (seed, phase, epoch).
+
+    Batches are random samples, not of similar caption lengths as for the
+    caption LM: a batch of one length is often a batch of one kind of image
+    (one scene described by one template), and batch norm then scales away
+    what tells them apart.
+    """
     model.train()
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + phase_no * 1009 + epoch)
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + replicas.rank)
@@ -402,12 +422,22 @@ def _save_checkpoint(out: Path, translator, optimizer, scheduler, phase_no: int,
 
 
 def _load_checkpoint(out: Path, translator: Translator) -> dict | None:
-    """Restore the translator's weights from the last checkpoint; returns its state or None."""
+    """Restore the translator's weights from the last checkpoint; returns its state or None.
+
+    A damaged checkpoint is an error that says how to start over.
+    """
     folder = out / CHECKPOINT_DIR
     if not (folder / STATE_FILE).is_file():
         return None
-    saved = load_translator(folder)
+    try:
+        saved = load_translator(folder)
+        state = load_torch_state(folder / STATE_FILE)
+        missing = sorted(STATE_KEYS - state.keys())
+        if missing:
+            raise TexplainError(f"{folder / STATE_FILE}: not a training state (no {', '.join(missing)})")
+    except TexplainError as exc:
+        raise TexplainError(f"{exc}; run without --resume to start over") from exc
     if saved.config != translator.config:
         raise TexplainError(f"{folder}: the checkpoint's translator config differs from this run's; use another --out")
     translator.load_state_dict(saved.state_dict())
-    return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    return state

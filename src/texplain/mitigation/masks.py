@@ -1,0 +1,188 @@
+"""Mitigation, step two: find the region behind a sample's shortcut word and hide it without leaving a cue.
+
+**Where.** The heat map of a word comes from Grad-CAM through the translator
+and the LM (:func:`texplain.attribution.gradcam.word_cam`); MaskTune's option
+uses Grad-CAM of the labelled class's logit. At the resolution of a small
+image a CNN's last map is 2 x 2, so a word's Grad-CAM would hide whole
+quadrants, object and all; the map is therefore taken at the deepest stage
+whose map has at least 8 cells a side (``layer="auto"``,
+:func:`~texplain.attribution.gradcam.finer_layer`), or at a named layer, or
+the feature layer. Where Grad-CAM is flat (a small ViT's last tokens are all
+alike) occlusion is offered: how much hiding each cell of a grid lowers the
+score. A map with no positive value anywhere says nothing: it is reported and
+its sample is left out.
+
+**How.** The region at or above ``threshold`` is filled. The default fill,
+``shuffle``, copies the same region from a training image drawn at random
+(whatever its class), so the filled pixels have the same distribution
+whatever the sample's class: they carry no class cue. The image's own mean
+colour, a blur or matched noise would keep the background's colour (the cue
+itself); a flat grey (``zero``) is a new cue in itself, its amount differing
+by class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from texplain.attribution.gradcam import (
+    FILLS,
+    class_cam,
+    finer_layer,
+    mask_image,
+    normalise,
+    region,
+    word_cam,
+    word_log_prob,
+    word_token_rows,
+)
+from texplain.errors import TexplainError
+from texplain.models.classifiers import Classifier
+from texplain.models.lm import FrozenLM
+from texplain.models.translator import Translator
+
+LOCALISERS = ("word", "class")
+MASK_FILLS = ("shuffle", *FILLS, "zero")
+"""``shuffle`` (the region of a random training image), gradcam's image-based fills, and ``zero`` (the preprocessing's mean)."""
+HEAT_METHODS = ("gradcam", "occlusion")
+MIN_SIDE = 8
+"""Cells a side the ``auto`` Grad-CAM layer's map has at least."""
+
+
+@dataclass
+class MaskConfig:
+    """Where and how a sample is masked.
+
+    localise: ``word`` (the non-class word, TExplain's) or ``class`` (the
+    labelled class's logit, MaskTune's). heat: ``gradcam`` or ``occlusion``
+    (hiding each cell of a ``grid`` x ``grid`` grid in turn). layer: where
+    Grad-CAM's map is taken: ``auto`` (the deepest stage with a map of at
+    least :data:`MIN_SIDE` cells a side), ``features`` (the classifier's
+    feature layer) or a module name. threshold: the masked region is where the
+    heat map reaches it. fill: one of :data:`MASK_FILLS` (see the module docstring).
+    """
+
+    localise: str = "word"
+    threshold: float = 0.5
+    fill: str = "shuffle"
+    heat: str = "gradcam"
+    layer: str = "auto"
+    grid: int = 8
+
+    def __post_init__(self) -> None:
+        if self.localise not in LOCALISERS:
+            raise TexplainError(f"mask localise {self.localise!r}: choose word or class")
+        if self.fill not in MASK_FILLS:
+            raise TexplainError(f"mask fill {self.fill!r}: choose one of {', '.join(MASK_FILLS)}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise TexplainError(f"mask threshold must be in (0, 1], got {self.threshold}")
+        if self.heat not in HEAT_METHODS or self.grid < 2:
+            raise TexplainError(f"mask heat {self.heat!r}: choose gradcam or occlusion (grid at least 2)")
+        if not self.layer.strip():
+            raise TexplainError("mask layer: give auto, features or a module name")
+
+
+def cam_layer(classifier: Classifier, pixels: Tensor, mask: MaskConfig) -> str | None:
+    """The module Grad-CAM hooks for ``mask.layer`` (None: the feature layer), checked against the classifier."""
+    if mask.layer == "features":
+        return None
+    if mask.layer == "auto":
+        return finer_layer(classifier, pixels[:1], MIN_SIDE)
+    if mask.layer not in dict(classifier.module.named_modules()):
+        raise TexplainError(f"mask layer {mask.layer!r}: the classifier has no such module")
+    return mask.layer
+
+
+def localise(
+    classifier: Classifier,
+    translator: Translator | None,
+    lm: FrozenLM | None,
+    pixels: Tensor,
+    word: str | None,
+    class_index: int,
+    mask: MaskConfig,
+    layer: str | None = None,
+) -> Tensor:
+    """Heat map in [0, 1] of one image (pixels (1, 3, H, W)) behind ``word`` or the class logit.
+
+    Grad-CAM gives (H, W), taken at ``layer`` (see :func:`cam_layer`);
+    occlusion gives (grid, grid), which masking resizes.
+    """
+    pixels = pixels.to(classifier.device)
+    if mask.localise == "word" and (word is None or translator is None or lm is None):
+        raise TexplainError("word localisation needs a word, a translator and a language model")
+    if mask.heat == "gradcam":
+        if mask.localise == "class":
+            return class_cam(classifier, pixels, class_index, layer=layer)
+        return word_cam(classifier, translator, lm, pixels, word, layer=layer)
+    if mask.localise == "class":
+        return occlusion_heat(lambda x: classifier.features_and_logits(x)[1][:, class_index], pixels, mask.grid)
+    rows = word_token_rows(lm, word)
+    translator.eval()
+
+    def score(x: Tensor) -> Tensor:
+        features, _ = classifier.features_and_logits(x)  # (B, T, D)
+        return word_log_prob(lm, translator(features.to(lm.device)), rows)  # (B,)
+
+    return occlusion_heat(score, pixels, mask.grid)
+
+
+def occlusion_heat(score: Callable[[Tensor], Tensor], pixels: Tensor, grid: int) -> Tensor:
+    """How much hiding each cell lowers ``score``: pixels (1, 3, H, W) → heat (grid, grid) in [0, 1].
+
+    Each of the grid x grid cells is set in turn to zero, the preprocessing's
+    mean colour (not the image's own, which would keep a background's colour);
+    all occluded copies are scored in one batch. Drops are clamped at
+    zero and scaled by the largest; no drop anywhere gives an all-zero map.
+    """
+    _, _, h, w = pixels.shape
+    rows = torch.linspace(0, h, grid + 1).round().long().tolist()
+    cols = torch.linspace(0, w, grid + 1).round().long().tolist()
+    copies = pixels.repeat(grid * grid, 1, 1, 1)  # (g*g, 3, H, W)
+    for i in range(grid):
+        for j in range(grid):
+            copies[i * grid + j, :, rows[i] : rows[i + 1], cols[j] : cols[j + 1]] = 0.0
+    with torch.inference_mode():
+        base = score(pixels)  # (1,)
+        occluded = torch.cat([score(chunk) for chunk in copies.split(64)])  # (g*g,)
+    return normalise((base - occluded).float().cpu().reshape(grid, grid))
+
+
+def random_heat(size: tuple[int, int], generator: torch.Generator) -> Tensor:
+    """A random heat map (h, w) of independent uniform values: with threshold 1 - f it masks about f of the cells."""
+    return torch.rand(size, generator=generator)
+
+
+def mask_batch(
+    pixels: Tensor,
+    heats: Sequence[Tensor],
+    threshold: float,
+    fill: str,
+    generator: torch.Generator,
+    donors: Tensor | None = None,
+) -> tuple[Tensor, list[float]]:
+    """Mask each image (pixels (n, 3, H, W)) where its heat map reaches ``threshold``.
+
+    ``donors`` (m, 3, H, W) are the images a ``shuffle`` fill copies from,
+    one drawn at random per image. Returns the masked pixels (n, 3, H, W) and
+    each image's masked fraction.
+    """
+    if fill == "shuffle" and (donors is None or len(donors) == 0):
+        raise TexplainError("mask fill shuffle: needs training images to copy regions from")
+    masked, fractions = [], []
+    size = tuple(pixels.shape[-2:])
+    for image, heat in zip(pixels, heats):
+        where = region(heat.cpu(), size, threshold)  # (H, W)
+        if fill == "zero":
+            masked.append(torch.where(where[None], torch.zeros_like(image), image))
+        elif fill == "shuffle":
+            donor = donors[int(torch.randint(len(donors), (1,), generator=generator))]  # (3, H, W)
+            masked.append(torch.where(where[None], donor.to(image), image))
+        else:
+            masked.append(mask_image(image, heat.cpu(), threshold, fill, generator))
+        fractions.append(float(where.float().mean()))
+    return torch.stack(masked), fractions
