@@ -10,8 +10,8 @@ uses them through this module:
   (:class:`ClassMerge`), so "seagull" and "duck" count as "bird" and never as
   a suspect;
 * **frequent**: in at least ``min_frequency`` of the sentences;
-* **not the LM's own**: said at least ``min_lift`` times more often than after
-  a null prefix (:mod:`.lm_prior`).
+* **not the LM's own**: its odds of being said at least ``min_lift`` times
+  those after a null prefix (the lift of :mod:`.lm_prior`).
 
 For a class (:func:`rank_suspects`) a suspect must also be over-represented
 against the other classes pooled *and* against the LM prior: both log-odds
@@ -37,12 +37,9 @@ class SuspectRule:
 
     Attributes:
         min_frequency: in at least this fraction of the sentences.
-        min_lift: said at least this many times more often than after a null
-            prefix (only where there is a prior). A modest bar: the z-score
-            against the prior already asks for significance, and a caption LM
-            can say a common background word in half of its null-prefix
-            sentences (the demo's says "water" in 47%), which caps that word's
-            lift near 2.
+        min_lift: its odds at least this many times those after a null prefix
+            (only where there is a prior). A modest bar: the z-score against
+            the prior already asks for significance.
         min_z: (classes only) log-odds z against the other classes and against
             the LM prior both at least this.
         limit: suspects kept per class.

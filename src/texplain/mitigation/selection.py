@@ -48,8 +48,8 @@ class SelectionConfig:
 
     sampling: how each image's sentences are drawn (a few: every training
     image is explained). min_frequency: a dominant word is in at least this
-    fraction of the image's sentences. min_lift: and said at least this many
-    times more often than after a null prefix. prior: which null prefixes make
+    fraction of the image's sentences. min_lift: and its odds at least this
+    many times those after a null prefix (the lift of :mod:`texplain.analysis.lm_prior`). prior: which null prefixes make
     the LM prior. class_words: how class names become vocabularies.
     """
 
