@@ -47,10 +47,10 @@ def test_class_words_merge_into_one_entry(analysis):
     assert bird.class_word["all"].frequency == pytest.approx(200 / 300)
     low, high = wilson_interval(200, 300)
     assert (bird.class_word["all"].low, bird.class_word["all"].high) == pytest.approx((float(low), float(high)))
-    # lift of the class: 2/3 over the prior's smoothed (0 + 0.5) / (40 + 1)
-    assert bird.class_word["all"].lift == pytest.approx((200 / 300) / (0.5 / 41))
+    # lift of the class: the odds of 2/3 over the odds of the prior's smoothed (0 + 0.5) / (40 + 1)
+    assert bird.class_word["all"].lift == pytest.approx(2.0 / ((0.5 / 41) / (40.5 / 41)))
     assert words["water"].count == 190 and words["water"].frequency == pytest.approx(190 / 300)
-    assert words["water"].lift == pytest.approx((190 / 300) / (2.5 / 41))
+    assert words["water"].lift == pytest.approx((190 / 110) / ((2.5 / 41) / (38.5 / 41)))
     assert bird.images == {"all": 3, "train": 2, "test": 1}
     assert bird.class_word["test"].count == 70 and bird.words["test"][0].word == "bird"
 

@@ -41,9 +41,9 @@ def test_a_background_word_first_makes_the_sample_problematic(prior):
     counts = {"sand": 8, "dog": 3, "man": 9}
     merge = ClassMerge("dog", frozenset({"dog", "puppy"}))
     found = dominant_words(merge(counts, {"dog": 3}), 10, merge, prior, 0.1, 1.5)
-    # "man" is the LM's own word: lift 0.9 / (10.5 / 11) < 1.5, so it is not dominant.
+    # "man" is the LM's own word: lift (0.9 / 0.1) / (10.5 / 0.5) < 1.5, so it is not dominant.
     assert [d.word for d in found] == ["sand", "dog"]
-    assert found[0].lift == pytest.approx(0.8 / (0.5 / 11))
+    assert found[0].lift == pytest.approx((0.8 / 0.2) / ((0.5 / 11) / (10.5 / 11)))
 
 
 def test_class_words_are_merged_before_ranking(prior):

@@ -36,7 +36,19 @@ def test_a_word_over_represented_against_classes_and_prior_is_the_suspect():
     z_classes = {s.word: s.z for s in compare_counts(own, rest)}["water"]
     assert water.z_classes == pytest.approx(z_classes)
     assert water.frequency == pytest.approx(0.8) and water.low < 0.8 < water.high
-    assert water.lift == pytest.approx(0.8 / (0.5 / 101))
+    assert water.lift == pytest.approx((0.8 / 0.2) / ((0.5 / 101) / (100.5 / 101)))  # odds ratio
+
+
+def test_a_word_the_prior_says_often_is_still_a_suspect_when_the_class_says_it_nearly_always():
+    # The demo's LM says "snow" after 87% of its null prefixes; the class says it in 98% of its sentences.
+    merge = ClassMerge("car", frozenset({"car"}))
+    counter = WordCounter()
+    counter.update(["deep white snow two"] * 870 + ["two road"] * 130)
+    own = {"snow": 294, "car": 60, "white": 100, "deep": 100, "two": 100}
+    found = rank_suspects(own, 300, {"snow": 30, "road": 200, "white": 100, "two": 150}, merge, LMPrior(counter, {}),
+                          SuspectRule())
+    assert [s.word for s in found] == ["snow"]
+    assert 0.98 / (870.5 / 1001) < SuspectRule().min_lift < found[0].lift  # a ratio of frequencies would stay below
 
 
 def test_without_a_prior_only_the_classes_are_compared():
