@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Spinning OpenMP threads make two-thread torch several times slower when the other core is busy.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install browser clean
+.PHONY: demo test install browser clean flickr8k
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,14 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/texplain demo
+
+# The Flickr8k recipe (issue 10's benchmark winner): a prefix-ready caption LM on the
+# training captions, EfficientNet-Lite0 features, a pooled translator for two epochs.
+FLICKR ?= ../shared/data/flickr8k
+flickr8k: install
+	$(BIN)/texplain pretrain-lm --captions $(FLICKR)/captions.tsv --out runs/flickr8k/lm --epochs 3
+	$(BIN)/texplain train --captions $(FLICKR)/captions.tsv --classifier efficientnet_lite0 --lm runs/flickr8k/lm \
+	  --fp16 --features runs/flickr8k/features --out runs/flickr8k/translator --epochs 2 --dev-split dev
 
 # The report's browser test drives Debian's Chromium; install it when we may.
 browser:
