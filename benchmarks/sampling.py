@@ -26,7 +26,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads collapse on a shared 2-core machine
 
 import argparse
-import json
 import math
 import platform
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from texplain.atomic import write_json
 from texplain.generate.sampling import (
     SamplingConfig,
     sample_sentences,
@@ -150,14 +150,6 @@ def summary(seconds: float, rows_tokens: list[int], words: list[int]) -> dict:
         "min_words": min(words),
         "max_words": max(words),
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a temporary file beside the target, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def main() -> None:
