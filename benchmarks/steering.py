@@ -300,29 +300,31 @@ def _mean(values) -> float:
 
 
 def _write_table(results: Path) -> None:
-    """The variants table: one row per JSON in the results folder, in the order they were written."""
+    """The variants table: a row per variant and length rule, variants in the order their JSON was written."""
     rows = []
     for path in sorted((results / "steering").glob("*.json"), key=lambda p: p.stat().st_mtime):
         r = json.loads(path.read_text())
-        first = next(iter(r["explanations"].values()))
-        rule = next(iter(r["explanations"]))
-        lm = r["lm_context_loss"]
-        rows.append(
-            f"| {r['variant']} | {r['note']} | {lm['none']:.2f} / {lm['right']:.2f} / {lm['wrong']:.2f} | "
-            f"{r['dev_loss']['lm_alone']:.3f} | {r['dev_loss']['true']:.3f} | {r['dev_loss']['shuffled']:.3f} | "
-            f"{r['dev_loss']['mean']:.3f} | {rule} | {first['p_at_10']['explanation']:.3f} | {first['p_at_10']['null_prefix']:.3f} | "
-            f"{first['p_at_10']['shuffled']:.3f} | {first['p_at_1']['explanation']:.2f} | {r['probe']['p_at_10']:.3f} | "
-            f"{r['training'].get('minutes', '-')} |"
-        )
+        lm, loss = r["lm_context_loss"], r["dev_loss"]
+        probe = f"{r['probe']['p_at_10']:.3f}" + ("" if "penalty" in r["probe"] else "*")
+        for rule, e in r["explanations"].items():
+            rows.append(
+                f"| {r['variant']} | {r['note']} | {lm['none']:.2f} / {lm['right']:.2f} / {lm['wrong']:.2f} | "
+                f"{loss['lm_alone']:.3f} | {loss['true']:.3f} | {loss['shuffled']:.3f} | {loss['mean']:.3f} | {rule} | "
+                f"{e['mean_words_per_sentence']:.1f} | {e['p_at_10']['explanation']:.3f} | {e['p_at_10']['null_prefix']:.3f} | "
+                f"{e['p_at_10']['shuffled']:.3f} | {e['p_at_1']['explanation']:.2f} | {e['top1_is_a_prior_word']:.2f} | "
+                f"{probe} | {r['training'].get('minutes', '-')} |"
+            )
     header = (
         "# Steering variants (Flickr8k train → dev, EfficientNet-Lite0)\n\n"
-        "Made by `benchmarks/steering.py`; one row per variant. LM context: the LM's own caption loss with no context / "
-        "the right words / another image's words. Dev loss: with the LM alone, true, shuffled and mean features. "
-        "p@10: dominant words of the explanation vs the 5 captions' content words, beside the null prefix and shuffled "
-        "explanations; p@1: the top word; probe: a linear probe of the mean-pooled features. Minutes: translator training.\n\n"
+        "Made by `benchmarks/steering.py`; a row per variant and sentence-length rule. LM context: the LM's own caption "
+        "loss with no context / the right words / another image's words. Dev loss: with the LM alone, true, shuffled and "
+        "mean features. Words: mean words per sentence. p@10: dominant words of the explanation vs the 5 captions' "
+        "content words, beside the null prefix and shuffled explanations; p@1: the top word; prior top-1: how often the "
+        "top word is one of the null prefix's top 10; probe: a ridge probe of the mean-pooled features (* the earlier "
+        "logistic probe, weaker). Minutes: translator training (- : a trained translator was reused).\n\n"
         "| variant | what changed | LM context loss (none / right / wrong) | dev loss LM alone | true | shuffled | mean | "
-        "lengths | p@10 | null | shuffled | p@1 | probe p@10 | minutes |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "lengths | words | p@10 | null | shuffled | p@1 | prior top-1 | probe p@10 | minutes |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     write_text(results / "steering_variants.md", header + "\n".join(rows) + "\n")
 
