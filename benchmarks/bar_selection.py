@@ -1,0 +1,54 @@
+"""Mitigation's first step on BAR: which share of BAR train is selected as leaning on a shortcut.
+
+An image is selected when its first dominant word (over the LM prior) is not
+its class (:mod:`texplain.mitigation.selection`), with the settings
+``texplain mitigate`` uses. The paper selects 26-29% of its training sets.
+Reads a finished ``benchmarks/bar_analysis.py`` run (its classifier, class
+words and feature store); writes ``benchmarks/results/bar/selection.json``.
+
+    python benchmarks/bar_selection.py --bar runs/bar --translator runs/flickr8k/translator
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from texplain.analysis.class_vocabulary import ClassWordConfig, load_overrides
+from texplain.atomic import write_json
+from texplain.data.labelled import read_labelled
+from texplain.mitigation.selection import SelectionConfig, select_problematic
+from texplain.models.explainer import load_explainer
+from texplain.models.features import FeatureStore
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bar", type=Path, required=True, help="a benchmarks/bar_analysis.py --out folder")
+    parser.add_argument("--translator", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "bar" / "selection.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    explainer = load_explainer(args.translator, str(args.bar / "classifier"))
+    train = [i for i in read_labelled(args.data / "bar" / "metadata.json") if i.split == "train"]
+    config = SelectionConfig(class_words=ClassWordConfig(overrides=load_overrides(args.bar / "class_words.json")))
+    selection, _ = select_problematic(explainer.classifier, explainer.translator, explainer.lm,
+                                      FeatureStore(args.bar / "results" / "features"), [str(i.path) for i in train],
+                                      [i.label for i in train], config, progress=True)
+    result = {"translator": str(args.translator), "sentences_per_image": config.sampling.num_samples,
+              "min_frequency": config.min_frequency, "min_lift": config.min_lift, **selection.to_json(),
+              "seconds": round(time.perf_counter() - started, 1)}
+    write_json(args.out, result)
+    print(f"selected={result['fraction']} of {result['images']} images; top words: {result['top_words_selected']}")
+
+
+if __name__ == "__main__":
+    main()
