@@ -27,4 +27,3 @@ def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gen
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2] += batches.pop()
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-
