@@ -336,6 +336,17 @@ def test_a_truncated_classifier_folder_is_one_line(models, images, tmp_path, cap
     one_line_error(code, err, "classifier.safetensors")
 
 
+def test_a_truncated_feature_shard_is_one_line(images, tmp_path):
+    from texplain.models.features import FeatureStore, extract_features
+
+    paths = [str(p) for p in images[:2]]
+    extract_features(tiny_vit(), paths, tmp_path / "features", progress=False)
+    truncate(tmp_path / "features" / "shard_00000.safetensors")
+    with pytest.raises(TexplainError) as error:
+        FeatureStore(tmp_path / "features").features(paths)
+    assert "\n" not in str(error.value) and "shard_00000.safetensors" in str(error.value)
+
+
 def test_resuming_from_a_truncated_training_state_is_one_line(models, images, tiny_lm_folder, tmp_path, capsys):
     from conftest import CAPTIONS
 

@@ -42,6 +42,7 @@ from texplain.data.images import decode_rgb, load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
+from texplain.weights import open_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +187,8 @@ class FeatureStore:
         return self._whole[shard]
 
     def _shard(self, shard: int | str):
-        from safetensors import safe_open
-
         if shard not in self._shards:
-            self._shards[shard] = safe_open(str(self.folder / _shard_file(shard)), framework="pt")
+            self._shards[shard] = open_safetensors(self.folder / _shard_file(shard))
         return self._shards[shard]
 
 
