@@ -91,3 +91,20 @@ def test_adaptive_explain_records_the_sentences_it_used(trained, images, tmp_pat
                      "--samples", "auto", "-n", "100", "--stop-k", "3", "--min-words", "2", "--max-words", "8"]) == 0
     record = json.loads((tmp_path / f"{images[0].stem}.json").read_text())
     assert record["sampling"]["adaptive"] and 50 <= record["n_sentences"] <= 100 and record["n_sentences"] % 25 == 0
+
+
+def test_explain_dataset_reads_a_float16_store_only_when_told(trained, images, tmp_path, capsys):
+    from texplain.models.classifiers import load_classifier
+    from texplain.models.features import ExtractionConfig, extract_features
+
+    classifier = load_classifier(str(trained / "classifier"))
+    extract_features(classifier, [str(p) for p in images[:3]], tmp_path / "f", ExtractionConfig(fp16=True), progress=False)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"path": str(p), "label": classifier.class_names[0], "split": "test"}) + "\n"
+                              for p in images[:3]))
+    common = ["explain-dataset", str(labels), "--translator", str(trained / "translator"), "--features", str(tmp_path / "f"),
+              "-n", "3", "--min-words", "2", "--max-words", "6", "--prior", "none"]
+    assert cli.main([*common, "--out", str(tmp_path / "wrong")]) == 2
+    assert "fp16=True, not False" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert cli.main([*common, "--out", str(tmp_path / "right"), "--fp16"]) == 0
+    assert "3 images explained now" in capsys.readouterr().out

@@ -35,6 +35,7 @@ def explain_dataset_command(
     examples: Annotated[int, typer.Option(help="Sample sentences kept per image")] = 5,
     chunk_size: Annotated[int, typer.Option(help="Images per Parquet part")] = 64,
     features: Annotated[Optional[Path], typer.Option(help="Feature store folder (default: OUT/features)")] = None,
+    fp16: options.Fp16 = False,
     class_words: options.ClassWords = None,
     wordnet: options.WordNet = True,
     prior: Annotated[str, typer.Option(help="Null prefixes of the LM prior: blank,mean,shuffled, or none")] = PRIOR_KINDS,
@@ -55,6 +56,7 @@ def explain_dataset_command(
     from texplain.data.labelled import read_labelled
     from texplain.generate.explain import ExplainConfig
     from texplain.models.explainer import load_explainer
+    from texplain.models.features import ExtractionConfig
 
     if engine not in ("local", "ray"):
         raise TexplainError(f"--engine {engine}: choose local or ray")
@@ -79,6 +81,7 @@ def explain_dataset_command(
         class_words=options.class_word_config(class_words, wordnet),
         prior=None if kinds == ("none",) else PriorConfig(kinds=kinds, seed=seed),
         allow_unknown_labels=allow_unknown_labels,
+        extraction=ExtractionConfig(fp16=fp16),
     )
     # Under Ray the actors explain; this process names the settings and makes the LM prior, on its CPU.
     explainer = load_explainer(translator, classifier, lm, "cpu" if runner else device, trust_code)

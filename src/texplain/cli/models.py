@@ -55,7 +55,7 @@ def train_command(
     dropout: Annotated[float, typer.Option(help="Translator dropout before its last layer")] = 0.1,
     feature_layer: options.FeatureLayer = "",
     trust_code: options.TrustCode = False,
-    fp16: Annotated[bool, typer.Option(help="Store features as float16")] = False,
+    fp16: options.Fp16 = False,
     feature_memory: Annotated[float, typer.Option(
         help="GB of training features held in memory per process; more are read per batch from the store")] = 4.0,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images (of the caption files together, and of each streamed set)")] = None,

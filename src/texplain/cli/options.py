@@ -34,6 +34,7 @@ ClassifierOverride = Annotated[Optional[str], typer.Option(
 TrustCode = Annotated[bool, typer.Option(
     "--trust-code", help="Let a classifier folder or translator run the Python code its recipe names (only for folders you trust)")]
 LMOverride = Annotated[Optional[str], typer.Option(help="Default: the language model the translator was trained for")]
+Fp16 = Annotated[bool, typer.Option(help="Store features as float16 (half the disk; a store keeps the dtype it was made with)")]
 FeatureLayer = Annotated[str, typer.Option(help="Module whose output (or NAME:input) is the feature; default: penultimate")]
 Samples = Annotated[int, typer.Option("-n", "--num-samples", help="Sentences per image; with --samples auto, the most per image")]
 SamplesMode = Annotated[Optional[str], typer.Option(
