@@ -24,7 +24,7 @@ its output exists (so a killed run resumes):
     OMP_NUM_THREADS=1 python benchmarks/bar_analysis.py --out runs/bar            # full (hours on 2 CPU cores)
     OMP_NUM_THREADS=1 python benchmarks/bar_analysis.py --out runs/bar-quick --quick
     OMP_NUM_THREADS=1 python benchmarks/bar_analysis.py --out runs/bar --head-only \
-        --translator runs/flickr/translator --classifier-epochs 20 --samples 50   # 21 min; results/bar/
+        --translator runs/flickr8k/translator --classifier-epochs 20 --samples 50   # 21 min; results/bar/
     python benchmarks/bar_analysis.py --out runs/bar --device cuda
 
 Data are read from ``../shared/data`` (``--data`` to change), never copied.

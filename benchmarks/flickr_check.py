@@ -1,11 +1,9 @@
 """Real-data check: explain Flickr8k dev photos and set their top words beside the human captions.
 
-Needs a translator trained for EfficientNet-Lite0 on Flickr8k train, e.g.::
+Needs a translator trained for EfficientNet-Lite0 on Flickr8k train (``make flickr8k``)::
 
-    texplain pretrain-lm --captions ../shared/data/flickr8k/captions.tsv --out runs/flickr/lm --epochs 3
-    texplain train --classifier efficientnet_lite0 --lm runs/flickr/lm \\
-        --captions ../shared/data/flickr8k/captions.tsv --out runs/flickr/translator --epochs 4
-    python benchmarks/flickr_check.py --translator runs/flickr/translator
+    make flickr8k
+    python benchmarks/flickr_check.py --translator runs/flickr8k/translator
 
 Writes ``benchmarks/results/flickr_check.md`` (a markdown table) and the
 per-image JSON and word clouds under ``--out``.

@@ -8,7 +8,7 @@
 # there is nothing to shift it towards). BAR: the linear-probe EfficientNet-Lite0
 # classifier of benchmarks/bar_analysis.py --head-only, fine-tuned head-only, with
 # the Flickr8k translator for EfficientNet-Lite0's features, expected in
-# RUNS_FOLDER/flickr/translator (texplain pretrain-lm, then texplain train
+# RUNS_FOLDER/flickr8k/translator (make flickr8k: texplain pretrain-lm, then texplain train
 # --classifier efficientnet_lite0 on ../shared/data/flickr8k/captions.tsv).
 set -euo pipefail
 runs=${1:-runs}
@@ -19,15 +19,15 @@ texplain demo --out "$runs/demo-cnn" --classifier resnet10t --pretrain-epochs 15
 texplain mitigate --demo "$runs/demo-cnn" --out "$runs/demo-cnn-mitigate" --json "$here/results/demo_mitigation.json"
 cp "$runs/demo-cnn-mitigate/table.md" "$here/results/demo_mitigation.md"
 
-python "$here/bar_analysis.py" --out "$runs/bar" --head-only --translator "$runs/flickr/translator" \
+python "$here/bar_analysis.py" --out "$runs/bar" --head-only --translator "$runs/flickr8k/translator" \
     --classifier-epochs 20 --samples 50
-texplain mitigate -c "$runs/bar/classifier" --translator "$runs/flickr/translator" \
+texplain mitigate -c "$runs/bar/classifier" --translator "$runs/flickr8k/translator" \
     --data "$here/../../shared/data/bar/metadata.json" --out "$runs/bar-mitigate" \
     --head-only --lr 1e-3 --epochs 5 --samples 20 --seeds 3 --json "$here/results/bar/mitigation.json"
 cp "$runs/bar-mitigate/table.md" "$here/results/bar/mitigation.md"
 # The same with the people words (man, boy, player, ...) counted as every class's words:
 # the actor is not a place shortcut.
-texplain mitigate -c "$runs/bar/classifier" --translator "$runs/flickr/translator" \
+texplain mitigate -c "$runs/bar/classifier" --translator "$runs/flickr8k/translator" \
     --data "$here/../../shared/data/bar/metadata.json" --out "$runs/bar-mitigate-people" \
     --head-only --lr 1e-3 --epochs 5 --samples 20 --seeds 3 --methods erm,randmask,texplain \
     --class-words "$here/bar_class_words_people.json"
