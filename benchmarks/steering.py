@@ -126,6 +126,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=200, help="dev images explained")
     parser.add_argument("--samples", type=int, default=200, help="sentences per dev image")
     parser.add_argument("--lengths", default="5-20", help="sentence-length rules min-max, comma-separated")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus mass of the sampled sentences")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of steering/<variant>.json and the table")
@@ -238,16 +240,18 @@ def _dev_losses(translator: Translator, lm: FrozenLM, store, pairs, args) -> dic
 def _explanations(translator, lm, store, images, references, rule: str, args) -> dict:
     """Dominant words of N sentences per image, beside the null prefix and shuffled explanations, under one length rule."""
     low, high = (int(x) for x in rule.split("-"))
-    config = SamplingConfig(num_samples=args.samples, min_words=low, max_words=high, batch_size=args.samples, seed=args.seed)
+    config = SamplingConfig(num_samples=args.samples, min_words=low, max_words=high, batch_size=args.samples,
+                            seed=args.seed, top_p=args.top_p, temperature=args.temperature)
     words = WordConfig(top_k=10)
     started = time.perf_counter()
-    tops, firsts, lengths, top_frequencies = [], [], [], []
+    tops, counters, firsts, lengths, top_frequencies = [], [], [], [], []
     with torch.inference_mode():
         features = store.load_all(images).float()
         for i in range(len(images)):
             sentences = sample_sentences(lm, translator(features[i : i + 1])[0], config)
             counter = WordCounter(words)
             counter.update(sentences)
+            counters.append(counter.frequencies())
             top = counter.top(10)
             tops.append([w for w, _ in top])
             firsts.append(top[0][1] if top else 0.0)
@@ -259,7 +263,8 @@ def _explanations(translator, lm, store, images, references, rule: str, args) ->
     null_counter.update(null_sentences)
     null_top = [w for w, _ in null_counter.top(10)]
     shuffle = derangement(len(images), args.seed)
-    rows = {"explanation": tops, "null_prefix": [null_top] * len(images), "shuffled": [tops[j] for j in shuffle]}
+    rows = {"explanation": tops, "null_prefix": [null_top] * len(images), "shuffled": [tops[j] for j in shuffle],
+            "above_prior": [_above_prior(c, null_counter.frequencies()) for c in counters]}
     score = {name: {k: _mean(precision_at_k(t, r, k) for t, r in zip(lists, references) if t) for k in (10, 1)}
              for name, lists in rows.items()}
     prior = set(null_top)
@@ -275,8 +280,13 @@ def _explanations(translator, lm, store, images, references, rule: str, args) ->
         "examples": [{"image": Path(images[i]).name, "top_words": tops[i], "references": sorted(references[i])[:15]}
                      for i in range(min(5, len(images)))],
         "sentences_per_second": round(len(images) * args.samples / seconds, 1),
-        "images": len(images), "samples": args.samples,
+        "images": len(images), "samples": args.samples, "top_p": args.top_p, "temperature": args.temperature,
     }
+
+
+def _above_prior(frequencies: dict[str, float], prior: dict[str, float], k: int = 10) -> list[str]:
+    """The k words said most often beyond what the LM alone says: ranked by frequency minus the null prefix's."""
+    return sorted(frequencies, key=lambda w: (-(frequencies[w] - prior.get(w, 0.0)), w))[:k]
 
 
 def _probe(store, train_pairs, images, references, args) -> dict:
@@ -299,6 +309,11 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def _cell(value: float | None) -> str:
+    """A table cell: three decimals, or - where an older result lacks the figure."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _write_table(results: Path) -> None:
     """The variants table: a row per variant and length rule, variants in the order their JSON was written."""
     rows = []
@@ -311,7 +326,9 @@ def _write_table(results: Path) -> None:
                 f"| {r['variant']} | {r['note']} | {lm['none']:.2f} / {lm['right']:.2f} / {lm['wrong']:.2f} | "
                 f"{loss['lm_alone']:.3f} | {loss['true']:.3f} | {loss['shuffled']:.3f} | {loss['mean']:.3f} | {rule} | "
                 f"{e['mean_words_per_sentence']:.1f} | {e['p_at_10']['explanation']:.3f} | {e['p_at_10']['null_prefix']:.3f} | "
-                f"{e['p_at_10']['shuffled']:.3f} | {e['p_at_1']['explanation']:.2f} | {e['top1_is_a_prior_word']:.2f} | "
+                f"{e['p_at_10']['shuffled']:.3f} | {_cell(e['p_at_10'].get('above_prior'))} | "
+                f"{e.get('top_p', 0.95)} / {e.get('temperature', 1.0)} | "
+                f"{e['p_at_1']['explanation']:.2f} | {e['top1_is_a_prior_word']:.2f} | "
                 f"{probe} | {r['training'].get('minutes', '-')} |"
             )
     header = (
@@ -319,12 +336,12 @@ def _write_table(results: Path) -> None:
         "Made by `benchmarks/steering.py`; a row per variant and sentence-length rule. LM context: the LM's own caption "
         "loss with no context / the right words / another image's words. Dev loss: with the LM alone, true, shuffled and "
         "mean features. Words: mean words per sentence. p@10: dominant words of the explanation vs the 5 captions' "
-        "content words, beside the null prefix and shuffled explanations; p@1: the top word; prior top-1: how often the "
+        "content words, beside the null prefix and shuffled explanations; above prior: the ten words whose frequency most exceeds the null prefix's, scored the same way; sampling: top-p / temperature; p@1: the top word; prior top-1: how often the "
         "top word is one of the null prefix's top 10; probe: a ridge probe of the mean-pooled features (* the earlier "
         "logistic probe, weaker). Minutes: translator training (- : a trained translator was reused).\n\n"
         "| variant | what changed | LM context loss (none / right / wrong) | dev loss LM alone | true | shuffled | mean | "
-        "lengths | words | p@10 | null | shuffled | p@1 | prior top-1 | probe p@10 | minutes |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "lengths | words | p@10 | null | shuffled | above prior | sampling | p@1 | prior top-1 | probe p@10 | minutes |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     write_text(results / "steering_variants.md", header + "\n".join(rows) + "\n")
 
