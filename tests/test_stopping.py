@@ -15,10 +15,11 @@ from texplain.generate.stopping import StopRule, settled, uncertain_words
 from texplain.generate.words import WordConfig
 from texplain.models.lm import FrozenLM
 
-RULE = StopRule(k=10, tolerance=1, min_sentences=50)
+RULE = StopRule(k=10, confidence=0.95, tolerance=1, min_sentences=50)
 
 
-def stopping_point(probabilities: dict[str, float], cap: int = 1000, round_size: int = 25, seed: int = 0) -> int:
+def stopping_point(probabilities: dict[str, float], cap: int = 1000, round_size: int = 25, seed: int = 0,
+                   rule: StopRule = RULE) -> int:
     """Sentences drawn when the rule stops a stream whose sentences each say word w with probability p_w."""
     rng = random.Random(seed)
     counts: dict[str, int] = {}
@@ -27,7 +28,7 @@ def stopping_point(probabilities: dict[str, float], cap: int = 1000, round_size:
             for word, p in probabilities.items():
                 if rng.random() < p:
                     counts[word] = counts.get(word, 0) + 1
-        if settled(counts, n, RULE):
+        if settled(counts, n, rule):
             return n
     return cap
 
@@ -37,10 +38,22 @@ def test_top_words_far_apart_stop_early():
     assert stopping_point(clear) <= 100
 
 
-def test_tied_words_at_the_boundary_run_to_the_cap():
+@pytest.mark.parametrize("rule", [RULE, StopRule()], ids=["strict", "default"])
+def test_tied_words_at_the_boundary_run_to_the_cap(rule):
     tied = {f"w{i}": 0.3 for i in range(14)}
-    assert stopping_point(tied) == 1000
-    assert stopping_point(tied, seed=1) == 1000
+    assert stopping_point(tied, rule=rule) == 1000
+    assert stopping_point(tied, seed=1, rule=rule) == 1000
+
+
+def test_the_default_rule_stops_where_only_the_boundary_words_are_close():
+    # seven clear words, then four within a point of each other around the tenth place
+    close = {f"top{i}": 0.9 - 0.08 * i for i in range(7)} | {f"edge{i}": 0.2 - 0.01 * i for i in range(4)}
+    assert stopping_point(close, rule=StopRule()) < 1000 and stopping_point(close) == 1000
+
+
+def test_the_default_tolerance_is_a_share_of_k():
+    assert [StopRule(k=k).tolerance for k in (1, 3, 10, 20)] == [0, 1, 3, 6]
+    assert StopRule(k=3, tolerance=0).tolerance == 0
 
 
 def test_uncertain_words_by_hand():
