@@ -120,6 +120,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--prefix-len", type=int)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--feature-dropout", type=float, default=0.0)
+    parser.add_argument("--content-weight", type=float, default=1.0, help="weight of content words' tokens in the loss")
     parser.add_argument("--no-residual", action="store_true")
     parser.add_argument("--no-start-token", action="store_true")
     parser.add_argument("--train-images", type=int, help="use only the first N training images")
@@ -190,9 +191,11 @@ def _train(classifier, lm: FrozenLM, store, train_pairs, dev_pairs, args) -> tup
     translator = new_translator(classifier, lm, store.token_shape, **settings)
     started = time.perf_counter()
     history = train_translator(translator, lm, store, [Phase("train", train_pairs, args.epochs, args.lr)], args.out,
-                               TrainConfig(batch_size=args.batch_size, seed=args.seed), dev_pairs=dev_pairs[:1000])
+                               TrainConfig(batch_size=args.batch_size, seed=args.seed, content_weight=args.content_weight),
+                               dev_pairs=dev_pairs[:1000])
     minutes = (time.perf_counter() - started) / 60
     return translator, {"settings": settings, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                        "content_weight": args.content_weight,
                         "history": history.epochs, "minutes": round(minutes, 1),
                         "trainable_parameters": sum(p.numel() for p in translator.parameters() if p.requires_grad)}
 

@@ -53,6 +53,8 @@ def train_command(
     hidden: Annotated[int, typer.Option(help="Translator hidden width")] = 512,
     mode: Annotated[str, typer.Option(help="auto, pooled, token, resampler or flatten")] = "auto",
     dropout: Annotated[float, typer.Option(help="Translator dropout before its last layer")] = 0.1,
+    content_weight: Annotated[float, typer.Option(
+        help="Weight of content words' tokens in the training loss, against 1 for the other tokens")] = 1.0,
     feature_layer: options.FeatureLayer = "",
     trust_code: options.TrustCode = False,
     fp16: options.Fp16 = False,
@@ -77,7 +79,8 @@ def train_command(
         load_classifier(classifier, feature_layer=feature_layer, trust_code=trust_code), load_lm(lm), phases, out,
         settings={"hidden": hidden, "mode": mode, "dropout": dropout, **({"prefix_len": prefix_len} if prefix_len else {})},
         config=TrainConfig(batch_size=batch_size, seed=seed, device=device, accumulation=accumulation,
-                           mixed_precision=mixed_precision, feature_memory_gb=feature_memory),
+                           mixed_precision=mixed_precision, feature_memory_gb=feature_memory,
+                           content_weight=content_weight),
         dev_pairs=dev_pairs, features=features, extraction=ExtractionConfig(fp16=fp16), resume=resume,
     )
     if int(os.environ.get("RANK", "0")) == 0:

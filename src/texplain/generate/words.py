@@ -125,14 +125,26 @@ def sentence_words(sentence: str, config: WordConfig) -> list[str]:
     the kept form is shorter than ``config.min_length``.
     """
     stopwords = _stopwords(config.extra_stopwords)
-    words = []
-    for token in _TOKEN.findall(sentence.translate(_APOSTROPHES).lower()):
-        if token in stopwords:
-            continue
-        word = _lemma(token) if config.lemmatise else token
-        if len(word) >= config.min_length and word not in stopwords:
-            words.append(word)
-    return words
+    return [word for token in _TOKEN.findall(_normalised(sentence)) if (word := _kept(token, config, stopwords))]
+
+
+def content_word_spans(sentence: str, config: WordConfig) -> list[tuple[int, int]]:
+    """Character spans (start, end) in ``sentence`` of the tokens that :func:`sentence_words` keeps."""
+    stopwords = _stopwords(config.extra_stopwords)
+    return [m.span() for m in _TOKEN.finditer(_normalised(sentence)) if _kept(m.group(), config, stopwords)]
+
+
+def _normalised(sentence: str) -> str:
+    """Lowercase, with typographic apostrophes made plain (one character each, so spans stay in place)."""
+    return sentence.translate(_APOSTROPHES).lower()
+
+
+def _kept(token: str, config: WordConfig, stopwords: frozenset[str]) -> str | None:
+    """The word a token counts as, or None when it is a stop word or too short."""
+    if token in stopwords:
+        return None
+    word = _lemma(token) if config.lemmatise else token
+    return word if len(word) >= config.min_length and word not in stopwords else None
 
 
 class WordCounter:

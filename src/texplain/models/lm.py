@@ -111,16 +111,20 @@ class FrozenLM:
         are scored, never prefix or padding positions. ``scored`` defaults to
         the tokens scored here, giving their mean; data-parallel training
         passes the tokens of the whole batch over all processes, so that the
-        processes' losses add up to the batch's mean.
+        processes' losses add up to the batch's mean. A float ``mask`` weighs
+        each token by its value (:mod:`texplain.training.content_weights`);
+        ``scored`` is then the weights' sum.
         """
         k = prefix.shape[1]
+        real = (mask > 0).long()
         tokens = self.embed_tokens(ids)  # (B, L, d)
         inputs = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, K+L, d)
-        attention = torch.cat([torch.ones((ids.shape[0], k), dtype=mask.dtype, device=mask.device), mask], dim=1)
+        attention = torch.cat([torch.ones((ids.shape[0], k), dtype=real.dtype, device=real.device), real], dim=1)
         logits = self.model(inputs_embeds=inputs, attention_mask=attention).logits[:, k - 1 : -1]  # (B, L, V)
-        labels = torch.where(mask.bool(), ids, torch.full_like(ids, IGNORE_INDEX))  # (B, L)
-        total = nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                            reduction="sum")
+        labels = torch.where(real.bool(), ids, torch.full_like(ids, IGNORE_INDEX))  # (B, L)
+        losses = nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                             reduction="none")  # (B*L,), 0 where ignored
+        total = (losses * mask.flatten().float()).sum()
         return total / (mask.sum() if scored is None else scored)
 
 

@@ -56,6 +56,7 @@ from texplain.models.translator import (
     new_translator,
     save_translator,
 )
+from texplain.training.content_weights import content_weights
 from texplain.training.replicas import Replicas
 from texplain.training.schedule import warmup_cosine
 from texplain.weights import load_torch_state
@@ -82,7 +83,9 @@ class TrainConfig:
     ``bf16``, ``fp16`` or ``no`` on GPUs; None takes the launcher's, else
     float32; CPUs train in float32. feature_memory_gb: the training set's
     features are held in memory when they take no more than this, else read
-    per batch from the memory-mapped store.
+    per batch from the memory-mapped store. content_weight: how much more
+    the tokens of content words weigh in the training loss than other tokens
+    (:mod:`texplain.training.content_weights`; the dev loss stays unweighted).
     """
 
     batch_size: int = 64
@@ -95,8 +98,11 @@ class TrainConfig:
     accumulation: int = 1
     mixed_precision: str | None = None
     feature_memory_gb: float = 4.0
+    content_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.content_weight > 0:
+            raise TexplainError(f"training: content_weight must be positive, got {self.content_weight}")
         if self.batch_size < 1 or self.max_tokens < 2 or self.accumulation < 1:
             raise TexplainError("training: batch_size and accumulation must be ≥ 1 and max_tokens ≥ 2")
         if self.clip <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
@@ -383,7 +389,10 @@ def _step(model: nn.Module, lm: FrozenLM, bank: _FeatureBank, pairs: Sequence[Ca
     """
     parts = _my_parts(pairs, config.accumulation, replicas)
     captions = [lm.tokenize_captions([p.caption for p in part], config.max_tokens) for part in parts]  # (b, L) each
-    scored = replicas.total(float(sum(int(mask.sum()) for _, mask in captions)))
+    if config.content_weight != 1.0:
+        captions = [(ids, content_weights(lm.tokenizer, [p.caption for p in part], ids, mask, config.content_weight))
+                    for part, (ids, mask) in zip(parts, captions)]
+    scored = replicas.total(float(sum(float(mask.sum()) for _, mask in captions)))
     optimizer.zero_grad(set_to_none=True)
     mine = 0.0
     for number, (part, (ids, mask)) in enumerate(zip(parts, captions)):
