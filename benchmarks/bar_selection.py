@@ -7,6 +7,8 @@ Reads a finished ``benchmarks/bar_analysis.py`` run (its classifier, class
 words and feature store); writes ``benchmarks/results/bar/selection.json``.
 
     python benchmarks/bar_selection.py --bar runs/bar --translator runs/flickr8k/translator
+    python benchmarks/bar_selection.py --bar runs/bar --translator runs/flickr8k/translator \
+        --class-words benchmarks/bar_class_words_people.json --out benchmarks/results/bar/selection_people.json
 """
 
 from __future__ import annotations
@@ -33,18 +35,21 @@ def main() -> None:
     parser.add_argument("--translator", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--class-words", type=Path,
+                        help="JSON of extra words per class (default: the run's class_words.json)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "bar" / "selection.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     explainer = load_explainer(args.translator, str(args.bar / "classifier"))
     train = [i for i in read_labelled(args.data / "bar" / "metadata.json") if i.split == "train"]
-    config = SelectionConfig(class_words=ClassWordConfig(overrides=load_overrides(args.bar / "class_words.json")))
+    class_words = args.class_words or args.bar / "class_words.json"
+    config = SelectionConfig(class_words=ClassWordConfig(overrides=load_overrides(class_words)))
     selection, _ = select_problematic(explainer.classifier, explainer.translator, explainer.lm,
                                       FeatureStore(args.bar / "results" / "features"), [str(i.path) for i in train],
                                       [i.label for i in train], config, progress=True)
-    result = {"translator": str(args.translator), "sentences_per_image": config.sampling.num_samples,
-              "min_frequency": config.min_frequency, "min_lift": config.min_lift, **selection.to_json(),
+    result = {"translator": str(args.translator), "class_words": str(class_words),
+              "sentences_per_image": config.sampling.num_samples, "min_frequency": config.min_frequency, "min_lift": config.min_lift, **selection.to_json(),
               "seconds": round(time.perf_counter() - started, 1)}
     write_json(args.out, result)
     print(f"selected={result['fraction']} of {result['images']} images; top words: {result['top_words_selected']}")
