@@ -1,11 +1,15 @@
-"""The causal check on a world built for it: a blue patch carries "water", so masking the patch lowers "water".
+"""The causal check on a world built for it: a blue patch carries "blue water", so masking the patch lowers it.
 
 The classifier is a hand-set colour detector on a 4 x 4 grid, so its feature
 map says exactly where the blue is; a translator trained for a few seconds
-on the tiny caption LM learns "blue patch → a sentence about water" and
-"no patch → a sentence about a road". Masking the word's Grad-CAM region
-(the patch) must lower "water" far more than the same mask turned by 180
-degrees (an empty corner).
+on the tiny caption LM learns "blue patch → blue water" and "no patch → a
+sentence about a road". Masking the word's Grad-CAM region (the patch) must
+lower the word far more than the same mask turned by 180 degrees (an empty
+corner). The patch's caption starts with its words: a word's Grad-CAM
+scores the word at a caption's opening (``gradcam.DEFAULT_TEMPLATES``), and
+a word the LM only ever writes mid-sentence ("two fish swimming in blue
+water": "blue") is made *less* likely there by the patch, which gives an
+all-zero map and nothing to mask.
 """
 
 from __future__ import annotations
@@ -29,14 +33,14 @@ def picture(patch: bool) -> torch.Tensor:
 
 def test_masking_the_words_region_lowers_it_more_than_the_rotated_control(tiny_lm, tmp_path):
     classifier = colour_grid()
-    translator = train_words(classifier, tiny_lm, {"patch": (picture(True), "two fish swimming in blue water"),
+    translator = train_words(classifier, tiny_lm, {"patch": (picture(True), "blue water"),
                                                    "plain": (picture(False), "a car driving on a wet road")}, tmp_path)
     config = ExplainConfig(sampling=SamplingConfig(num_samples=40, min_words=3, max_words=8, batch_size=40, seed=1),
                            words=WordConfig(top_k=10))
     pixels = picture(True)[None]
     explanation = explain_features(translator, tiny_lm, classifier.features_and_logits(pixels)[0][0], config)
     result = causal_check(classifier, translator, tiny_lm, "patch.png", pixels, explanation, config, threshold=0.5)
-    assert result is not None and result.word in {"water", "fish", "blue", "swim"}
+    assert result is not None and result.word in {"blue", "water"}
     frequency = result.word_frequency
     assert frequency["original"] >= 0.5  # the patch's words dominate its explanation
     assert 0 < result.masked_fraction <= 0.25  # the mask is the patch's corner, not the picture
