@@ -26,7 +26,6 @@ from typing import Any
 import simplemma
 from wordcloud import STOPWORDS
 
-from texplain.data.wordnet import wordnet
 from texplain.errors import TexplainError
 
 CAPTION_FILLERS: frozenset[str] = frozenset({"image", "picture", "photo", "photograph", "pic"})
@@ -99,22 +98,8 @@ def _stopwords(extra: tuple[str, ...]) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=65536)
 def _lemma(word: str) -> str:
-    """English dictionary form of a lowercase word; cached because captions repeat words.
-
-    simplemma's English table cuts a few verb forms wrongly ("playing" →
-    "playe", "guarding" → "guarde", "mixed" → "mixe"). Where its answer is not
-    a WordNet word and WordNet's morphology reduces the word to another form,
-    that form is taken ("play", "guard", "mix").
-    """
-    lemma = simplemma.lemmatize(word, lang="en").lower()
-    if lemma == word:
-        return lemma
-    reader = wordnet()
-    if reader.synsets(lemma):
-        return lemma
-    bases = (reader.morphy(word, pos) for pos in (reader.VERB, reader.NOUN, reader.ADJ))
-    base = next((b for b in bases if b), None)
-    return base if base is not None and base != word else lemma
+    """English dictionary form of a lowercase word; cached because captions repeat words."""
+    return simplemma.lemmatize(word, lang="en").lower()
 
 
 def sentence_words(sentence: str, config: WordConfig) -> list[str]:
