@@ -11,7 +11,7 @@ memory (``ru_maxrss`` of the finished child), its time and the results'
 size on disk. The model is a demo run's (``make demo``), whose LM is small
 enough for 2,000 images on a CPU; ``-n`` is the sentences per image.
 
-    python benchmarks/explain_memory.py --demo texplain-demo          # about 5 min on 2 cores
+    python benchmarks/explain_memory.py --demo texplain-demo          # about 2.5 min on 2 cores
 
 Writes ``benchmarks/results/explain_memory.json``; the last line is
 ``peak_rss_ratio=<2,000 images over 200> peak_mb_200=<x> peak_mb_2000=<y>``.
