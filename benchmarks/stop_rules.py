@@ -65,11 +65,12 @@ def main() -> None:
     words = WordConfig(top_k=10)
     drawn = _drawn(args, words)  # {seed: [per image: [per sentence: sorted words]]}
     mine, reference = drawn["0"], drawn["1"]
+    own_tops, reference_tops = [_top(s) for s in mine], [_top(s) for s in reference]  # each image's, at the cap
     rows = {}
     for n in BUDGETS:
-        rows[f"fixed {n}"] = _score([(n, _top(s[:n])) for s in mine], mine, reference)
+        rows[f"fixed {n}"] = _score([(n, _top(s[:n])) for s in mine], own_tops, reference_tops)
     for name, rule in RULES.items():
-        rows[name] = _score([_replay(s, rule, args.cap) for s in mine], mine, reference)
+        rows[name] = _score([_replay(s, rule, args.cap) for s in mine], own_tops, reference_tops)
     ceiling = rows[f"fixed {args.cap}"]["top10_overlap"]
     good = [name for name, row in rows.items() if row["top10_overlap"] >= args.bar and not name.startswith("fixed")]
     chosen = min(good, key=lambda name: (rows[name]["median_sentences"], rows[name]["mean_sentences"]), default=None)
@@ -105,8 +106,12 @@ def _drawn(args: argparse.Namespace, words: WordConfig) -> dict[str, list[list[l
 
 
 def _top(sentences: list[list[str]], k: int = 10) -> list[str]:
-    """The k words in most sentences (ties alphabetically), as :class:`~texplain.generate.words.WordCounter` ranks."""
-    counts = Counter(w for s in sentences for w in s)
+    """The k words in most sentences."""
+    return _ranked(Counter(w for s in sentences for w in s), k)
+
+
+def _ranked(counts: Counter[str], k: int = 10) -> list[str]:
+    """The k words in most sentences, ties alphabetically (as :class:`~texplain.generate.words.WordCounter` ranks)."""
     return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
 
 
@@ -118,16 +123,16 @@ def _replay(sentences: list[list[str]], rule: StopRule, cap: int) -> tuple[int, 
             counts.update(s)
         n = min(start + ROUND, cap)
         if settled(counts, n, rule):
-            return n, _top(sentences[:n])
-    return cap, _top(sentences[:cap])
+            return n, _ranked(counts)
+    return cap, _ranked(counts)
 
 
-def _score(stops: list[tuple[int, list[str]]], mine: list[list[list[str]]], reference: list[list[list[str]]]) -> dict:
+def _score(stops: list[tuple[int, list[str]]], own_tops: list[list[str]], reference_tops: list[list[str]]) -> dict:
     """Median and mean sentences; the mean top-10 overlap with each image's independent reference, and with the
     top 10 of all of its own sentences (the words the same draw would have reached at the cap)."""
     used = [n for n, _ in stops]
-    overlaps = [len(set(top) & set(_top(ref))) for (_, top), ref in zip(stops, reference)]
-    nested = [len(set(top) & set(_top(own))) for (_, top), own in zip(stops, mine)]
+    overlaps = [len(set(top) & set(ref)) for (_, top), ref in zip(stops, reference_tops)]
+    nested = [len(set(top) & set(own)) for (_, top), own in zip(stops, own_tops)]
     return {"median_sentences": int(statistics.median_low(used)), "mean_sentences": round(statistics.fmean(used), 1),
             "top10_overlap": round(statistics.fmean(overlaps), 2), "min_overlap": min(overlaps),
             "top10_overlap_own_cap": round(statistics.fmean(nested), 2)}
