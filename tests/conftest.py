@@ -81,6 +81,11 @@ def images(tmp_path_factory) -> list[Path]:
     return paths
 
 
+TINY_DEMO = dict(caption_images=150, train_images=90, test_images=45, samples=3, classifier_epochs=1, lm_epochs=1,
+                 translator_epochs=1)
+"""The ``tiny_demo`` fixture's settings: a whole demo at toy sizes."""
+
+
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     """A whole demo run at toy sizes: world, classifier, LM, features, translator, summary.
@@ -91,7 +96,5 @@ def tiny_demo(tmp_path_factory) -> Path:
     from texplain.demo import DemoConfig, run_demo
 
     out = tmp_path_factory.mktemp("demo")
-    config = DemoConfig(out=out, caption_images=150, train_images=90, test_images=45, samples=3,
-                        classifier_epochs=1, lm_epochs=1, translator_epochs=1)
-    run_demo(config, progress=False)
+    run_demo(DemoConfig(out=out, **TINY_DEMO), progress=False)
     return out

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_DEMO
 from texplain import cli
 from texplain.demo import (
     DemoConfig,
@@ -23,6 +24,8 @@ from texplain.models.classifiers import load_classifier
 # classifier and the translator to learn what they need to.
 GROUND_TRUTH = dict(caption_images=1200, train_images=450, test_images=90, samples=10,
                     classifier_epochs=25, lm_epochs=2, translator_epochs=4)
+OBJECTS = dict(classifier="resnet10t", pretrain_epochs=8, classifier_epochs=10, test_images=90, samples=10)
+"""The demo classifier that learns the objects first (pretrained on the captioned scenes): two minutes on two cores."""
 
 
 @pytest.mark.slow
@@ -51,12 +54,19 @@ def test_balanced_control_shows_no_planted_pattern(tmp_path):
     assert len(found) < len(summary["classes"]), {n: summary["classes"][n]["suspects"] for n in found}
 
 
+@pytest.mark.slow
+def test_an_object_pretrained_control_learns_objects_and_no_planted_place(tmp_path):
+    """The classifier that learned the objects first, trained balanced: right on most images, no class's planted place comes out."""
+    summary = run_demo(DemoConfig(out=tmp_path, balanced=True, **OBJECTS), progress=False)
+    assert summary["accuracy"]["average"] > 0.8, summary["accuracy"]
+    for name, result in summary["classes"].items():
+        assert not result["shortcut_found"], (name, result["suspects"], result["top_words"][:5])
+
+
 def test_second_run_reuses_every_step(tiny_demo):
     stamps = {p: p.stat().st_mtime_ns for p in tiny_demo.rglob("*") if p.is_file() and "report" not in p.parts}
     summary_before = json.loads((tiny_demo / "summary.json").read_text())
-    config = DemoConfig(out=tiny_demo, caption_images=150, train_images=90, test_images=45, samples=3,
-                        classifier_epochs=1, lm_epochs=1, translator_epochs=1)
-    summary = run_demo(config, progress=False)
+    summary = run_demo(DemoConfig(out=tiny_demo, **TINY_DEMO), progress=False)
     changed = [p for p, t in stamps.items() if p.exists() and p.stat().st_mtime_ns != t and p.name not in ("summary.json", "demo_settings.json")]
     assert changed == []
     assert summary["classes"] == summary_before["classes"]
@@ -100,6 +110,8 @@ def test_bad_output_folder_and_size_exit_2(tmp_path, capsys):
     assert "cannot write the demo there" in capsys.readouterr().err
     assert cli.main(["demo", "--out", str(tmp_path / "d"), "--train-images", "5"]) == 2
     assert "too small to train on" in capsys.readouterr().err
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--classifier-epochs", "0"]) == 2
+    assert "every epochs setting must be at least 1" in capsys.readouterr().err
 
 
 def test_a_pretrained_cnn_demo_saves_a_classifier_with_the_split_classes(tmp_path):

@@ -94,6 +94,13 @@ class DemoConfig:
     the captioned scenes (every class on every background: the demo's stand-in
     for ImageNet pretraining), then its head is replaced and it is trained on
     the biased split, as a practitioner fine-tunes a pretrained model.
+    ``resnet10t`` with 8 pretraining epochs and ``classifier_epochs=10`` is
+    a Waterbirds analogue: right on 54-67% of the balanced test (seeds 0-2;
+    chance is a third), 7-13% on its worst group, 97% when trained balanced.
+    It is not the default because its shortcut is not always found: its
+    features say the world's places even for the null prefixes (a mean image
+    says "snow"), so the LM prior can hold the planted word as often as the
+    class does (seed 1: "snow" in 49% of car's sentences, 60% of the prior's).
     caption_images: captioned scenes for the LM and the translator.
     train_images, test_images: the labelled split (train biased, test balanced).
     bias: fraction of each class's train images on its planted background;

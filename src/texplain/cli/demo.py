@@ -23,6 +23,7 @@ def demo_command(
     samples_mode: options.SamplesMode = None,
     classifier: Annotated[str, typer.Option(help="vit (a small ViT) or a timm architecture trained from scratch, e.g. resnet10t")] = "vit",
     pretrain_epochs: Annotated[int, typer.Option(help="First train the classifier on the captioned scenes' objects (0: no pretraining)")] = 0,
+    classifier_epochs: Annotated[int, typer.Option(help="Epochs of the classifier on the biased train split")] = 20,
     device: options.Device = options.DEVICE,
 ) -> None:
     """Run the whole pipeline offline on a synthetic world with a planted shortcut."""
@@ -32,7 +33,8 @@ def demo_command(
                                        default=20)
     config = DemoConfig(out=out, seed=seed, fresh=fresh, balanced=balanced, bias=bias, train_images=train_images,
                         test_images=test_images, caption_images=caption_images, samples=sampling.num_samples,
-                        adaptive=sampling.adaptive, classifier=classifier, pretrain_epochs=pretrain_epochs, device=device)
+                        adaptive=sampling.adaptive, classifier=classifier, pretrain_epochs=pretrain_epochs,
+                        classifier_epochs=classifier_epochs, device=device)
     summary = run_demo(config)
     accuracy = summary["accuracy"]
     typer.echo(f"classifier: average accuracy {accuracy['average']:.1%}, worst group {accuracy['worst_group']:.1%}")
