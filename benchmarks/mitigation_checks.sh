@@ -15,9 +15,10 @@ runs=${1:-runs}
 here=$(cd "$(dirname "$0")" && pwd)
 export OMP_WAIT_POLICY=PASSIVE
 
-texplain demo --out "$runs/demo-cnn" --classifier resnet10t --pretrain-epochs 15
+texplain demo --out "$runs/demo-cnn" --classifier resnet10t --pretrain-epochs 8 --classifier-epochs 10
 texplain mitigate --demo "$runs/demo-cnn" --out "$runs/demo-cnn-mitigate" --json "$here/results/demo_mitigation.json"
 cp "$runs/demo-cnn-mitigate/table.md" "$here/results/demo_mitigation.md"
+python "$here/mitigation_masks.py" --demo "$runs/demo-cnn"
 
 python "$here/bar_analysis.py" --out "$runs/bar" --head-only --translator "$runs/flickr8k/translator" \
     --classifier-epochs 20 --samples 50

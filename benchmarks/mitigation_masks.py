@@ -8,6 +8,8 @@ scene's true object mask (the synthetic world draws it, so it is exact):
 * ``background_precision``: the share of masked pixels that are background
   (1: the mask never touches the object);
 * ``object_hidden``: the share of the object's pixels that were masked (0 is right);
+* ``background_hidden``: the share of the background's pixels that were masked (the
+  shortcut hidden: 1 is right);
 * ``area``: the share of the image masked; ``zero_maps``: maps with no positive value.
 
 Then each fill is applied to the true background (the object kept) and a
@@ -42,6 +44,8 @@ HERE = Path(__file__).resolve().parent
 HEATS = {
     "gradcam_features": MaskConfig(heat="gradcam", layer="features"),
     "gradcam_auto": MaskConfig(heat="gradcam", layer="auto"),
+    "gradcam_auto_t0.3": MaskConfig(heat="gradcam", layer="auto", threshold=0.3),
+    "gradcam_auto_t0.2": MaskConfig(heat="gradcam", layer="auto", threshold=0.2),
     "occlusion_8": MaskConfig(heat="occlusion", grid=8),
 }
 
@@ -63,7 +67,7 @@ def main() -> None:
     write_json(args.out, {"demo": str(args.demo), "images": len(items), "heat": heats, "fill_probe_accuracy": fills})
     for name, row in heats.items():
         print(f"{name:18s} background precision {row['background_precision']:.3f}  object hidden {row['object_hidden']:.3f}  "
-              f"area {row['area']:.3f}  zero maps {row['zero_maps']}  ({row['layer']})")
+              f"background hidden {row['background_hidden']:.3f}  area {row['area']:.3f}  zero maps {row['zero_maps']}  ({row['layer']})")
     print("class probe accuracy on background-masked images, by fill:", fills)
 
 
@@ -85,7 +89,7 @@ def _measure(explainer, pixels, labels, scenes, objects, mask: MaskConfig) -> di
     """Mask quality of one heat method against the true object masks."""
     started = time.perf_counter()
     layer = cam_layer(explainer.classifier, pixels, mask) if mask.heat == "gradcam" else None
-    precision, hidden, area, zero = [], [], [], 0
+    precision, hidden, background, area, zero = [], [], [], [], 0
     for i, scene in enumerate(scenes):
         heat = localise(explainer.classifier, explainer.translator, explainer.lm, pixels[i : i + 1],
                         BACKGROUND_WORDS[scene.background], int(labels[i]), mask, layer).cpu()
@@ -96,10 +100,13 @@ def _measure(explainer, pixels, labels, scenes, objects, mask: MaskConfig) -> di
         on_object = (masked & objects[i]).sum().item()
         precision.append(1 - on_object / max(masked.sum().item(), 1))
         hidden.append(on_object / max(objects[i].sum().item(), 1))
+        background.append((masked & ~objects[i]).sum().item() / max((~objects[i]).sum().item(), 1))
         area.append(masked.float().mean().item())
     where = (layer or "features") if mask.heat == "gradcam" else f"occlusion grid {mask.grid}"
+    where += f", threshold {mask.threshold}"
     return {"layer": where,
             "background_precision": round(float(np.mean(precision)), 4), "object_hidden": round(float(np.mean(hidden)), 4),
+            "background_hidden": round(float(np.mean(background)), 4),
             "area": round(float(np.mean(area)), 4), "zero_maps": zero, "seconds": round(time.perf_counter() - started, 1)}
 
 
