@@ -31,5 +31,5 @@ cp "$runs/bar-mitigate/table.md" "$here/results/bar/mitigation.md"
 texplain mitigate -c "$runs/bar/classifier" --translator "$runs/flickr8k/translator" \
     --data "$here/../../shared/data/bar/metadata.json" --out "$runs/bar-mitigate-people" \
     --head-only --lr 1e-3 --epochs 5 --samples 20 --seeds 3 --methods erm,randmask,texplain \
-    --class-words "$here/bar_class_words_people.json"
+    --class-words "$here/bar_class_words_people.json" --json "$here/results/bar/mitigation_people_as_class_words.json"
 cp "$runs/bar-mitigate-people/table.md" "$here/results/bar/mitigation_people_as_class_words.md"
