@@ -92,6 +92,21 @@ def test_prior_is_explained_after_null_prefixes(reference):
     assert prior.frequency("neverseenword") == pytest.approx(0.5 / (prior.counter.n_sentences + 1))
 
 
+def test_the_lm_alone_prior_is_what_the_lm_writes_with_no_prefix(models, items, tmp_path):
+    """The ``lm`` kind skips the translator: its counts are those of the LM after its end-of-sentence token alone."""
+    from dataclasses import replace
+
+    from texplain.generate.explain import explain_lm_alone
+
+    run_config = config(prior=PriorConfig(kinds=("lm",), samples=PRIOR_SAMPLES))
+    explain_dataset(models, items, tmp_path / "results", run_config, progress=False)
+    prior = LMPrior.from_dict(json.loads((tmp_path / "results" / "prior.json").read_text()))
+    assert prior.kinds == ("lm",) and prior.counter.n_sentences == PRIOR_SAMPLES
+    sampling = replace(run_config.explain.sampling, num_samples=PRIOR_SAMPLES)
+    alone = explain_lm_alone(models.lm, replace(run_config.explain, sampling=sampling))
+    assert prior.counter.document_counts() == alone.counter.document_counts() != {}
+
+
 def test_killed_mid_chunk_then_resumed_equals_an_unbroken_run(models, items, reference, tmp_path, monkeypatch):
     folder = tmp_path / "results"
     real = dataset_explain._row

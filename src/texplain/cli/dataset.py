@@ -38,7 +38,7 @@ def explain_dataset_command(
     fp16: options.Fp16 = False,
     class_words: options.ClassWords = None,
     wordnet: options.WordNet = True,
-    prior: Annotated[str, typer.Option(help="Null prefixes of the LM prior: blank,mean,shuffled, or none")] = PRIOR_KINDS,
+    prior: Annotated[str, typer.Option(help="Null prefixes of the LM prior, any of blank,mean,shuffled,lm (the LM alone), or none")] = PRIOR_KINDS,
     allow_unknown_labels: Annotated[bool, typer.Option(help="Explain labels the classifier does not have")] = False,
     seed: options.Seed = options.SEED,
     device: options.Device = options.DEVICE,

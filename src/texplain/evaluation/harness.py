@@ -66,9 +66,9 @@ from texplain.evaluation.sanity import (
     same_seed_identical,
     shuffled_pairing,
 )
-from texplain.generate.explain import ExplainConfig, Explanation, explain_features, explain_stream
-from texplain.generate.sampling import SamplingConfig, sample_sentences
-from texplain.generate.words import WordConfig, WordCounter
+from texplain.generate.explain import ExplainConfig, Explanation, explain_features, explain_lm_alone, explain_stream
+from texplain.generate.sampling import SamplingConfig
+from texplain.generate.words import WordConfig
 from texplain.models.classifiers import Classifier
 from texplain.models.explainer import Explainer
 from texplain.models.features import readable_pixels, top_classes
@@ -230,11 +230,7 @@ def image_features(
 def null_explanation(translator: Translator, lm: FrozenLM, features: Tensor, config: EvaluateConfig) -> Explanation:
     """The caption-only baseline: sentences from a prefix that carries no image (see :data:`NULL_PREFIXES`)."""
     if config.null_prefix == "empty":
-        prefix = lm.embed_tokens(torch.tensor([lm.eos_token_id], device=lm.device))  # (1, d)
-        sentences = sample_sentences(lm, prefix.detach(), config.sampling)
-        counter = WordCounter(config.words)
-        counter.update(sentences)
-        return Explanation(counter.top(), sentences, counter)
+        return explain_lm_alone(lm, config.explain)
     mean = features.mean(0)  # (T, D)
     return explain_features(translator, lm, mean if config.null_prefix == "mean" else torch.zeros_like(mean), config.explain)
 

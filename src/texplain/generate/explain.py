@@ -24,7 +24,7 @@ from texplain.atomic import check_writable, write_json
 from texplain.data.files import check_not_inputs
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
-from texplain.generate.sampling import SamplingConfig, new_generator, sample_rows
+from texplain.generate.sampling import SamplingConfig, new_generator, sample_rows, sample_sentences
 from texplain.generate.stopping import settled
 from texplain.generate.words import WordConfig, WordCounter
 from texplain.models.explainer import Explainer
@@ -72,6 +72,15 @@ def explain_features(
 ) -> Explanation:
     """Features (T, D) of one image → its explanation."""
     return next(explain_stream(translator, lm, [features], config, progress))
+
+
+def explain_lm_alone(lm: FrozenLM, config: ExplainConfig) -> Explanation:
+    """What the LM writes with no image at all: its sentences after its end-of-sentence token alone."""
+    prefix = lm.embed_tokens(torch.tensor([lm.eos_token_id], device=lm.device))  # (1, d)
+    sentences = sample_sentences(lm, prefix.detach(), config.sampling)
+    counter = WordCounter(config.words)
+    counter.update(sentences)
+    return Explanation(counter.top(), sentences, counter)
 
 
 def explain_stream(
