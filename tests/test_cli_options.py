@@ -6,7 +6,7 @@ import inspect
 import subprocess
 import sys
 
-from texplain.analysis.lm_prior import KINDS
+from texplain.analysis.lm_prior import DEFAULT_KINDS
 from texplain.cli import COMMANDS, options
 from texplain.cli.dataset import PRIOR_KINDS
 from texplain.generate.sampling import SamplingConfig
@@ -16,7 +16,7 @@ def test_sampling_defaults_are_the_librarys():
     library = SamplingConfig()
     assert (options.SAMPLES, options.TOP_P, options.MIN_WORDS, options.MAX_WORDS, options.SEED) == (
         library.num_samples, library.top_p, library.min_words, library.max_words, library.seed)
-    assert PRIOR_KINDS.split(",") == list(KINDS)
+    assert PRIOR_KINDS.split(",") == list(DEFAULT_KINDS)
 
 
 def test_every_command_that_samples_takes_the_shared_lengths():
