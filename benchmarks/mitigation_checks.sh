@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mitigation on the demo world and on BAR; the tables land in benchmarks/results/.
 #
-#   bash benchmarks/mitigation_checks.sh [RUNS_FOLDER]     # about 1 h on 2 CPU cores
+#   bash benchmarks/mitigation_checks.sh [RUNS_FOLDER]     # about 1.5 h on 2 CPU cores
 #
 # Demo world: a resnet10t that first learns the captioned scenes' objects, then is
 # fine-tuned on the biased split (the demo's default ViT learns only backgrounds, so
