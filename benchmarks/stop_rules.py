@@ -42,7 +42,7 @@ from texplain.atomic import write_json
 from texplain.generate.explain import ExplainConfig, explain_stream
 from texplain.generate.sampling import SamplingConfig
 from texplain.generate.stopping import StopRule, settled
-from texplain.generate.words import WordConfig, sentence_words
+from texplain.generate.words import WordConfig, rank_words, sentence_words
 from texplain.models.explainer import load_explainer
 from texplain.models.features import ExtractionConfig, extract_features
 
@@ -111,8 +111,8 @@ def _top(sentences: list[list[str]], k: int = 10) -> list[str]:
 
 
 def _ranked(counts: Counter[str], k: int = 10) -> list[str]:
-    """The k words in most sentences, ties alphabetically (as :class:`~texplain.generate.words.WordCounter` ranks)."""
-    return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+    """The k words in most sentences, in the order every word list follows (:func:`~texplain.generate.words.rank_words`)."""
+    return [w for w, _ in rank_words(counts)[:k]]
 
 
 def _replay(sentences: list[list[str]], rule: StopRule, cap: int) -> tuple[int, list[str]]:

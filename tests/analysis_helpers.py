@@ -17,7 +17,7 @@ from PIL import Image
 from texplain.analysis.class_vocabulary import ClassOverride, ClassWordConfig
 from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
-from texplain.generate.words import WordConfig, WordCounter
+from texplain.generate.words import WordConfig, WordCounter, rank_words
 
 CLASSES = ["bird", "car", "dog"]
 
@@ -46,7 +46,7 @@ def settings(words: WordConfig | None = None) -> dict:
 def row(image: str, label: str, split: str | None, group: str | None, predicted: str, counts: dict, mentions: dict,
         n: int = N_SENTENCES, others: tuple[str, ...] = ()) -> dict:
     """One results row as explain_dataset writes it."""
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ranked = rank_words(counts)
     top5 = [{"index": CLASSES.index(predicted) if predicted in CLASSES else 0, "name": predicted, "prob": 0.7}]
     top5 += [{"index": i, "name": name, "prob": 0.1} for i, name in enumerate(others)]
     return {"image": image, "label": label, "split": split, "group": group, "predicted": predicted, "confidence": 0.7,

@@ -36,7 +36,7 @@ from texplain.analysis.statistics import (
 )
 from texplain.analysis.suspects import ClassMerge, Suspect, SuspectRule, rank_suspects
 from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig, WordCounter
+from texplain.generate.words import WordConfig, WordCounter, rank_words
 
 ALL_SPLITS = "all"
 """Split key of a class's pool over every split."""
@@ -250,7 +250,7 @@ def word_stats(
     config: AnalysisConfig, is_class: str | None = None,
 ) -> list[WordStat]:
     """The ``config.top_words`` most frequent words with Wilson intervals and (with a prior and a merge) lifts."""
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: config.top_words]
+    ranked = rank_words(counts)[: config.top_words]
     if not ranked or n_sentences == 0:
         return []
     low, high = wilson_interval([c for _, c in ranked], [n_sentences] * len(ranked), config.suspects.confidence)

@@ -48,6 +48,7 @@ from texplain.atomic import write_json
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
 from texplain.generate.explain import ExplainConfig, Explanation, explain_stream
+from texplain.generate.words import rank_words
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
 from texplain.models.explainer import Explainer
@@ -197,7 +198,7 @@ def _row(
 ) -> dict:
     """One image's Parquet row: labels, prediction, word counts, class mentions, example sentences."""
     key = _image_key(item.path)
-    counts = sorted(explanation.counter.document_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    counts = rank_words(explanation.counter.document_counts())
     mentions = class_mentions(explanation.sentences, index, config.words)
     return {
         "image": key,

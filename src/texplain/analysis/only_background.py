@@ -32,6 +32,7 @@ from texplain.data.files import check_not_inputs
 from texplain.data.images import load_rgb
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
+from texplain.generate.words import rank_words
 from texplain.optional import require
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def _pooled(rows: Iterable[dict]) -> list[tuple[str, float]]:
     for row in rows:
         counts.update({w["word"]: w["count"] for w in row["words"]})
         n += row["n_sentences"]
-    return [(w, c / n) for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))] if n else []
+    return [(w, c / n) for w, c in rank_words(counts)] if n else []
 
 
 def _mention_rate(rows: Iterable[dict], name: str) -> float:

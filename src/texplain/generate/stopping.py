@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from texplain.analysis.statistics import wilson_interval
 from texplain.errors import TexplainError
+from texplain.generate.words import rank_words
 
 TOLERANCE_SHARE = 0.3
 """The share of the top-k words the default rule lets stay uncertain (see the module docstring)."""
@@ -73,7 +74,7 @@ def uncertain_words(counts: Mapping[str, int], n_sentences: int, rule: StopRule)
     counts: per word, the sentences that contain it (document counts).
     With no more than k words seen, nothing outside can displace them: 0.
     """
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ranked = rank_words(counts)
     if len(ranked) <= rule.k or n_sentences == 0:
         return 0
     inside = [c for _, c in ranked[: rule.k]]

@@ -132,6 +132,11 @@ def _kept(token: str, config: WordConfig, stopwords: frozenset[str]) -> str | No
     return word if len(word) >= config.min_length and word not in stopwords else None
 
 
+def rank_words(counts: Mapping[str, float]) -> list[tuple[str, float]]:
+    """(word, count or frequency) pairs, highest first, ties alphabetically: the one order every word list follows."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
 class WordCounter:
     """Streaming document-frequency counter over sentences.
 
@@ -169,8 +174,7 @@ class WordCounter:
         """
         if self._n_sentences == 0:
             return {}
-        ranked = sorted(self._counts.items(), key=lambda item: (-item[1], item[0]))
-        return {word: count / self._n_sentences for word, count in ranked}
+        return {word: count / self._n_sentences for word, count in rank_words(self._counts)}
 
     def top(self, k: int | None = None) -> list[tuple[str, float]]:
         """The ``k`` (default ``config.top_k``) most frequent words as (word, frequency)."""

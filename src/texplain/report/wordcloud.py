@@ -25,6 +25,7 @@ from wordcloud import WordCloud
 
 from texplain.atomic import writing
 from texplain.errors import TexplainError
+from texplain.generate.words import rank_words
 
 HIGHLIGHT_COLOUR = "#d62728"
 """Red for highlighted words."""
@@ -59,10 +60,7 @@ def _drawable(frequencies: Mapping[str, float], path: Path) -> dict[str, float]:
             raise TexplainError(
                 f"{path}: frequency of {word!r} must be a number >= 0, got {value!r}"
             )
-    ranked = sorted(
-        ((word, float(value)) for word, value in frequencies.items() if value > 0),
-        key=lambda item: (-item[1], item[0]),
-    )
+    ranked = rank_words({word: float(value) for word, value in frequencies.items() if value > 0})
     if not ranked:
         raise TexplainError(f"{path}: nothing to draw, no word has a positive frequency")
     return dict(ranked)
