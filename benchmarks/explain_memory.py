@@ -45,10 +45,12 @@ def main() -> None:
         rows[n] = _measure(args, subset, args.work / f"results-{n}")
         print(f"{n:5d} images: peak {rows[n]['peak_rss_mb']:7.1f} MB, {rows[n]['seconds']:6.1f} s, "
               f"results {rows[n]['results_mb']:.2f} MB")
-    ratio = rows[SIZES[1]]["peak_rss_mb"] / rows[SIZES[0]]["peak_rss_mb"]
+    small, large = SIZES
+    ratio = rows[large]["peak_rss_mb"] / rows[small]["peak_rss_mb"]
     write_json(args.out, {"demo": str(args.demo), "samples_per_image": args.samples, "runs": rows,
                           "peak_rss_ratio": round(ratio, 3)})
-    print(f"peak_rss_ratio={ratio:.3f} peak_mb_200={rows[200]['peak_rss_mb']} peak_mb_2000={rows[2000]['peak_rss_mb']}")
+    print(f"peak_rss_ratio={ratio:.3f} peak_mb_{small}={rows[small]['peak_rss_mb']} "
+          f"peak_mb_{large}={rows[large]['peak_rss_mb']}")
 
 
 def _world(folder: Path, settings: dict, n: int) -> Path:
