@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +18,7 @@ from texplain.analysis.lm_prior import LMPrior, PriorConfig
 from texplain.analysis.results import ResultsFolder
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
-from texplain.generate.explain import ExplainConfig
+from texplain.generate.explain import ExplainConfig, explain_lm_alone
 from texplain.generate.sampling import SamplingConfig
 from texplain.models.explainer import Explainer
 from texplain.models.translator import new_translator
@@ -94,10 +95,6 @@ def test_prior_is_explained_after_null_prefixes(reference):
 
 def test_the_lm_alone_prior_is_what_the_lm_writes_with_no_prefix(models, items, tmp_path):
     """The ``lm`` kind skips the translator: its counts are those of the LM after its end-of-sentence token alone."""
-    from dataclasses import replace
-
-    from texplain.generate.explain import explain_lm_alone
-
     run_config = config(prior=PriorConfig(kinds=("lm",), samples=PRIOR_SAMPLES))
     explain_dataset(models, items, tmp_path / "results", run_config, progress=False)
     prior = LMPrior.from_dict(json.loads((tmp_path / "results" / "prior.json").read_text()))
