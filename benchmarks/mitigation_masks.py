@@ -42,6 +42,8 @@ from texplain.training.classifier_training import label_indices, load_pixels
 
 HERE = Path(__file__).resolve().parent
 HEATS = {
+    "keep_8_window_2": MaskConfig(heat="keep", grid=8, window=2),
+    "keep_8_window_1": MaskConfig(heat="keep", grid=8, window=1),
     "gradcam_features": MaskConfig(heat="gradcam", layer="features"),
     "gradcam_auto": MaskConfig(heat="gradcam", layer="auto"),
     "gradcam_auto_t0.3": MaskConfig(heat="gradcam", layer="auto", threshold=0.3),
@@ -102,7 +104,8 @@ def _measure(explainer, pixels, labels, scenes, objects, mask: MaskConfig) -> di
         hidden.append(on_object / max(objects[i].sum().item(), 1))
         background.append((masked & ~objects[i]).sum().item() / max((~objects[i]).sum().item(), 1))
         area.append(masked.float().mean().item())
-    where = (layer or "features") if mask.heat == "gradcam" else f"occlusion grid {mask.grid}"
+    where = {"gradcam": layer or "features", "occlusion": f"occlusion grid {mask.grid}",
+             "keep": f"keep grid {mask.grid}, window {mask.window}"}[mask.heat]
     where += f", threshold {mask.threshold}"
     return {"layer": where,
             "background_precision": round(float(np.mean(precision)), 4), "object_hidden": round(float(np.mean(hidden)), 4),

@@ -27,13 +27,13 @@ def object_mask() -> torch.Tensor:
     return mask
 
 
-@pytest.mark.parametrize("heat", ["gradcam", "occlusion"])
+@pytest.mark.parametrize("heat", ["keep", "gradcam", "occlusion"])
 def test_the_words_mask_covers_the_background_not_the_object(tiny_lm, tmp_path, heat):
     classifier = colour_grid()
     grey = torch.full((3, SIZE, SIZE), GREY)
     translator = train_words(classifier, tiny_lm, {"water": (square_on_water(), "two fish swimming in blue water"),
                                                    "plain": (grey, "a car driving on a wet road")}, tmp_path)
-    config = MaskConfig(heat=heat, layer="features", grid=4)
+    config = MaskConfig(heat=heat, layer="features", grid=4, window=1)
     heat_map = localise(classifier, translator, tiny_lm, square_on_water()[None], "water", 0, config)
     masked = region(heat_map, (SIZE, SIZE), config.threshold)
     background = ~object_mask()

@@ -21,7 +21,7 @@ from texplain.mitigation.harness import (
     save_checkpoint,
     summarise_runs,
 )
-from texplain.mitigation.masks import MaskConfig, mask_batch, occlusion_heat
+from texplain.mitigation.masks import MaskConfig, keep_heat, mask_batch, occlusion_heat
 from texplain.mitigation.selection import SelectionConfig
 from texplain.models.classifiers import save_classifier
 from texplain.models.translator import Translator, TranslatorConfig
@@ -80,6 +80,22 @@ def test_occlusion_finds_the_cell_the_score_reads():
     assert torch.equal(heat, torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
 
 
+def test_keep_finds_the_cells_that_say_it_on_their_own():
+    # The score counts bright pixels in the image's top half: a redundant cue, as a background is.
+    pixels = torch.zeros(1, 3, 8, 8)
+    pixels[:, :, :4] = 1.0
+    heat = keep_heat(lambda x: x[:, :, :4].sum(dim=(1, 2, 3)), pixels, grid=4, window=1)
+    assert torch.equal(heat, torch.tensor([[1.0] * 4] * 2 + [[0.0] * 4] * 2))
+    # Hiding one cell of it lowers the score as much anywhere: occlusion cannot tell the cells apart.
+    assert torch.equal(occlusion_heat(lambda x: (x[:, :, :4].sum(dim=(1, 2, 3)) > 40).float(), pixels, grid=4),
+                       torch.zeros(4, 4))
+    # Windows of 2 x 2 cells: a cell's heat is the mean of the windows that hold it.
+    two = keep_heat(lambda x: x[:, :, :4].sum(dim=(1, 2, 3)), pixels, grid=4, window=2)
+    assert torch.equal(two[0], torch.ones(4)) and torch.equal(two[3], torch.zeros(4))
+    assert 0.0 < float(two[1, 0]) < 1.0
+    assert torch.equal(keep_heat(lambda x: x.sum(dim=(1, 2, 3)) * 0, pixels, grid=4, window=1), torch.zeros(4, 4))
+
+
 def test_fine_tuning_writes_a_new_checkpoint_and_never_the_original(tmp_path):
     original = save_classifier(tiny_vit(), tmp_path / "original")
     before = {p.name: p.read_bytes() for p in original.iterdir()}
@@ -104,6 +120,8 @@ def test_bad_inputs_have_clear_messages():
         MitigateConfig(methods=("erm", "groupdro"))
     with pytest.raises(TexplainError, match="fill"):
         MaskConfig(fill="paint")
+    with pytest.raises(TexplainError, match="window"):
+        MaskConfig(grid=4, window=4)
     with pytest.raises(TexplainError):
         SelectionConfig(min_lift=-1)
 
@@ -133,7 +151,7 @@ def test_mitigate_command_end_to_end(tiny_demo, tmp_path):
     code = cli.main([
         "mitigate", "--demo", str(tiny_demo), "--out", str(out), "--json", str(table), "--seeds", "2",
         "--samples", "4", "--min-frequency", "0", "--min-lift", "0", "--min-per-class", "0", "--epochs", "1",
-        "--batch-size", "8", "--limit", "40", "--heat", "gradcam",
+        "--batch-size", "8", "--limit", "40",
     ])
     assert code == 0
     numbers = json.loads(table.read_text())

@@ -7,7 +7,8 @@ Methods (names as in the JSON and the table):
   selected, fine-tuned like TExplain.
 - ``randmask_all``: random masks on every training sample, fine-tuned like TExplain.
 - ``masktune``: Grad-CAM of the labelled class's logit masked on every
-  training sample, then fine-tuned for ``masktune_epochs`` (one, as MaskTune).
+  training sample (at the layer TExplain's Grad-CAM would use), then
+  fine-tuned for ``masktune_epochs`` (one, as MaskTune).
 - ``jtt``: Just Train Twice: the training samples the classifier gets wrong
   are repeated ``jtt_upweight`` times among all the others, and it is
   fine-tuned on that set.
@@ -206,7 +207,7 @@ def run_mitigation(
     if "masktune" in config.methods:
         every = Selection(paths, labels, [None] * len(paths), [True] * len(paths))
         masktune_heats, result["masktune_zero_heat_maps"] = _heats(
-            harness, None, None, every, replace(config.mask, localise="class"), progress)
+            harness, None, None, every, replace(config.mask, localise="class", heat="gradcam"), progress)
     random_fraction = result.get("texplain_masked_fraction", 1.0 - config.mask.threshold)
     if "jtt" in config.methods:
         errors = (predict(harness.classifier, harness.train_pixels) != harness.train_labels).nonzero().squeeze(1)
@@ -256,7 +257,8 @@ def _heats(
     its sample is left out, and how many there were is returned.
     """
     layer = cam_layer(harness.classifier, harness.train_pixels, mask) if mask.heat == "gradcam" else None
-    log.info("%s (%s) heat maps at %s", mask.heat, mask.localise, layer or "the feature layer")
+    where = (layer or "the feature layer") if mask.heat == "gradcam" else f"a {mask.grid} x {mask.grid} grid"
+    log.info("%s (%s) heat maps at %s", mask.heat, mask.localise, where)
     heats, zero = {}, 0
     for i in tqdm(selection.indices(), desc=f"{mask.heat} ({mask.localise})", unit="img", disable=not progress):
         heat = localise(harness.classifier, translator, lm, harness.train_pixels[i : i + 1], selection.words[i],
