@@ -161,7 +161,9 @@ def test_mitigate_command_end_to_end(tiny_demo, tmp_path):
     assert numbers["selection"]["images"] == 40
     assert (out / "checkpoints" / "texplain-seed1" / "classifier.json").is_file()
     assert (out / "table.md").is_file() and (out / "mitigation.png").is_file()
-    assert "<section id=\"mitigation\">" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "<section id=\"mitigation\">" in report
+    assert "where a window of 2 x 2 cells (grid 8 x 8), kept alone, says it" in report  # the default heat, in words
     assert {p.name: p.read_bytes() for p in classifier.iterdir()} == before
 
 
