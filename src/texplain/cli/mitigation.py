@@ -53,7 +53,7 @@ def mitigate_command(
     min_lift: Annotated[float, typer.Option(help="A dominant word's lift over the LM prior is at least this")] = 1.5,
     wordnet: options.WordNet = True,
     class_words: options.ClassWords = None,
-    localise: Annotated[str, typer.Option(help="word (Grad-CAM of the non-class word) or class (of the class logit, MaskTune-style)")] = "word",
+    localise: Annotated[str, typer.Option(help="word (where the non-class word is, TExplain's) or class (where the class logit is, MaskTune-style)")] = "word",
     heat: Annotated[str, typer.Option(help="keep (each window of grid cells scored alone), gradcam, or occlusion (grid cells hidden in turn)")] = "keep",
     cam_layer: Annotated[str, typer.Option(help="Where Grad-CAM's map is taken: auto (the deepest map of 8 x 8 or more), features, or a module name")] = "auto",
     grid: Annotated[int, typer.Option(help="keep and occlusion: grid cells per side")] = 8,
