@@ -40,3 +40,12 @@ def test_analyse_defaults_are_the_suspect_rules():
     rule, parameters = SuspectRule(), inspect.signature(COMMANDS["analyse"]).parameters
     assert (parameters["min_frequency"].default, parameters["min_lift"].default, parameters["min_z"].default,
             parameters["suspects"].default) == (rule.min_frequency, rule.min_lift, rule.min_z, rule.limit)
+
+
+def test_demo_defaults_are_the_demo_configs():
+    from texplain.demo import DemoConfig
+
+    config, parameters = DemoConfig(), inspect.signature(COMMANDS["demo"]).parameters
+    shared = [name for name in parameters if name in DemoConfig.__dataclass_fields__]
+    assert set(parameters) - set(shared) == {"samples_mode"}  # turned into samples and adaptive
+    assert {name: parameters[name].default for name in shared} == {name: getattr(config, name) for name in shared}
