@@ -122,6 +122,7 @@ def test_bad_inputs_have_clear_messages():
         MaskConfig(fill="paint")
     with pytest.raises(TexplainError, match="window"):
         MaskConfig(grid=4, window=4)
+    assert MaskConfig(heat="occlusion", grid=2).grid == 2  # the window is keep's alone
     with pytest.raises(TexplainError):
         SelectionConfig(min_lift=-1)
 

@@ -91,9 +91,10 @@ class MaskConfig:
             raise TexplainError(f"mask fill {self.fill!r}: choose one of {', '.join(MASK_FILLS)}")
         if not 0.0 < self.threshold <= 1.0:
             raise TexplainError(f"mask threshold must be in (0, 1], got {self.threshold}")
-        if self.heat not in HEAT_METHODS or self.grid < 2 or not 1 <= self.window < self.grid:
-            raise TexplainError(f"mask heat {self.heat!r}: choose {', '.join(HEAT_METHODS)} "
-                                "(grid at least 2, window at least 1 and smaller than the grid)")
+        if self.heat not in HEAT_METHODS or self.grid < 2:
+            raise TexplainError(f"mask heat {self.heat!r}: choose {', '.join(HEAT_METHODS)} (grid at least 2)")
+        if self.heat == "keep" and not 1 <= self.window < self.grid:
+            raise TexplainError(f"mask window {self.window}: keep needs at least 1 cell and fewer than the grid's {self.grid}")
         if not self.layer.strip():
             raise TexplainError("mask layer: give auto, features or a module name")
 
