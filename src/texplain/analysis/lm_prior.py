@@ -21,6 +21,18 @@ object-pretrained resnet10t: the null prefixes say "snow" in 60% of their
 sentences, the LM alone in 28%, the car class in 49%). ``lm`` is the LM's own
 words and nothing else; it is not in the default set.
 
+Each kind's counts are kept apart (the shuffled sets pooled into one), and a
+word's prior is the *least* any kind says it: its smoothed frequency under the
+kind that says it least, and a suspect's z-score against the prior is its
+largest against any one kind. A kind that leaks a place of the data set then
+cannot hide it, as long as one kind does not say it (the object-pretrained
+demo's blank prefix says "snow" far less than its mean and shuffled ones),
+while a word every kind says (a caption LM's "man") stays the LM's own.
+The price: the least of several estimates is biased low, so the prior check
+is more lenient than against any one kind; suspects still have to stand out
+against the other classes. A prior file written without per-kind counts is
+read as one pooled kind.
+
 A word's *lift* is the odds ratio of saying it for a class against saying it
 in the prior: (f / (1 - f)) / (p / (1 - p)). A finding should be well above
 1. For a rare word it is about the ratio of frequencies; unlike that ratio
@@ -88,30 +100,59 @@ class PriorConfig:
 
 
 @dataclass
+class PriorSample:
+    """The sentences written after one kind of null prefix: their word counts and class mentions."""
+
+    counter: WordCounter
+    mentions: dict[str, int] = field(default_factory=dict)
+
+    def frequency(self, count: int) -> float:
+        """Smoothed fraction of these sentences that a word said ``count`` times is in: (count + 0.5) / (n + 1)."""
+        return (count + SMOOTHING) / (self.counter.n_sentences + 2 * SMOOTHING)
+
+    def to_dict(self) -> dict:
+        return {"counts": self.counter.to_dict(), "mentions": dict(sorted(self.mentions.items()))}
+
+
+@dataclass
 class LMPrior:
-    """Word counts of the sentences written after null prefixes, and class mentions among them."""
+    """Word counts of the sentences written after null prefixes, pooled and per kind.
+
+    counter, mentions: pooled over every null prefix (the prior's own words in
+    a report). by_kind: the same per kind, where the frequency of a word and
+    the z-score against the prior are taken (see the module docstring); empty
+    for a prior written before kinds were kept apart, which is then one kind.
+    """
 
     counter: WordCounter
     mentions: dict[str, int] = field(default_factory=dict)
     kinds: tuple[str, ...] = ()
+    by_kind: dict[str, PriorSample] = field(default_factory=dict)
+
+    def samples(self) -> list[PriorSample]:
+        """One sample per kind of null prefix; the pooled sentences when kinds were not kept apart."""
+        return list(self.by_kind.values()) or [PriorSample(self.counter, self.mentions)]
 
     def frequency(self, word: str) -> float:
-        """Smoothed fraction of prior sentences that mention ``word``: (count + 0.5) / (n + 1)."""
-        count = self.counter.document_counts().get(word, 0)
-        return (count + SMOOTHING) / (self.counter.n_sentences + 2 * SMOOTHING)
+        """Smoothed fraction of sentences that mention ``word``, under the kind that says it least."""
+        return min(s.frequency(s.counter.document_counts().get(word, 0)) for s in self.samples())
 
     def mention_frequency(self, name: str) -> float:
-        """Smoothed fraction of prior sentences that mention class ``name`` by any of its words."""
-        return (self.mentions.get(name, 0) + SMOOTHING) / (self.counter.n_sentences + 2 * SMOOTHING)
+        """Smoothed fraction of sentences that mention class ``name`` by any of its words, under the least-saying kind."""
+        return min(s.frequency(s.mentions.get(name, 0)) for s in self.samples())
 
     def to_dict(self) -> dict:
-        return {"kinds": list(self.kinds), "counts": self.counter.to_dict(), "mentions": dict(sorted(self.mentions.items()))}
+        return {"kinds": list(self.kinds), **PriorSample(self.counter, self.mentions).to_dict(),
+                "by_kind": {kind: sample.to_dict() for kind, sample in self.by_kind.items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> LMPrior:
         try:
-            return cls(WordCounter.from_dict(data["counts"]), dict(data.get("mentions", {})), tuple(data.get("kinds", ())))
-        except (KeyError, TypeError) as exc:
+            by_kind = {kind: PriorSample(WordCounter.from_dict(d["counts"]), dict(d.get("mentions", {})))
+                       for kind, d in data.get("by_kind", {}).items()}
+            return cls(WordCounter.from_dict(data["counts"]), dict(data.get("mentions", {})), tuple(data.get("kinds", ())),
+                       by_kind)
+        except (KeyError, TypeError, AttributeError) as exc:
             raise TexplainError(f"LM prior is malformed: {exc}") from exc
 
 
@@ -191,7 +232,7 @@ def explain_prior(
     index: Mapping[str, Sequence[str]],
     samples: int = 0,
 ) -> LMPrior:
-    """Sample after every null prefix and pool the words (and class mentions) into one prior.
+    """Sample after every null prefix; the words (and class mentions) per kind and pooled.
 
     Each null prefix gets ``config``'s sentences, or ``samples`` when that is more;
     features None stand for the LM alone.
@@ -202,12 +243,17 @@ def explain_prior(
 
     if samples > config.sampling.num_samples:
         config = replace(config, sampling=replace(config.sampling, num_samples=samples))
-    counter = WordCounter(config.words)
-    mentions: dict[str, int] = {}
+    by_kind: dict[str, PriorSample] = {}
     for kind, feats in features:
         explanation = explain_lm_alone(lm, config) if feats is None else explain_features(translator, lm, feats, config)
-        counter.merge(explanation.counter)
+        sample = by_kind.setdefault(kind, PriorSample(WordCounter(config.words)))
+        sample.counter.merge(explanation.counter)
         for name, count in class_mentions(explanation.sentences, index, config.words).items():
-            mentions[name] = mentions.get(name, 0) + count
+            sample.mentions[name] = sample.mentions.get(name, 0) + count
         log.info("prior (%s): %s", kind, ", ".join(w for w, _ in explanation.top_words[:8]))
-    return LMPrior(counter, mentions, tuple(dict.fromkeys(kind for kind, _ in features)))
+    pooled = PriorSample(WordCounter(config.words))
+    for sample in by_kind.values():
+        pooled.counter.merge(sample.counter)
+        for name, count in sample.mentions.items():
+            pooled.mentions[name] = pooled.mentions.get(name, 0) + count
+    return LMPrior(pooled.counter, pooled.mentions, tuple(by_kind), by_kind)

@@ -79,9 +79,9 @@ class ClassMerge:
             merged[self.name] = own
         return merged
 
-    def prior_counts(self, prior: LMPrior) -> dict[str, int]:
-        """The prior's counts with this class's vocabulary merged the same way."""
-        return self(prior.counter.document_counts(), prior.mentions)
+    def prior_counts(self, prior: LMPrior) -> list[dict[str, int]]:
+        """Each prior sample's counts (one per kind of null prefix), this class's vocabulary merged the same way."""
+        return [self(sample.counter.document_counts(), sample.mentions) for sample in prior.samples()]
 
     def prior_frequency(self, prior: LMPrior, word: str) -> float:
         """Smoothed prior frequency of ``word``; for the class entry, of any vocabulary word."""
@@ -129,7 +129,10 @@ def rank_suspects(
     if n_sentences == 0 or not rest:
         return []
     z_classes = {s.word: s.z for s in compare_counts(counts, rest)}
-    z_prior = {s.word: s.z for s in compare_counts(counts, merge.prior_counts(prior))} if prior is not None else {}
+    z_prior: dict[str, float] = {}
+    for sample in merge.prior_counts(prior) if prior is not None else []:  # the largest z over the kinds
+        for s in compare_counts(counts, sample):
+            z_prior[s.word] = max(s.z, z_prior.get(s.word, s.z))
     found = []
     for word, count in counts.items():
         frequency = count / n_sentences
