@@ -89,8 +89,12 @@ def test_prior_is_explained_after_null_prefixes(reference):
     prior = LMPrior.from_dict(json.loads((folder / "prior.json").read_text()))
     assert prior.kinds == ("blank", "mean", "shuffled")
     assert prior.counter.n_sentences == PRIOR_SAMPLES * (1 + 1 + 2)  # blank, mean, two shuffled, each its own sample size
-    # smoothing: an unseen word has (0 + 0.5) / (n + 1)
-    assert prior.frequency("neverseenword") == pytest.approx(0.5 / (prior.counter.n_sentences + 1))
+    sizes = {kind: sample.counter.n_sentences for kind, sample in prior.by_kind.items()}
+    assert sizes == {"blank": PRIOR_SAMPLES, "mean": PRIOR_SAMPLES, "shuffled": 2 * PRIOR_SAMPLES}
+    pooled = {w: sum(s.counter.document_counts().get(w, 0) for s in prior.by_kind.values()) for w in prior.counter.document_counts()}
+    assert prior.counter.document_counts() == pooled
+    # smoothing: an unseen word has (0 + 0.5) / (n + 1), least under the largest kind
+    assert prior.frequency("neverseenword") == pytest.approx(0.5 / (2 * PRIOR_SAMPLES + 1))
 
 
 def test_the_lm_alone_prior_is_what_the_lm_writes_with_no_prefix(models, items, tmp_path):

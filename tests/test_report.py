@@ -88,6 +88,11 @@ def test_cli_end_to_end_on_the_demo_world(demo, tiny_demo, capsys):
     saved = json.loads((demo["report"] / "analysis.json").read_text())
     assert saved["compare"] == ["train", "test"] and set(saved["only_background"]) == {"bird", "car", "dog"}
     assert all(c["images"] == 15 for c in saved["only_background"].values())
+    prior = json.loads((demo["results"] / "prior.json").read_text())
+    assert list(saved["prior_by_kind"]) == ["blank", "mean", "shuffled"] and "<th>after shuffled</th>" in html
+    word = saved["prior_words"][0]["word"]
+    mean = prior["by_kind"]["mean"]["counts"]
+    assert saved["prior_by_kind"]["mean"][word] == pytest.approx(mean["document_counts"].get(word, 0) / mean["n_sentences"], abs=1e-4)
 
     assert main(["query", str(demo["results"]), "select split, count(*) as n from results group by split order by split",
                  "--format", "csv"]) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from texplain.analysis.lm_prior import LMPrior
+from texplain.analysis.lm_prior import LMPrior, PriorSample
 from texplain.analysis.statistics import compare_counts
 from texplain.analysis.suspects import ClassMerge, SuspectRule, dominant_words, rank_suspects
 from texplain.errors import TexplainError
@@ -16,6 +16,17 @@ def prior_saying(word: str, sentences: int = 100) -> LMPrior:
     counter = WordCounter()
     counter.update([f"the {word}"] * sentences)
     return LMPrior(counter, {})
+
+
+def prior_of_kinds(**sentences: list[str]) -> LMPrior:
+    """A prior whose null-prefix kinds wrote these sentences (the pooled counts are their sum)."""
+    by_kind, pooled = {}, WordCounter()
+    for kind, written in sentences.items():
+        counter = WordCounter()
+        counter.update(written)
+        pooled.merge(counter)
+        by_kind[kind] = PriorSample(counter, {})
+    return LMPrior(pooled, {}, tuple(by_kind), by_kind)
 
 
 def test_class_words_merge_into_one_entry_with_the_exact_mention_count():
@@ -76,3 +87,35 @@ def test_one_image_dominant_words_use_the_same_merge_and_lift():
     found = dominant_words(counts, 10, merge, prior_saying("man", 10), 0.1, 1.5)
     assert [d.word for d in found] == ["dog", "sand"]  # man is the LM's own word
     assert found[0].frequency == pytest.approx(0.7)
+
+
+def test_a_place_one_null_prefix_leaks_is_still_a_suspect_when_another_does_not_say_it():
+    """The object-pretrained demo: its mean image says "snow", its blank one rarely; the car class says it often."""
+    prior = prior_of_kinds(blank=["calm water"] * 180 + ["deep snow"] * 20, mean=["deep snow"] * 150 + ["two"] * 50)
+    assert prior.frequency("snow") == pytest.approx(20.5 / 201)  # the blank prefix's, not the pooled 170 of 400
+    merge = ClassMerge("car", frozenset({"car"}))
+    own, rest = {"snow": 45, "car": 40, "two": 30}, {"snow": 10, "two": 60, "road": 80}
+    found = rank_suspects(own, 100, rest, merge, prior, SuspectRule())
+    assert [s.word for s in found] == ["snow"]
+    z_blank = {s.word: s.z for s in compare_counts(own, merge.prior_counts(prior)[0])}["snow"]
+    assert found[0].z_prior == pytest.approx(z_blank)  # the larger z of the two kinds
+    pooled = LMPrior(prior.counter, {})  # a prior file written before kinds were kept apart
+    assert pooled.frequency("snow") == pytest.approx(170.5 / 401)
+    assert rank_suspects(own, 100, rest, merge, pooled, SuspectRule()) == []
+
+
+def test_a_word_every_null_prefix_says_stays_the_lms_own():
+    prior = prior_of_kinds(blank=["man standing"] * 150 + ["calm"] * 50, mean=["man"] * 160 + ["snow"] * 40)
+    merge = ClassMerge("diving", frozenset({"diving"}))
+    own, rest = {"man": 70, "water": 60}, {"man": 20, "road": 80}
+    assert [s.word for s in rank_suspects(own, 100, rest, merge, prior, SuspectRule())] == ["water"]
+
+
+def test_a_prior_round_trips_with_its_kinds():
+    prior = prior_of_kinds(blank=["calm water"] * 3, shuffled=["deep snow"] * 5)
+    prior.by_kind["blank"].mentions["bird"] = 2
+    back = LMPrior.from_dict(prior.to_dict())
+    assert back.kinds == ("blank", "shuffled")
+    assert {k: (s.counter.document_counts(), s.mentions) for k, s in back.by_kind.items()} == \
+        {"blank": ({"calm": 3, "water": 3}, {"bird": 2}), "shuffled": ({"deep": 5, "snow": 5}, {})}
+    assert back.mention_frequency("bird") == pytest.approx(0.5 / 6)  # shuffled never mentions it

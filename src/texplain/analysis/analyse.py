@@ -151,6 +151,8 @@ class DatasetAnalysis:
     config: AnalysisConfig
     vocabularies: dict[str, frozenset[str]]
     sentences: dict[str, float] = field(default_factory=dict)
+    prior_by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per kind of null prefix, the fraction of its sentences saying each of ``prior_words``."""
 
     def to_json(self) -> dict:
         return {
@@ -161,6 +163,7 @@ class DatasetAnalysis:
             "notes": self.notes,
             "accuracy": self.accuracy,
             "prior_words": [w.to_json() for w in self.prior_words],
+            "prior_by_kind": {kind: {w: round(f, 4) for w, f in words.items()} for kind, words in self.prior_by_kind.items()},
             "classes": {name: c.to_json() for name, c in self.classes.items()},
         }
 
@@ -216,7 +219,18 @@ def analyse_results(results: ResultsFolder, config: AnalysisConfig | None = None
     _attach_examples(results, classes, config)
     prior_words = word_stats(prior.counter.document_counts(), prior.counter.n_sentences, None, None, config) if prior else []
     return DatasetAnalysis(classes, splits, compare, accuracy_by_group(results), prior_words, notes, config, vocabularies,
-                           sentences_per_image(results))
+                           sentences_per_image(results), _prior_by_kind(prior, [w.word for w in prior_words]))
+
+
+def _prior_by_kind(prior: LMPrior | None, words: Sequence[str]) -> dict[str, dict[str, float]]:
+    """How often each kind of null prefix says each of ``words``: where a kind leaks a data set's place, it shows."""
+    if prior is None:
+        return {}
+    out = {}
+    for kind, sample in prior.by_kind.items():
+        counts, n = sample.counter.document_counts(), sample.counter.n_sentences
+        out[kind] = {word: counts.get(word, 0) / n if n else 0.0 for word in words}
+    return out
 
 
 def sentences_per_image(results: ResultsFolder) -> dict[str, float]:

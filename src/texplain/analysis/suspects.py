@@ -11,12 +11,13 @@ uses them through this module:
   a suspect;
 * **frequent**: in at least ``min_frequency`` of the sentences;
 * **not the LM's own**: its odds of being said at least ``min_lift`` times
-  those after a null prefix (the lift of :mod:`.lm_prior`).
+  those after the null prefix that says it least (the lift of :mod:`.lm_prior`).
 
 For a class (:func:`rank_suspects`) a suspect must also be over-represented
 against the other classes pooled *and* against the LM prior: both log-odds
 z-scores (:func:`~texplain.analysis.statistics.compare_counts`) at least
-``min_z``; suspects are ranked by the weaker of the two. For one image
+``min_z``, the one against the prior the largest against any kind of null
+prefix; suspects are ranked by the weaker of the two. For one image
 (:func:`dominant_words`) there is nothing to compare against, so its words
 are ranked by frequency.
 """
