@@ -1,0 +1,135 @@
+"""Which LM prior lets a planted shortcut through: the null prefixes pooled, or the kind that says a word least?
+
+Each run's prior is explained again, once, with its per-kind counts
+(blank, mean, shuffled; the run's own sampling settings), into a copy of its
+results folder; the copy is then analysed twice, with the kinds pooled (as a
+prior file without per-kind counts is read) and with the least-saying kind
+(texplain's rule), and each class's suspects are compared with its planted
+places. Demo runs are analysed by predicted class, BAR by label.
+
+    python benchmarks/prior_rule.py --demo runs/demo-s0 runs/demo-s1 ... \\
+        --bar runs/bar --translator runs/flickr8k/translator --lm runs/flickr8k/lm
+
+Writes ``benchmarks/results/prior_rule.json`` and ``prior_rule.md``; a minute or two on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from bar_analysis import PLACES
+
+from texplain.analysis.analyse import AnalysisConfig, analyse_folders
+from texplain.analysis.class_vocabulary import ClassWordConfig, class_vocabularies, word_index
+from texplain.analysis.lm_prior import PriorConfig, explain_prior, null_features
+from texplain.analysis.results import PRIOR, ResultsFolder
+from texplain.atomic import write_json
+from texplain.data.world import planted_background
+from texplain.data.world_captions import BACKGROUND_WORDS
+from texplain.generate.explain import ExplainConfig
+from texplain.generate.sampling import SamplingConfig
+from texplain.generate.stopping import StopRule
+from texplain.generate.words import WordConfig
+from texplain.models.explainer import load_explainer
+from texplain.models.features import FeatureStore
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def explain_config(settings: dict) -> ExplainConfig:
+    """The sampling and word settings a results folder was explained with."""
+    sampling = dict(settings["sampling"])
+    stop = StopRule(**sampling.pop("stop"))
+    words = dict(settings["words"], extra_stopwords=tuple(settings["words"]["extra_stopwords"]))
+    return ExplainConfig(sampling=SamplingConfig(**sampling, stop=stop), words=WordConfig(**words), word_cloud=False)
+
+
+def reexplain_prior(results: Path, features: Path, classifier: Path, translator: Path, lm: Path, copy: Path) -> None:
+    """Copy ``results`` (without features) to ``copy`` and write its prior again, per kind."""
+    shutil.copytree(results, copy, ignore=shutil.ignore_patterns("features"))
+    folder = ResultsFolder.open(copy)
+    settings = folder.settings
+    explain = explain_config(settings)
+    explainer = load_explainer(str(translator), str(classifier), str(lm), "cpu", False)
+    vocabularies = class_vocabularies(explainer.classifier.class_names,
+                                      ClassWordConfig.from_json(settings["class_words"]), explain.words)
+    store = FeatureStore(features)
+    paths = [p for p in folder.done_images() if p in store]
+    config = PriorConfig(seed=explain.sampling.seed)
+    null = null_features(config, explainer.classifier, store, paths)
+    prior = explain_prior(explainer.translator, explainer.lm, null, explain, word_index(vocabularies), config.samples)
+    write_json(copy / PRIOR, prior.to_dict())
+
+
+def suspects_by_rule(copy: Path, by: str, places: dict[str, list[str]]) -> dict:
+    """Per rule (pooled, least) and class: the suspects and whether a planted place is among them."""
+    pooled = copy.parent / "pooled"
+    shutil.copytree(copy, pooled)
+    data = json.loads((copy / PRIOR).read_text())
+    write_json(pooled / PRIOR, {k: v for k, v in data.items() if k != "by_kind"})
+    out = {}
+    for rule, folder in (("pooled", pooled), ("least", copy)):
+        _, analysis, _ = analyse_folders(folder, AnalysisConfig(by=by))
+        out[rule] = {name: {"suspects": [s.word for s in report.suspects],
+                            "planted_found": bool({s.word for s in report.suspects} & set(places.get(name, [])))}
+                     for name, report in analysis.classes.items()}
+    out["prior_by_kind"] = {kind: {w: round(c["document_counts"].get(w, 0) / c["n_sentences"], 3)
+                                   for w in sorted({w for ws in places.values() for w in ws})}
+                            for kind, c in ((k, v["counts"]) for k, v in data["by_kind"].items())}
+    return out
+
+
+def demo_row(run: Path) -> dict:
+    settings = json.loads((run / "demo_settings.json").read_text())["settings"]
+    places = {name: [BACKGROUND_WORDS[planted_background(name)]] for name in settings["classes"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "results"
+        reexplain_prior(run / "results", run / "features", run / "classifier", run / "translator", run / "lm", copy)
+        found = suspects_by_rule(copy, "predicted", places)
+    label = f"demo {settings['classifier']} pretrain {settings['pretrain_epochs']} seed {settings['seed']}" + \
+        (" balanced" if settings["balanced"] else "")
+    return {"run": label, **found}
+
+
+def bar_row(run: Path, translator: Path, lm: Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "results"
+        reexplain_prior(run / "results", run / "results" / "features", run / "classifier", translator, lm, copy)
+        return {"run": "BAR (head-only EfficientNet-Lite0)", **suspects_by_rule(copy, "label", PLACES)}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | planted found, pooled prior | planted found, least-saying kind | suspects that differ (least) |",
+             "|---|---|---|---|"]
+    for row in rows:
+        cells = []
+        for rule in ("pooled", "least"):
+            hits = sum(c["planted_found"] for c in row[rule].values())
+            cells.append(f"{hits} of {len(row[rule])}")
+        differ = {n: sorted(set(c["suspects"]) - set(row["pooled"][n]["suspects"])) for n, c in row["least"].items()}
+        cells.append("; ".join(f"{n}: +{', '.join(w)}" for n, w in differ.items() if w) or "none")
+        lines.append(f"| {row['run']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", type=Path, nargs="*", default=[], help="Demo run folders")
+    parser.add_argument("--bar", type=Path, help="A benchmarks/bar_analysis.py run folder")
+    parser.add_argument("--translator", type=Path, help="BAR's translator")
+    parser.add_argument("--lm", type=Path, help="BAR's LM")
+    args = parser.parse_args()
+    rows = [demo_row(run) for run in args.demo]
+    if args.bar:
+        rows.append(bar_row(args.bar, args.translator, args.lm))
+    write_json(RESULTS / "prior_rule.json", rows)
+    (RESULTS / "prior_rule.md").write_text(table(rows))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
