@@ -64,6 +64,27 @@ def test_a_slot_embeds_the_mean_of_its_words_tokens_and_mixes_linearly():
     assert torch.allclose(slots[0, 1], vectors[2])
 
 
+def test_slot_gradients_repeat_exactly_on_two_threads():
+    """A seeded caption LM must repeat: the slots' backward may not depend on how threads accumulate."""
+    tokenizer = make_tokenizer()
+    table = WordTable([f"word{i}" for i in range(60)], tokenizer)  # the demo LM's table holds 61 words
+    generator = torch.Generator().manual_seed(0)
+    words = torch.randint(len(table), (256, 8, 6), generator=generator)  # (B, K, M): each word many times
+    weights = torch.rand(256, 8, 6, generator=generator)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(5):
+            torch.manual_seed(0)
+            embedding = torch.nn.Embedding(len(tokenizer), 64)
+            table.slots(embedding, words, weights).pow(2).sum().backward()
+            grads.append(embedding.weight.grad)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
 def test_recipe_rejects_bad_values():
     with pytest.raises(TexplainError):
         ContextRecipe(slots=-1)

@@ -100,7 +100,10 @@ class WordTable:
         """Slot embeddings (B, K, d) from word indices (B, K, M) (NULL for none) and mixing weights (B, K, M)."""
         table = self.embeddings(embedding)  # (W + 1, d)
         index = torch.where(words == NULL, len(self), words)  # (B, K, M)
-        return (table[index] * weights.unsqueeze(-1).to(table.dtype)).sum(2)  # (B, K, d)
+        # A lookup, not table[index]: the backward of advanced indexing accumulates in an order that
+        # changes from run to run on a multi-threaded CPU, so a seeded caption LM would not repeat.
+        rows = torch.nn.functional.embedding(index, table)  # (B, K, M, d)
+        return (rows * weights.unsqueeze(-1).to(table.dtype)).sum(2)  # (B, K, d)
 
 
 def caption_words(caption: str, config: WordConfig | None = None) -> list[str]:
