@@ -104,10 +104,7 @@ def _measure(explainer, pixels, labels, scenes, objects, mask: MaskConfig) -> di
         hidden.append(on_object / max(objects[i].sum().item(), 1))
         background.append((masked & ~objects[i]).sum().item() / max((~objects[i]).sum().item(), 1))
         area.append(masked.float().mean().item())
-    where = {"gradcam": layer or "features", "occlusion": f"occlusion grid {mask.grid}",
-             "keep": f"keep grid {mask.grid}, window {mask.window}"}[mask.heat]
-    where += f", threshold {mask.threshold}"
-    return {"layer": where,
+    return {"layer": f"{mask.where(layer)}, threshold {mask.threshold}",
             "background_precision": round(float(np.mean(precision)), 4), "object_hidden": round(float(np.mean(hidden)), 4),
             "background_hidden": round(float(np.mean(background)), 4),
             "area": round(float(np.mean(area)), 4), "zero_maps": zero, "seconds": round(time.perf_counter() - started, 1)}

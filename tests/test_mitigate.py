@@ -123,6 +123,10 @@ def test_bad_inputs_have_clear_messages():
     with pytest.raises(TexplainError, match="window"):
         MaskConfig(grid=4, window=4)
     assert MaskConfig(heat="occlusion", grid=2).grid == 2  # the window is keep's alone
+    assert MaskConfig().where(None) == "each 2 x 2-cell window of the 8 x 8 grid kept alone"
+    assert MaskConfig(heat="occlusion", grid=4).where(None) == "each cell of the 4 x 4 grid hidden"
+    assert MaskConfig(heat="gradcam").where("layer2") == "Grad-CAM at layer2"
+    assert MaskConfig(heat="gradcam").where(None) == "Grad-CAM at the feature layer"
     with pytest.raises(TexplainError):
         SelectionConfig(min_lift=-1)
 

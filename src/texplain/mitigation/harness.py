@@ -257,8 +257,7 @@ def _heats(
     its sample is left out, and how many there were is returned.
     """
     layer = cam_layer(harness.classifier, harness.train_pixels, mask) if mask.heat == "gradcam" else None
-    where = (layer or "the feature layer") if mask.heat == "gradcam" else f"a {mask.grid} x {mask.grid} grid"
-    log.info("%s (%s) heat maps at %s", mask.heat, mask.localise, where)
+    log.info("%s (%s) heat maps: %s", mask.heat, mask.localise, mask.where(layer))
     heats, zero = {}, 0
     for i in tqdm(selection.indices(), desc=f"{mask.heat} ({mask.localise})", unit="img", disable=not progress):
         heat = localise(harness.classifier, translator, lm, harness.train_pixels[i : i + 1], selection.words[i],

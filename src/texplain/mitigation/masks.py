@@ -98,6 +98,14 @@ class MaskConfig:
         if not self.layer.strip():
             raise TexplainError("mask layer: give auto, features or a module name")
 
+    def where(self, layer: str | None) -> str:
+        """Where the heat map comes from, in words; ``layer`` is Grad-CAM's module (None: the feature layer)."""
+        if self.heat == "gradcam":
+            return f"Grad-CAM at {layer or 'the feature layer'}"
+        if self.heat == "occlusion":
+            return f"each cell of the {self.grid} x {self.grid} grid hidden"
+        return f"each {self.window} x {self.window}-cell window of the {self.grid} x {self.grid} grid kept alone"
+
 
 def cam_layer(classifier: Classifier, pixels: Tensor, mask: MaskConfig) -> str | None:
     """The module Grad-CAM hooks for ``mask.layer`` (None: the feature layer), checked against the classifier."""
