@@ -98,9 +98,12 @@ class DemoConfig:
     a Waterbirds analogue: right on 54-67% of the balanced test (seeds 0-2;
     chance is a third), 7-13% on its worst group, 97% when trained balanced.
     It is not the default because its shortcut is not always found: its
-    features say the world's places even for the null prefixes (a mean image
-    says "snow"), so the LM prior can hold the planted word as often as the
-    class does (seed 1: "snow" in 49% of car's sentences, 60% of the prior's).
+    features say the world's places even for the null prefixes, so the LM
+    prior can hold the planted word as often as the class does. Checking a
+    word against the null prefix that says it least finds seed 1's "snow"
+    (its grey image says it in 19% of sentences, its mean in 74%), but at the
+    tests' size, seed 2, every null prefix, the grey image's too, says "sand"
+    in 82-89% of sentences, dog's images in 76%.
     caption_images: captioned scenes for the LM and the translator.
     train_images, test_images: the labelled split (train biased, test balanced).
     bias: fraction of each class's train images on its planted background;
