@@ -105,6 +105,12 @@ class PriorSample:
     counter: WordCounter
     mentions: dict[str, int] = field(default_factory=dict)
 
+    def add(self, counter: WordCounter, mentions: Mapping[str, int]) -> None:
+        """Count more sentences: their words and class mentions."""
+        self.counter.merge(counter)
+        for name, count in mentions.items():
+            self.mentions[name] = self.mentions.get(name, 0) + count
+
     def frequency(self, count: int) -> float:
         """Smoothed fraction of these sentences that a word said ``count`` times is in: (count + 0.5) / (n + 1)."""
         return (count + SMOOTHING) / (self.counter.n_sentences + 2 * SMOOTHING)
@@ -134,7 +140,7 @@ class LMPrior:
 
     def frequency(self, word: str) -> float:
         """Smoothed fraction of sentences that mention ``word``, under the kind that says it least."""
-        return min(s.frequency(s.counter.document_counts().get(word, 0)) for s in self.samples())
+        return min(s.frequency(s.counter.document_count(word)) for s in self.samples())
 
     def mention_frequency(self, name: str) -> float:
         """Smoothed fraction of sentences that mention class ``name`` by any of its words, under the least-saying kind."""
@@ -245,14 +251,10 @@ def explain_prior(
     by_kind: dict[str, PriorSample] = {}
     for kind, feats in features:
         explanation = explain_lm_alone(lm, config) if feats is None else explain_features(translator, lm, feats, config)
-        sample = by_kind.setdefault(kind, PriorSample(WordCounter(config.words)))
-        sample.counter.merge(explanation.counter)
-        for name, count in class_mentions(explanation.sentences, index, config.words).items():
-            sample.mentions[name] = sample.mentions.get(name, 0) + count
+        by_kind.setdefault(kind, PriorSample(WordCounter(config.words))).add(
+            explanation.counter, class_mentions(explanation.sentences, index, config.words))
         log.info("prior (%s): %s", kind, ", ".join(w for w, _ in explanation.top_words[:8]))
     pooled = PriorSample(WordCounter(config.words))
     for sample in by_kind.values():
-        pooled.counter.merge(sample.counter)
-        for name, count in sample.mentions.items():
-            pooled.mentions[name] = pooled.mentions.get(name, 0) + count
+        pooled.add(sample.counter, sample.mentions)
     return LMPrior(pooled.counter, pooled.mentions, tuple(by_kind), by_kind)

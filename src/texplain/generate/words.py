@@ -166,6 +166,10 @@ class WordCounter:
         """Per word, how many sentences contain it at least once."""
         return dict(self._counts)
 
+    def document_count(self, word: str) -> int:
+        """How many sentences contain ``word``, without copying every count (a lookup per word, per image)."""
+        return self._counts.get(word, 0)
+
     def frequencies(self) -> dict[str, float]:
         """Per word, the fraction of sentences containing it, most frequent first.
 
