@@ -32,7 +32,6 @@ from texplain.data.world import planted_background
 from texplain.data.world_captions import BACKGROUND_WORDS
 from texplain.generate.explain import ExplainConfig
 from texplain.generate.sampling import SamplingConfig
-from texplain.generate.stopping import StopRule
 from texplain.generate.words import WordConfig
 from texplain.models.explainer import load_explainer
 from texplain.models.features import FeatureStore
@@ -41,11 +40,9 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def explain_config(settings: dict) -> ExplainConfig:
-    """The sampling and word settings a results folder was explained with."""
-    sampling = dict(settings["sampling"])
-    stop = StopRule(**sampling.pop("stop"))
-    words = dict(settings["words"], extra_stopwords=tuple(settings["words"]["extra_stopwords"]))
-    return ExplainConfig(sampling=SamplingConfig(**sampling, stop=stop), words=WordConfig(**words), word_cloud=False)
+    """The sampling and word settings a results folder was explained with (the configs read their own JSON form)."""
+    return ExplainConfig(sampling=SamplingConfig(**settings["sampling"]), words=WordConfig(**settings["words"]),
+                         word_cloud=False)
 
 
 def reexplain_prior(results: Path, features: Path, classifier: Path, translator: Path, lm: Path, copy: Path) -> None:
