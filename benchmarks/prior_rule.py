@@ -1,11 +1,12 @@
 """Which LM prior lets a planted shortcut through: the null prefixes pooled, or the kind that says a word least?
 
 Each run's prior is explained again, once, with its per-kind counts
-(blank, mean, shuffled; the run's own sampling settings), into a copy of its
-results folder; the copy is then analysed twice, with the kinds pooled (as a
-prior file without per-kind counts is read) and with the least-saying kind
-(texplain's rule), and each class's suspects are compared with its planted
-places. Demo runs are analysed by predicted class, BAR by label.
+(blank, mean, shuffled, the LM alone; the run's own sampling settings), into a
+copy of its results folder; the copy is then analysed three times: with the
+kinds that go through the translator pooled (as a prior file without per-kind
+counts is read), with the least-saying of those three, and with the
+least-saying of all four (texplain's rule); each class's suspects are compared
+with its planted places. Demo runs are analysed by predicted class, BAR by label.
 
     python benchmarks/prior_rule.py --demo runs/demo-s0 runs/demo-s1 ... \\
         --bar runs/bar --translator runs/flickr8k/translator --lm runs/flickr8k/lm
@@ -25,7 +26,7 @@ from bar_analysis import PLACES
 
 from texplain.analysis.analyse import AnalysisConfig, analyse_folders
 from texplain.analysis.class_vocabulary import ClassWordConfig, class_vocabularies, word_index
-from texplain.analysis.lm_prior import PriorConfig, explain_prior, null_features
+from texplain.analysis.lm_prior import LMPrior, PriorConfig, explain_prior, null_features
 from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
 from texplain.data.world import planted_background
@@ -62,15 +63,28 @@ def reexplain_prior(results: Path, features: Path, classifier: Path, translator:
     write_json(copy / PRIOR, prior.to_dict())
 
 
+RULES = {"pooled": "the translator's kinds pooled", "least_translated": "least-saying of the translator's kinds",
+         "least": "least-saying kind, the LM alone too (texplain's)"}
+
+
+def translated_prior(prior: LMPrior) -> LMPrior:
+    """The prior of the kinds that go through the translator (the LM alone left out), pooled and per kind."""
+    return LMPrior.of_kinds({kind: sample for kind, sample in prior.by_kind.items() if kind != "lm"}, prior.counter.config)
+
+
 def suspects_by_rule(copy: Path, by: str, places: dict[str, list[str]]) -> dict:
-    """Per rule (pooled, least) and class: the suspects and whether a planted place is among them."""
-    pooled = copy.parent / "pooled"
-    shutil.copytree(copy, pooled)
+    """Per rule (:data:`RULES`) and class: the suspects and whether a planted place is among them."""
     data = json.loads((copy / PRIOR).read_text())
-    write_json(pooled / PRIOR, {k: v for k, v in data.items() if k != "by_kind"})
+    translated = translated_prior(LMPrior.from_dict(data)).to_dict()
+    folders = {"least": copy}
+    for rule, prior in (("pooled", {k: v for k, v in translated.items() if k != "by_kind"}),
+                        ("least_translated", translated)):
+        folders[rule] = copy.parent / rule
+        shutil.copytree(copy, folders[rule])
+        write_json(folders[rule] / PRIOR, prior)
     out = {}
-    for rule, folder in (("pooled", pooled), ("least", copy)):
-        _, analysis, _ = analyse_folders(folder, AnalysisConfig(by=by))
+    for rule in RULES:
+        _, analysis, _ = analyse_folders(folders[rule], AnalysisConfig(by=by))
         out[rule] = {name: {"suspects": [s.word for s in report.suspects],
                             "planted_found": bool({s.word for s in report.suspects} & set(places.get(name, [])))}
                      for name, report in analysis.classes.items()}
@@ -87,7 +101,7 @@ def demo_row(run: Path) -> dict:
         copy = Path(tmp) / "results"
         reexplain_prior(run / "results", run / "features", run / "classifier", run / "translator", run / "lm", copy)
         found = suspects_by_rule(copy, "predicted", places)
-    label = f"demo {settings['classifier']} pretrain {settings['pretrain_epochs']} seed {settings['seed']}" + \
+    label = f"demo {settings['classifier']} pretrain {settings['pretrain_epochs']} seed {settings['seed']} ({run.name})" + \
         (" balanced" if settings["balanced"] else "")
     return {"run": label, **found}
 
@@ -100,14 +114,14 @@ def bar_row(run: Path, translator: Path, lm: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | planted found, pooled prior | planted found, least-saying kind | suspects that differ (least) |",
-             "|---|---|---|---|"]
+    lines = ["| run | " + " | ".join(f"planted found, {name}" for name in RULES.values())
+             + " | suspects the LM alone adds |", "|---|---|---|---|---|"]
     for row in rows:
         cells = []
-        for rule in ("pooled", "least"):
+        for rule in RULES:
             hits = sum(c["planted_found"] for c in row[rule].values())
             cells.append(f"{hits} of {len(row[rule])}")
-        differ = {n: sorted(set(c["suspects"]) - set(row["pooled"][n]["suspects"])) for n, c in row["least"].items()}
+        differ = {n: sorted(set(c["suspects"]) - set(row["least_translated"][n]["suspects"])) for n, c in row["least"].items()}
         cells.append("; ".join(f"{n}: +{', '.join(w)}" for n, w in differ.items() if w) or "none")
         lines.append(f"| {row['run']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

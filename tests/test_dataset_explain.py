@@ -87,10 +87,10 @@ def test_one_row_per_image_in_chunked_parts(reference, items):
 def test_prior_is_explained_after_null_prefixes(reference):
     folder, _ = reference
     prior = LMPrior.from_dict(json.loads((folder / "prior.json").read_text()))
-    assert prior.kinds == ("blank", "mean", "shuffled")
-    assert prior.counter.n_sentences == PRIOR_SAMPLES * (1 + 1 + 2)  # blank, mean, two shuffled, each its own sample size
+    assert prior.kinds == ("blank", "mean", "shuffled", "lm")
+    assert prior.counter.n_sentences == PRIOR_SAMPLES * (1 + 1 + 2 + 1)  # blank, mean, two shuffled, the LM alone
     sizes = {kind: sample.counter.n_sentences for kind, sample in prior.by_kind.items()}
-    assert sizes == {"blank": PRIOR_SAMPLES, "mean": PRIOR_SAMPLES, "shuffled": 2 * PRIOR_SAMPLES}
+    assert sizes == {"blank": PRIOR_SAMPLES, "mean": PRIOR_SAMPLES, "shuffled": 2 * PRIOR_SAMPLES, "lm": PRIOR_SAMPLES}
     pooled = {w: sum(s.counter.document_counts().get(w, 0) for s in prior.by_kind.values()) for w in prior.counter.document_counts()}
     assert prior.counter.document_counts() == pooled
     # smoothing: an unseen word has (0 + 0.5) / (n + 1), least under the largest kind

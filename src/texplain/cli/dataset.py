@@ -14,7 +14,7 @@ import typer
 from texplain.cli import options
 from texplain.errors import TexplainError
 
-PRIOR_KINDS = "blank,mean,shuffled"
+PRIOR_KINDS = "blank,mean,shuffled,lm"
 
 
 def explain_dataset_command(
