@@ -3,9 +3,8 @@
 #
 #   bash benchmarks/mitigation_checks.sh [RUNS_FOLDER]     # about 1.5 h on 2 CPU cores
 #
-# Demo world: a resnet10t that first learns the captioned scenes' objects, then is
-# fine-tuned on the biased split (the demo's default ViT learns only backgrounds, so
-# there is nothing to shift it towards). BAR: the linear-probe EfficientNet-Lite0
+# Demo world: the demo's default classifier, a resnet10t that first learns the captioned
+# scenes' objects, then is fine-tuned on the biased split. BAR: the linear-probe EfficientNet-Lite0
 # classifier of benchmarks/bar_analysis.py --head-only, fine-tuned head-only, with
 # the Flickr8k translator for EfficientNet-Lite0's features, expected in
 # RUNS_FOLDER/flickr8k/translator (make flickr8k: texplain pretrain-lm, then texplain train
@@ -15,7 +14,7 @@ runs=${1:-runs}
 here=$(cd "$(dirname "$0")" && pwd)
 export OMP_WAIT_POLICY=PASSIVE
 
-texplain demo --out "$runs/demo-cnn" --classifier resnet10t --pretrain-epochs 8 --classifier-epochs 10
+texplain demo --out "$runs/demo-cnn"
 texplain mitigate --demo "$runs/demo-cnn" --out "$runs/demo-cnn-mitigate" --json "$here/results/demo_mitigation.json"
 cp "$runs/demo-cnn-mitigate/table.md" "$here/results/demo_mitigation.md"
 python "$here/mitigation_masks.py" --demo "$runs/demo-cnn"

@@ -4,7 +4,7 @@
 # LM alone (--prior lm), and analysed by predicted class; the suspects of each class
 # and the rank of its planted place land in benchmarks/results/prior_kinds.json.
 #
-#   texplain demo --out runs/demo-cnn --classifier resnet10t --pretrain-epochs 8 --classifier-epochs 10
+#   texplain demo --out runs/demo-cnn
 #   bash benchmarks/prior_kinds.sh runs/demo-cnn [MORE_DEMO_RUNS ...]     # about a minute a run
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -8,9 +8,10 @@ Steps (each cached in the output folder, so a second run only redraws):
    whose train half ties each class to a background (``bias``) and whose test
    half is balanced;
 2. pretrain the small caption LM on the world's captions;
-3. train the classifier (by default a small ViT from a timm config, so the
-   (P+1) x D token path is exercised) on the biased train split, perhaps
-   after pretraining it on the captioned scenes; measure accuracy per group;
+3. train the classifier (by default a small CNN, resnet10t from a timm
+   config, first on the captioned scenes' objects, as ImageNet pretraining
+   goes before Waterbirds) on the biased train split; measure accuracy per
+   group;
 4. extract its features and train the translator on the captioned scenes;
 5. explain the balanced test images and their only-background versions
    with :func:`~texplain.analysis.explain_dataset.explain_dataset`, as a
@@ -86,24 +87,22 @@ MIN_TRAIN_PER_CLASS = 20
 class DemoConfig:
     """Sizes and seeds of the demo; the defaults finish in about two minutes on two CPU cores.
 
-    classifier: ``vit`` (the default: a small ViT, so the (P+1) x D token
-    path is the one exercised) or any timm architecture name, built untrained
-    at ``image_size`` (``resnet10t``: a small CNN, which learns the drawn
-    objects where the small ViT learns only backgrounds).
+    classifier: any timm architecture name, built untrained at
+    ``image_size`` (the default ``resnet10t``, a small CNN), or ``vit``, a
+    small ViT whose (P+1) x D tokens exercise the token path; the small ViT
+    learns only backgrounds, so its balanced control learns nothing either.
     pretrain_epochs: when above 0, the classifier first learns the objects of
     the captioned scenes (every class on every background: the demo's stand-in
     for ImageNet pretraining), then its head is replaced and it is trained on
-    the biased split, as a practitioner fine-tunes a pretrained model.
-    ``resnet10t`` with 8 pretraining epochs and ``classifier_epochs=10`` is
-    a Waterbirds analogue: right on 54-67% of the balanced test (seeds 0-2;
+    the biased split for ``classifier_epochs``, as a practitioner fine-tunes a
+    pretrained model. The defaults (``resnet10t``, 8 and 10 epochs) make a
+    Waterbirds analogue: right on 54-67% of the balanced test (seeds 0-2;
     chance is a third), 7-13% on its worst group, 97% when trained balanced.
-    It is not the default because its shortcut is not always found: its
-    features say the world's places even for the null prefixes, so the LM
-    prior can hold the planted word as often as the class does. Checking a
-    word against the null prefix that says it least finds seed 1's "snow"
-    (its grey image says it in 19% of sentences, its mean in 74%), but at the
-    tests' size, seed 2, every null prefix, the grey image's too, says "sand"
-    in 82-89% of sentences, dog's images in 76%.
+    Its features say the world's places even for the null prefixes that go
+    through the translator (seed 2 trained on one thread: the grey image says
+    "sand" in 82% of its sentences, the mean 88%, dog's images 76%), which is
+    why a suspect is checked against the null prefix that says it least, the
+    LM alone among them (:mod:`texplain.analysis.lm_prior`).
     caption_images: captioned scenes for the LM and the translator.
     train_images, test_images: the labelled split (train biased, test balanced).
     bias: fraction of each class's train images on its planted background;
@@ -117,8 +116,8 @@ class DemoConfig:
     seed: int = 0
     image_size: int = 64
     classes: tuple[str, ...] = DEFAULT_SHORTCUT_CLASSES
-    classifier: str = "vit"
-    pretrain_epochs: int = 0
+    classifier: str = "resnet10t"
+    pretrain_epochs: int = 8
     caption_images: int = 1200
     train_images: int = 600
     test_images: int = 270
@@ -126,7 +125,7 @@ class DemoConfig:
     balanced: bool = False
     samples: int = 20
     adaptive: bool = False
-    classifier_epochs: int = 20
+    classifier_epochs: int = 10
     lm_epochs: int = 2
     translator_epochs: int = 4
     fresh: bool = False

@@ -21,9 +21,9 @@ def demo_command(
     caption_images: Annotated[int, typer.Option(help="Captioned images for the LM and translator")] = 1200,
     samples: options.Samples = 20,
     samples_mode: options.SamplesMode = None,
-    classifier: Annotated[str, typer.Option(help="vit (a small ViT) or a timm architecture trained from scratch, e.g. resnet10t")] = "vit",
-    pretrain_epochs: Annotated[int, typer.Option(help="First train the classifier on the captioned scenes' objects (0: no pretraining)")] = 0,
-    classifier_epochs: Annotated[int, typer.Option(help="Epochs of the classifier on the biased train split")] = 20,
+    classifier: Annotated[str, typer.Option(help="A timm architecture trained from scratch (resnet10t: a small CNN) or vit (a small ViT)")] = "resnet10t",
+    pretrain_epochs: Annotated[int, typer.Option(help="First train the classifier on the captioned scenes' objects (0: no pretraining)")] = 8,
+    classifier_epochs: Annotated[int, typer.Option(help="Epochs of the classifier on the biased train split")] = 10,
     device: options.Device = options.DEVICE,
 ) -> None:
     """Run the whole pipeline offline on a synthetic world with a planted shortcut."""

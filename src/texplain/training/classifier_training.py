@@ -1,7 +1,7 @@
 """Train or fine-tune an image classifier on labelled images, and measure it per group.
 
 TExplain explains a classifier that is given; this module makes one when
-there is none (the demo trains a small ViT on a biased split) and fine-tunes
+there is none (the demo trains a small CNN on a biased split) and fine-tunes
 one later (mitigation). Accuracy is reported per group (class × background,
 or whatever groups the data names), with the worst group beside the average,
 because a shortcut shows in the worst group first.
