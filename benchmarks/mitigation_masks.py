@@ -90,7 +90,7 @@ def _training_scenes(demo: Path, limit: int):
 def _measure(explainer, pixels, labels, scenes, objects, mask: MaskConfig) -> dict:
     """Mask quality of one heat method against the true object masks."""
     started = time.perf_counter()
-    layer = cam_layer(explainer.classifier, pixels, mask) if mask.heat == "gradcam" else None
+    layer = cam_layer(explainer.classifier, pixels, mask)
     precision, hidden, background, area, zero = [], [], [], [], 0
     for i, scene in enumerate(scenes):
         heat = localise(explainer.classifier, explainer.translator, explainer.lm, pixels[i : i + 1],

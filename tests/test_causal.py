@@ -3,7 +3,8 @@
 The classifier is a hand-set colour detector on a 4 x 4 grid, so its feature
 map says exactly where the blue is; a translator trained for a few seconds
 on the tiny caption LM learns "blue patch → blue water" and "no patch → a
-sentence about a road". Masking the word's Grad-CAM region (the patch) must
+sentence about a road". Masking the word's region (the patch), found by
+keeping each window alone (the default) or by the word's Grad-CAM, must
 lower the word far more than the same mask turned by 180 degrees (an empty
 corner). The patch's caption starts with its words: a word's Grad-CAM
 scores the word at a caption's opening (``gradcam.DEFAULT_TEMPLATES``), and
@@ -14,6 +15,7 @@ all-zero map and nothing to mask.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from colour_world import BLUE, GREY, SIZE, colour_grid, train_words
@@ -21,6 +23,7 @@ from texplain.evaluation.causal import causal_check
 from texplain.generate.explain import ExplainConfig, explain_features
 from texplain.generate.sampling import SamplingConfig
 from texplain.generate.words import WordConfig
+from texplain.mitigation.masks import MaskConfig
 
 
 def picture(patch: bool) -> torch.Tensor:
@@ -31,7 +34,9 @@ def picture(patch: bool) -> torch.Tensor:
     return image
 
 
-def test_masking_the_words_region_lowers_it_more_than_the_rotated_control(tiny_lm, tmp_path):
+@pytest.mark.parametrize("mask", [MaskConfig(fill="mean"), MaskConfig(fill="mean", heat="gradcam", layer="features")],
+                         ids=["keep", "gradcam"])
+def test_masking_the_words_region_lowers_it_more_than_the_rotated_control(tiny_lm, tmp_path, mask):
     classifier = colour_grid()
     translator = train_words(classifier, tiny_lm, {"patch": (picture(True), "blue water"),
                                                    "plain": (picture(False), "a car driving on a wet road")}, tmp_path)
@@ -39,7 +44,7 @@ def test_masking_the_words_region_lowers_it_more_than_the_rotated_control(tiny_l
                            words=WordConfig(top_k=10))
     pixels = picture(True)[None]
     explanation = explain_features(translator, tiny_lm, classifier.features_and_logits(pixels)[0][0], config)
-    result = causal_check(classifier, translator, tiny_lm, "patch.png", pixels, explanation, config, threshold=0.5)
+    result = causal_check(classifier, translator, tiny_lm, "patch.png", pixels, explanation, config, mask)
     assert result is not None and result.word in {"blue", "water"}
     frequency = result.word_frequency
     assert frequency["original"] >= 0.5  # the patch's words dominate its explanation

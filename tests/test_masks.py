@@ -87,7 +87,8 @@ def test_auto_takes_the_deepest_map_of_eight_cells_or_more():
     pixels = torch.randn(1, 3, 64, 64)
     assert finer_layer(resnet, pixels) == "layer2"  # 8 x 8 at 64 px; layer3 is 4 x 4 and layer4 2 x 2
     assert finer_layer(resnet, torch.randn(1, 3, 256, 256)) == "layer4"  # 8 x 8 at 256 px
-    assert cam_layer(resnet, pixels, MaskConfig(layer="features")) is None
-    assert cam_layer(resnet, pixels, MaskConfig(layer="layer3")) == "layer3"
+    assert cam_layer(resnet, pixels, MaskConfig(heat="gradcam", layer="features")) is None
+    assert cam_layer(resnet, pixels, MaskConfig(heat="gradcam", layer="layer3")) == "layer3"
+    assert cam_layer(resnet, pixels, MaskConfig(heat="keep", layer="layer3")) is None  # no Grad-CAM, no layer
     with pytest.raises(TexplainError, match="no such module"):
-        cam_layer(resnet, pixels, MaskConfig(layer="layer9"))
+        cam_layer(resnet, pixels, MaskConfig(heat="gradcam", layer="layer9"))

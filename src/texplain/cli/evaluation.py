@@ -43,7 +43,8 @@ def evaluate_command(
     sanity_images: Annotated[int, typer.Option(help="Images for the sanity checks (0: off)")] = 8,
     cascade: Annotated[bool, typer.Option(help="Run the weight-randomisation cascade")] = True,
     causal_images: Annotated[int, typer.Option(help="Images for the causal masking check (0: off)")] = 8,
-    mask_threshold: Annotated[float, typer.Option(help="Grad-CAM level (0-1) above which a region is masked")] = 0.5,
+    mask_heat: Annotated[str, typer.Option(help="How the causal check finds a word's region: keep (each window of an 8 x 8 grid scored alone), gradcam or occlusion")] = "keep",
+    mask_threshold: Annotated[float, typer.Option(help="Heat-map level (0-1) above which a region is masked")] = 0.5,
     mask_fill: Annotated[str, typer.Option(help="mean, blur or noise")] = "mean",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every figure to this JSON file")] = None,
     seed: options.Seed = options.SEED,
@@ -61,7 +62,7 @@ def evaluate_command(
         sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k,
                                          default=EVALUATE_SAMPLES),
         words=WordConfig(top_k=top_k), precision_k=precision_k, null_prefix=null_prefix, minilm=minilm, bert=bert,
-        sanity_images=sanity_images, cascade=cascade, causal_images=causal_images, mask_threshold=mask_threshold,
+        sanity_images=sanity_images, cascade=cascade, causal_images=causal_images, mask_heat=mask_heat, mask_threshold=mask_threshold,
         mask_fill=mask_fill, seed=seed,
     )
     references, missing = select_references(captions, images_dir, split, images, limit)
@@ -103,7 +104,8 @@ def _echo_report(report: dict) -> None:
     if causal.get("word_frequency"):
         w, p = causal["word_frequency"], causal["class_probability"]
         typer.echo(f"causal ({causal['images']} images): word frequency {w['original']:.3f} → {w['masked']:.3f} masked "
-                   f"(control {w['control']:.3f}); class probability {p['original']:.3f} → {p['masked']:.3f} (control {p['control']:.3f})")
+                   f"(control {w['control']:.3f}); class probability {p['original']:.3f} → {p['masked']:.3f} (control {p['control']:.3f}); "
+                   f"region: {causal['mask']['where']}")
 
 
 def _fmt(value: float | None) -> str:

@@ -2,10 +2,13 @@
 
 For an image, take its top non-class word (the first dominant word that does
 not name the predicted class), find where the classifier's features carry
-it with Grad-CAM on the word (:func:`texplain.attribution.gradcam.word_cam`), mask that
-region, and explain the masked image again with the same seed. If the word
-really comes from that region, its frequency falls; if the word is a
-shortcut the classifier relies on, the class probability falls too.
+it (mitigation's word localisation, :func:`texplain.mitigation.masks.localise`:
+by default each window of an 8 x 8 grid kept alone and the word scored on it,
+which finds a background that fills the image where the word's Grad-CAM is
+flat over it), mask that region, and explain the masked image again with the
+same seed. If the word really comes from that region, its frequency falls;
+if the word is a shortcut the classifier relies on, the class probability
+falls too.
 
 As a control the same mask is turned by 180 degrees (same area, another
 place): a word that falls as much under the control was not localised.
@@ -23,12 +26,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from texplain.analysis.class_vocabulary import names_class
-from texplain.attribution.gradcam import mask_image, region, word_cam
+from texplain.attribution.gradcam import mask_image, region
 from texplain.generate.explain import (
     ExplainConfig,
     Explanation,
     explain_features,
 )
+from texplain.mitigation.masks import MaskConfig, cam_layer, localise
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
@@ -79,13 +83,17 @@ def causal_check(
     pixels: Tensor,
     explanation: Explanation,
     config: ExplainConfig,
-    threshold: float = 0.5,
-    fill: str = "mean",
+    mask: MaskConfig,
     seed: int = 0,
+    layer: str | None = None,
 ) -> CausalResult | None:
     """Mask the region behind the image's top non-class word; None when there is no such word.
 
-    pixels: (1, 3, H, W); explanation: the image's own, with ``config``.
+    pixels: (1, 3, H, W); explanation: the image's own, with ``config``;
+    mask: where (its heat, grid, window, layer) and how (threshold, an image
+    fill of :data:`~texplain.attribution.gradcam.FILLS`) the region is masked;
+    layer: Grad-CAM's module when ``mask.heat`` is ``gradcam``
+    (:func:`~texplain.mitigation.masks.cam_layer`).
     """
     pixels = pixels.to(classifier.device)
     with torch.inference_mode():
@@ -95,10 +103,10 @@ def causal_check(
     word = top_non_class_word(explanation, class_name)
     if word is None:
         return None
-    heat = word_cam(classifier, translator, lm, pixels, word)  # (H, W)
+    heat = localise(classifier, translator, lm, pixels, word, class_index, mask, layer)  # (H, W) or (grid, grid)
     generator = torch.Generator().manual_seed(seed)
-    masked = mask_image(pixels, heat, threshold, fill, generator)  # (1, 3, H, W)
-    control = mask_image(pixels, heat.flip(0, 1), threshold, fill, generator)  # (1, 3, H, W)
+    masked = mask_image(pixels, heat, mask.threshold, mask.fill, generator)  # (1, 3, H, W)
+    control = mask_image(pixels, heat.flip(0, 1), mask.threshold, mask.fill, generator)  # (1, 3, H, W)
     batch = torch.cat([masked, control])  # (2, 3, H, W)
     with torch.inference_mode():
         features, logits_after = classifier.features_and_logits(batch)  # (2, T, D), (2, C)
@@ -110,7 +118,7 @@ def causal_check(
         image=image,
         class_name=class_name,
         word=word,
-        masked_fraction=float(region(heat, tuple(pixels.shape[-2:]), threshold).float().mean()),
+        masked_fraction=float(region(heat, tuple(pixels.shape[-2:]), mask.threshold).float().mean()),
         word_frequency=dict(zip(CONDITIONS, frequencies)),
         class_probability=dict(zip(CONDITIONS, (float(p) for p in probs))),
     )
@@ -124,8 +132,7 @@ def causal_checks(
     pixels: Tensor,
     explanations: Sequence[Explanation],
     config: ExplainConfig,
-    threshold: float = 0.5,
-    fill: str = "mean",
+    mask: MaskConfig,
     seed: int = 0,
     progress: bool = False,
 ) -> dict:
@@ -135,8 +142,9 @@ def causal_checks(
     masked), are counted and left out of the averages.
     """
     results, no_word, no_region = [], [], []
+    layer = cam_layer(classifier, pixels[:1], mask)
     for i, image in enumerate(tqdm(images, desc="causal", unit="img", disable=not progress)):
-        result = causal_check(classifier, translator, lm, image, pixels[i : i + 1], explanations[i], config, threshold, fill, seed)
+        result = causal_check(classifier, translator, lm, image, pixels[i : i + 1], explanations[i], config, mask, seed, layer)
         if result is None:
             no_word.append(image)
         elif result.masked_fraction == 0:
@@ -147,7 +155,8 @@ def causal_checks(
         "images": len(results),
         "no_non_class_word": no_word,
         "no_region": no_region,
-        "mask": {"threshold": threshold, "fill": fill, "control": "the same mask turned by 180 degrees"},
+        "mask": {"where": mask.where(layer),
+                 "threshold": mask.threshold, "fill": mask.fill, "control": "the same mask turned by 180 degrees"},
         **summarise(results),
         "per_image": [r.to_json() for r in results],
     }

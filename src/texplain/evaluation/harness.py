@@ -42,6 +42,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from texplain.analysis.class_vocabulary import names_class
+from texplain.attribution.gradcam import FILLS
 from texplain.data.captions import read_captions
 from texplain.data.images import images_in
 from texplain.errors import TexplainError
@@ -69,6 +70,7 @@ from texplain.evaluation.sanity import (
 from texplain.generate.explain import ExplainConfig, Explanation, explain_features, explain_lm_alone, explain_stream
 from texplain.generate.sampling import SamplingConfig
 from texplain.generate.words import WordConfig
+from texplain.mitigation.masks import MaskConfig
 from texplain.models.classifiers import Classifier
 from texplain.models.explainer import Explainer
 from texplain.models.features import readable_pixels, top_classes
@@ -103,7 +105,9 @@ class EvaluateConfig:
     folder for the paper's mean-pooled cosine (None: skipped with a note).
     sanity_images, causal_images: how many of the images the sanity and causal
     checks use (0 turns them off); cascade: run the randomisation cascade.
-    mask_threshold, mask_fill: how the causal check masks. seed: shuffling,
+    mask_heat, mask_threshold, mask_fill: how the causal check finds the
+    word's region (one of :data:`~texplain.mitigation.masks.HEAT_METHODS`) and
+    masks it (an image fill, one of :data:`~texplain.attribution.gradcam.FILLS`). seed: shuffling,
     weight randomisation and noise masks.
     """
 
@@ -119,6 +123,7 @@ class EvaluateConfig:
     sanity_images: int = 8
     cascade: bool = True
     causal_images: int = 8
+    mask_heat: str = "keep"
     mask_threshold: float = 0.5
     mask_fill: str = "mean"
     seed: int = 0
@@ -132,10 +137,18 @@ class EvaluateConfig:
             raise TexplainError("evaluate: sanity_images and causal_images must be 0 or more")
         if self.bert is not None and not Path(self.bert).exists():
             raise TexplainError(f"evaluate: --bert {self.bert}: no such folder")
+        if self.mask_fill not in FILLS:
+            raise TexplainError(f"evaluate: mask fill {self.mask_fill!r}: choose one of {', '.join(FILLS)}")
+        _ = self.mask  # MaskConfig checks the heat and the threshold
 
     @property
     def explain(self) -> ExplainConfig:
         return ExplainConfig(sampling=self.sampling, words=self.words, word_cloud=False)
+
+    @property
+    def mask(self) -> MaskConfig:
+        """How the causal check finds and hides the region behind a word."""
+        return MaskConfig(threshold=self.mask_threshold, fill=self.mask_fill, heat=self.mask_heat)
 
 
 @dataclass
@@ -359,7 +372,7 @@ def causal_section(
     pixels, good = readable_pixels(classifier, [e.image for e in subset])
     return causal_checks(
         classifier, translator, lm, good, pixels, [e.explanation for e in subset], config.explain,
-        config.mask_threshold, config.mask_fill, config.seed, progress,
+        config.mask, config.seed, progress,
     )
 
 

@@ -256,7 +256,7 @@ def _heats(
     A map with no positive value says nothing about where the shortcut is:
     its sample is left out, and how many there were is returned.
     """
-    layer = cam_layer(harness.classifier, harness.train_pixels, mask) if mask.heat == "gradcam" else None
+    layer = cam_layer(harness.classifier, harness.train_pixels, mask)
     log.info("%s (%s) heat maps: %s", mask.heat, mask.localise, mask.where(layer))
     heats, zero = {}, 0
     for i in tqdm(selection.indices(), desc=f"{mask.heat} ({mask.localise})", unit="img", disable=not progress):

@@ -108,8 +108,8 @@ class MaskConfig:
 
 
 def cam_layer(classifier: Classifier, pixels: Tensor, mask: MaskConfig) -> str | None:
-    """The module Grad-CAM hooks for ``mask.layer`` (None: the feature layer), checked against the classifier."""
-    if mask.layer == "features":
+    """The module Grad-CAM hooks for ``mask.layer`` (None: the feature layer, or a heat that is not Grad-CAM), checked against the classifier."""
+    if mask.heat != "gradcam" or mask.layer == "features":
         return None
     if mask.layer == "auto":
         return finer_layer(classifier, pixels[:1], MIN_SIDE)
