@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Does the LM prior hide a planted shortcut? Each demo run's balanced test split is
-# explained twice, with the default null prefixes (blank, mean, shuffled) and with the
-# LM alone (--prior lm), and analysed by predicted class; the suspects of each class
+# explained twice, with the null prefixes that go through the translator (blank, mean,
+# shuffled) and with the LM alone (--prior lm), and analysed by predicted class; the suspects of each class
 # and the rank of its planted place land in benchmarks/results/prior_kinds.json.
 #
 #   texplain demo --out runs/demo-cnn
