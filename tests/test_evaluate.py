@@ -153,6 +153,8 @@ def test_evaluate_cli_end_to_end(tiny_demo, tmp_path, capsys):
     assert [s["stage"] for s in sanity["cascade"]][:2] == ["head", "norm"] and not sanity["cascade"][0]["features_changed"]
     assert {"spearman", "kendall"} <= set(sanity["shuffled_pairing"]) and "reseeded" in sanity
     assert report["causal"]["images"] + len(report["causal"]["no_non_class_word"]) + len(report["causal"]["no_region"]) == 1
+    assert report["causal"]["mask"]["where"] == "each 2 x 2-cell window of the 8 x 8 grid kept alone"
+    assert report["causal"]["mask"]["fill"] == "zero"
     assert "3 of 3 images counted" in printed and "rouge_l" in printed and "cascade head" in printed
 
 
@@ -195,6 +197,10 @@ def test_evaluate_bad_input_is_one_line(tiny_demo, tmp_path, capsys):
     assert "at least 2 images" in capsys.readouterr().err
     assert main(demo_args(tiny_demo, "--null-prefix", "nothing")) == 2
     assert "choose one of mean, zero, empty" in capsys.readouterr().err
+    assert main(demo_args(tiny_demo, "--mask-fill", "shuffle")) == 2
+    assert "mask fill 'shuffle': choose one of zero, mean, blur, noise" in capsys.readouterr().err
+    assert main(demo_args(tiny_demo, "--mask-heat", "saliency")) == 2
+    assert "mask heat 'saliency'" in capsys.readouterr().err
 
 
 def test_empty_explanations_are_reported(tiny_demo):

@@ -45,7 +45,7 @@ def evaluate_command(
     causal_images: Annotated[int, typer.Option(help="Images for the causal masking check (0: off)")] = 8,
     mask_heat: Annotated[str, typer.Option(help="How the causal check finds a word's region: keep (each window of an 8 x 8 grid scored alone), gradcam or occlusion")] = "keep",
     mask_threshold: Annotated[float, typer.Option(help="Heat-map level (0-1) above which a region is masked")] = 0.5,
-    mask_fill: Annotated[str, typer.Option(help="mean, blur or noise")] = "mean",
+    mask_fill: Annotated[str, typer.Option(help="zero (the preprocessing's mean: no colour of the image), or mean, blur or noise of the image")] = "zero",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every figure to this JSON file")] = None,
     seed: options.Seed = options.SEED,
     device: options.Device = options.DEVICE,

@@ -42,11 +42,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from texplain.analysis.class_vocabulary import names_class
-from texplain.attribution.gradcam import FILLS
 from texplain.data.captions import read_captions
 from texplain.data.images import images_in
 from texplain.errors import TexplainError
-from texplain.evaluation.causal import causal_checks
+from texplain.evaluation.causal import CAUSAL_FILLS, causal_checks
 from texplain.evaluation.metrics import (
     MeanPooledEncoder,
     Meteor,
@@ -107,7 +106,7 @@ class EvaluateConfig:
     checks use (0 turns them off); cascade: run the randomisation cascade.
     mask_heat, mask_threshold, mask_fill: how the causal check finds the
     word's region (one of :data:`~texplain.mitigation.masks.HEAT_METHODS`) and
-    masks it (an image fill, one of :data:`~texplain.attribution.gradcam.FILLS`). seed: shuffling,
+    masks it (one of :data:`~texplain.evaluation.causal.CAUSAL_FILLS`). seed: shuffling,
     weight randomisation and noise masks.
     """
 
@@ -125,7 +124,7 @@ class EvaluateConfig:
     causal_images: int = 8
     mask_heat: str = "keep"
     mask_threshold: float = 0.5
-    mask_fill: str = "mean"
+    mask_fill: str = "zero"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -137,8 +136,8 @@ class EvaluateConfig:
             raise TexplainError("evaluate: sanity_images and causal_images must be 0 or more")
         if self.bert is not None and not Path(self.bert).exists():
             raise TexplainError(f"evaluate: --bert {self.bert}: no such folder")
-        if self.mask_fill not in FILLS:
-            raise TexplainError(f"evaluate: mask fill {self.mask_fill!r}: choose one of {', '.join(FILLS)}")
+        if self.mask_fill not in CAUSAL_FILLS:
+            raise TexplainError(f"evaluate: mask fill {self.mask_fill!r}: choose one of {', '.join(CAUSAL_FILLS)}")
         _ = self.mask  # MaskConfig checks the heat and the threshold
 
     @property
