@@ -88,9 +88,9 @@ def suspects_by_rule(copy: Path, by: str, places: dict[str, list[str]]) -> dict:
         out[rule] = {name: {"suspects": [s.word for s in report.suspects],
                             "planted_found": bool({s.word for s in report.suspects} & set(places.get(name, [])))}
                      for name, report in analysis.classes.items()}
-    out["prior_by_kind"] = {kind: {w: round(c["document_counts"].get(w, 0) / c["n_sentences"], 3)
-                                   for w in sorted({w for ws in places.values() for w in ws})}
-                            for kind, c in ((k, v["counts"]) for k, v in data["by_kind"].items())}
+    planted = sorted({w for ws in places.values() for w in ws})
+    out["prior_by_kind"] = {kind: {w: round(f, 3) for w, f in words.items()}
+                            for kind, words in LMPrior.from_dict(data).frequencies_by_kind(planted).items()}
     return out
 
 

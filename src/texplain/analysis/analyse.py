@@ -219,18 +219,8 @@ def analyse_results(results: ResultsFolder, config: AnalysisConfig | None = None
     _attach_examples(results, classes, config)
     prior_words = word_stats(prior.counter.document_counts(), prior.counter.n_sentences, None, None, config) if prior else []
     return DatasetAnalysis(classes, splits, compare, accuracy_by_group(results), prior_words, notes, config, vocabularies,
-                           sentences_per_image(results), _prior_by_kind(prior, [w.word for w in prior_words]))
-
-
-def _prior_by_kind(prior: LMPrior | None, words: Sequence[str]) -> dict[str, dict[str, float]]:
-    """How often each kind of null prefix says each of ``words``: where a kind leaks a data set's place, it shows."""
-    if prior is None:
-        return {}
-    out = {}
-    for kind, sample in prior.by_kind.items():
-        counts, n = sample.counter.document_counts(), sample.counter.n_sentences
-        out[kind] = {word: counts.get(word, 0) / n if n else 0.0 for word in words}
-    return out
+                           sentences_per_image(results),
+                           prior.frequencies_by_kind([w.word for w in prior_words]) if prior else {})
 
 
 def sentences_per_image(results: ResultsFolder) -> dict[str, float]:

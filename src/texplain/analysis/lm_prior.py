@@ -151,6 +151,14 @@ class LMPrior:
         """Smoothed fraction of sentences that mention class ``name`` by any of its words, under the least-saying kind."""
         return min(s.frequency(s.mentions.get(name, 0)) for s in self.samples())
 
+    def frequencies_by_kind(self, words: Sequence[str]) -> dict[str, dict[str, float]]:
+        """How often each kind of null prefix says each of ``words`` (unsmoothed): where a kind leaks a data set's place, it shows."""
+        out = {}
+        for kind, sample in self.by_kind.items():
+            n = sample.counter.n_sentences
+            out[kind] = {word: sample.counter.document_count(word) / n if n else 0.0 for word in words}
+        return out
+
     @classmethod
     def of_kinds(cls, by_kind: Mapping[str, PriorSample], words: WordConfig) -> LMPrior:
         """The prior of these kinds' samples, their sentences pooled beside them."""
