@@ -33,7 +33,7 @@ def test_head_only_changes_the_head_and_nothing_before_it():
     cnn, pixels, labels = _cnn_and_data()
     before = {k: v.clone() for k, v in cnn.module.state_dict().items()}
     features_before, logits_before = cnn.features_and_logits(pixels)
-    train_classifier(cnn, pixels, labels, ClassifierTrainConfig(epochs=2, batch_size=4, lr=1e-2, head_only=True), progress=False)
+    train_classifier(cnn, pixels, labels, ClassifierTrainConfig(epochs=2, batch_size=4, lr=1e-2, trainable="head"), progress=False)
     features_after, logits_after = cnn.features_and_logits(pixels)
     changed = {k for k, v in cnn.module.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"fc.weight", "fc.bias"}
@@ -57,7 +57,7 @@ def test_a_translator_for_the_base_features_fits_a_head_only_classifier(tmp_path
     save_translator(translator, tmp_path / "translator")
     for head_only in (True, False):
         cnn, pixels, labels = _cnn_and_data()
-        train_classifier(cnn, pixels, labels, ClassifierTrainConfig(epochs=1, batch_size=4, head_only=head_only), progress=False)
+        train_classifier(cnn, pixels, labels, ClassifierTrainConfig(epochs=1, batch_size=4, trainable="head" if head_only else "all"), progress=False)
         save_classifier(cnn, tmp_path / f"head_only_{head_only}")
     assert load_classifier(str(tmp_path / "head_only_True")).feature_spec == "timm:test_resnet"
     load_translator(tmp_path / "translator", classifier=str(tmp_path / "head_only_True"))
