@@ -32,13 +32,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from texplain.analysis.class_vocabulary import names_class
-from texplain.attribution.gradcam import FILLS, region
+from texplain.attribution.fills import IMAGE_FILLS, mask_batch
+from texplain.attribution.heat import region
 from texplain.generate.explain import (
     ExplainConfig,
     Explanation,
     explain_features,
 )
-from texplain.mitigation.masks import MaskConfig, cam_layer, localise, mask_batch
+from texplain.mitigation.masks import MaskConfig, cam_layer, localise
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
@@ -46,7 +47,7 @@ from texplain.models.translator import Translator
 log = logging.getLogger(__name__)
 
 CONDITIONS = ("original", "masked", "control")
-CAUSAL_FILLS = ("zero", *FILLS)
+CAUSAL_FILLS = ("zero", *IMAGE_FILLS)
 """Fills of one image on its own: ``zero`` (the preprocessing's mean, no colour of the image) and the image-based ones."""
 
 
