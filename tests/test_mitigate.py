@@ -11,22 +11,19 @@ from conftest import tiny_vit
 from texplain import cli
 from texplain.analysis.lm_prior import LMPrior
 from texplain.analysis.suspects import ClassMerge, dominant_words
+from texplain.attribution.fills import mask_batch
+from texplain.attribution.keep import keep_heat
+from texplain.attribution.occlusion import occlusion_heat
 from texplain.errors import TexplainError
 from texplain.generate.words import WordCounter
-from texplain.mitigation.harness import (
-    MitigateConfig,
-    check_classes,
-    check_translator,
-    fine_tune,
-    save_checkpoint,
-    summarise_runs,
-)
-from texplain.mitigation.masks import MaskConfig, keep_heat, mask_batch, occlusion_heat
+from texplain.mitigation.bench import MitigateConfig, check_classes, save_checkpoint
+from texplain.mitigation.masks import MaskConfig
+from texplain.mitigation.runner import check_translator, summarise_runs
 from texplain.mitigation.selection import SelectionConfig
-from texplain.models.classifiers import save_classifier
+from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.models.translator import Translator, TranslatorConfig
 from texplain.report.mitigation_report import markdown_table
-from texplain.training.classifier_training import ClassifierTrainConfig
+from texplain.training.classifier_training import ClassifierTrainConfig, train_classifier
 
 
 @pytest.fixture
@@ -101,7 +98,8 @@ def test_fine_tuning_writes_a_new_checkpoint_and_never_the_original(tmp_path):
     before = {p.name: p.read_bytes() for p in original.iterdir()}
     pixels = torch.randn(8, 3, 32, 32)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    tuned = fine_tune(original, pixels, labels, ClassifierTrainConfig(epochs=1, batch_size=4, lr=1e-3))
+    tuned = load_classifier(str(original))
+    train_classifier(tuned, pixels, labels, ClassifierTrainConfig(epochs=1, batch_size=4, lr=1e-3), progress=False)
     folder = save_checkpoint(tuned, tmp_path / "tuned", original)
     assert (folder / "classifier.safetensors").is_file()
     assert (folder / "classifier.safetensors").read_bytes() != before["classifier.safetensors"]
@@ -112,7 +110,7 @@ def test_fine_tuning_writes_a_new_checkpoint_and_never_the_original(tmp_path):
 
 
 def test_bad_inputs_have_clear_messages():
-    with pytest.raises(TexplainError, match="no problematic sample"):
+    with pytest.raises(TexplainError, match="no sample to fine-tune on"):
         check_classes(torch.tensor([], dtype=torch.long), ["bird", "dog"], 1, "TExplain")
     with pytest.raises(TexplainError, match=r"too few samples .* dog \(0\)"):
         check_classes(torch.tensor([0, 0]), ["bird", "dog"], 1, "TExplain")
@@ -145,7 +143,7 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     assert summary["worst_group"]["mean"] == pytest.approx(0.3)
     assert summary["worst_group"]["std"] == pytest.approx(0.1414, abs=1e-4)
     assert summary["average"]["std"] == 0.0
-    table = markdown_table({"summary": {"texplain": summary}})
+    table = markdown_table({"summary": {"texplain": summary}, "labels": {"texplain": "TExplain"}})
     assert "| TExplain | 30.0 ± 14.1 | 80.0 ± 0.0 |" in table
 
 
@@ -180,11 +178,11 @@ def test_mitigate_refuses_to_write_into_the_classifier(tiny_demo, capsys):
 
 
 def test_class_words_and_head_only_reach_the_command(tiny_demo, tmp_path, capsys):
-    """--head-only keeps the features (and the checkpoint says so); words given as class words stop counting against a sample."""
+    """--finetune head keeps the features (and the checkpoint says so); words given as class words stop counting against a sample."""
     common = ["mitigate", "--demo", str(tiny_demo), "--methods", "texplain", "--seeds", "1", "--samples", "4",
               "--min-frequency", "0", "--min-lift", "0", "--min-per-class", "0", "--epochs", "1", "--batch-size", "8",
               "--limit", "12"]
-    assert cli.main([*common, "--out", str(tmp_path / "plain"), "--json", str(tmp_path / "plain.json"), "--head-only"]) == 0
+    assert cli.main([*common, "--out", str(tmp_path / "plain"), "--json", str(tmp_path / "plain.json"), "--finetune", "head"]) == 0
     checkpoint = json.loads((tmp_path / "plain" / "checkpoints" / "texplain-seed0" / "classifier.json").read_text())
     assert checkpoint["features_of"] == str(tiny_demo / "classifier")
     selection = json.loads((tmp_path / "plain.json").read_text())["selection"]
@@ -195,4 +193,4 @@ def test_class_words_and_head_only_reach_the_command(tiny_demo, tmp_path, capsys
     words_file.write_text(json.dumps({name: every_word for name in ("bird", "car", "dog")}))
     capsys.readouterr()
     assert cli.main([*common, "--out", str(tmp_path / "words"), "--class-words", str(words_file)]) == 2
-    assert "no problematic sample found" in capsys.readouterr().err
+    assert "no training sample was picked" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 It reads a run folder made by ``texplain demo`` (``--demo``) or the pieces
 one by one (classifier folder, translator, LM, labelled data), runs
-:func:`~texplain.mitigation.harness.run_mitigation` and writes
+:func:`~texplain.mitigation.runner.run_mitigation` and writes
 ``mitigation.json``, ``table.md``, ``mitigation.png`` and ``report.html``
 under ``--out``; ``--json FILE`` writes the table's numbers as well.
 """
@@ -51,6 +51,8 @@ def mitigate_command(
     max_words: options.MaxWords = options.MAX_WORDS,
     min_frequency: Annotated[float, typer.Option(help="A dominant word is in at least this fraction of sentences")] = 0.1,
     min_lift: Annotated[float, typer.Option(help="A dominant word's lift over the LM prior is at least this")] = 1.5,
+    select: Annotated[str, typer.Option(help="Which samples to mask: suspects (one of the class's shortcut suspects is among the image's top words), not-class (the paper's: the image's first word is not its class), or auto (suspects when the classes are rarely said)")] = "auto",
+    select_threshold: Annotated[Optional[float], typer.Option(help="suspects: pick a sample whose sentences say a suspect at least this often (0-1], instead of among its top words")] = None,
     wordnet: options.WordNet = True,
     class_words: options.ClassWords = None,
     localise: Annotated[str, typer.Option(help="word (where the non-class word is, TExplain's) or class (where the class logit is, MaskTune-style)")] = "word",
@@ -60,12 +62,16 @@ def mitigate_command(
     window: Annotated[int, typer.Option(help="keep: cells a side of the window kept alone")] = 2,
     threshold: Annotated[float, typer.Option(help="Mask where the heat map reaches this (0-1]")] = 0.5,
     fill: Annotated[str, typer.Option(help="shuffle (the region of a random training image: no class cue), mean, blur, noise or zero")] = "shuffle",
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (TExplain, RandMask)")] = 3,
+    finetune: Annotated[str, typer.Option(help="What fine-tuning trains: last-stages (the backbone's last stage and the head), head (the last linear layer alone), or all")] = "last-stages",
+    epochs: Annotated[int, typer.Option(help="Most fine-tuning epochs (every method but MaskTune); training stops earlier on the held-out part")] = 5,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a lower held-out loss")] = 2,
+    holdout: Annotated[float, typer.Option(help="Share of the training split held out for early stopping and DFR, per group or class [0, 1)")] = 0.15,
     masktune_epochs: Annotated[int, typer.Option(help="MaskTune's fine-tuning epochs")] = 1,
+    jtt_epochs: Annotated[int, typer.Option(help="JTT: epochs of the identification model (briefly, so that it errs)")] = 1,
     jtt_upweight: Annotated[int, typer.Option(help="JTT: how many times a misclassified training sample counts")] = 6,
-    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate (AdamW, warm-up then cosine decay)")] = 1e-4,
+    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate of the head (AdamW, warm-up then cosine decay)")] = 1e-3,
+    backbone_lr: Annotated[float, typer.Option(help="The trained backbone layers' learning rate, as a fraction of --lr (0-1]")] = 0.1,
     batch_size: Annotated[int, typer.Option()] = 32,
-    head_only: Annotated[bool, typer.Option(help="Fine-tune the last linear layer alone (the features stay as they were)")] = False,
     min_per_class: Annotated[int, typer.Option(help="Samples of every class a fine-tuning set needs")] = 1,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N training images (quick runs)")] = None,
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the table's numbers to this JSON file")] = None,
@@ -74,8 +80,9 @@ def mitigate_command(
     """Mitigate a shortcut: fine-tune on the training samples explained by a non-class word, masked there."""
     from texplain.atomic import check_writable, write_json
     from texplain.data.labelled import read_labelled
-    from texplain.mitigation.harness import MitigateConfig, run_mitigation
+    from texplain.mitigation.bench import MitigateConfig
     from texplain.mitigation.masks import MaskConfig
+    from texplain.mitigation.runner import run_mitigation
     from texplain.mitigation.selection import SelectionConfig
     from texplain.models.explainer import load_explainer
     from texplain.report.mitigation_report import (
@@ -93,13 +100,15 @@ def mitigate_command(
         selection=SelectionConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed,
                                                                    stop_k, default=MITIGATE_SAMPLES),
                                   min_frequency=min_frequency, min_lift=min_lift,
-                                  class_words=options.class_word_config(class_words, wordnet)),
+                                  class_words=options.class_word_config(class_words, wordnet), rule=select,
+                                  threshold=select_threshold),
         mask=MaskConfig(localise=localise, threshold=threshold, fill=fill, heat=heat, layer=cam_layer, grid=grid,
                        window=window),
-        finetune=ClassifierTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, head_only=head_only),
+        finetune=ClassifierTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=device, trainable=finetune,
+                                       backbone_lr=backbone_lr, patience=patience),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-        seeds=tuple(range(seed, seed + seeds)), masktune_epochs=masktune_epochs, jtt_upweight=jtt_upweight,
-        min_per_class=min_per_class, device=device, trust_code=trust_code,
+        seeds=tuple(range(seed, seed + seeds)), holdout=holdout, masktune_epochs=masktune_epochs, jtt_epochs=jtt_epochs,
+        jtt_upweight=jtt_upweight, min_per_class=min_per_class, device=device, trust_code=trust_code,
     )
     train_items = read_labelled(data_file, split=train_split)[:limit]
     test_items = read_labelled(data_file, split=test_split)
@@ -116,5 +125,7 @@ def mitigate_command(
     if json_file is not None:
         write_json(json_file, {"summary": result["summary"], "selection": result.get("selection"),
                                "settings": result["settings"]})
+    if result.get("selection"):
+        typer.echo(f"selection rule: {result['selection']['rule']} ({result['selection']['reason']})")
     typer.echo(markdown_table(result), nl=False)
     typer.echo(f"report: {paths['report']}")

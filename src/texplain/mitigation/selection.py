@@ -4,17 +4,38 @@ Every training image is explained (N sentences). Its words are counted per
 sentence, the class's vocabulary (:mod:`texplain.analysis.class_vocabulary`:
 the name and its WordNet relatives) is merged into one entry named after the
 class, and each word's lift over the LM's own prior
-(:mod:`texplain.analysis.lm_prior`) is computed. The *dominant* words are those
-in at least ``min_frequency`` of the sentences with a lift of at least
-``min_lift``, most frequent first (the one rule of
-:mod:`texplain.analysis.suspects`). An image is *problematic* when its first
-dominant word is not its labelled class. The next steps, masking the region
-behind that word and fine-tuning, are :mod:`.masks` and :mod:`.harness`.
+(:mod:`texplain.analysis.lm_prior`) is computed. The image's *dominant* words
+are those in at least ``min_frequency`` of its sentences with a lift of at
+least ``min_lift``, most frequent first (:mod:`texplain.analysis.suspects`).
+Two rules then pick the samples, and the word behind which each is masked:
+
+- ``not-class`` (the paper's): the first dominant word is not the class;
+  that word is masked. It needs photos that are described by their class:
+  on BAR, action photos are described by their actors and places ("man",
+  "rock", "water"), so it picks 95% of train and masks the actor as often
+  as the place.
+- ``suspects``: the class's shortcut suspects are found first, from all of
+  its training images pooled (:func:`~texplain.analysis.suspects.rank_suspects`:
+  over-represented against the other classes and the LM prior, the same
+  rule as ``texplain analyse``); a sample is picked when one of them is
+  among its first ``top`` dominant words (or, with ``threshold``, in at
+  least that fraction of its sentences), and the strongest such suspect is
+  masked. A class with no suspect has no shortcut found: none of its
+  samples is picked, and the report says so.
+
+``auto`` (the default) takes ``suspects`` when the classes are rarely said:
+when, for the median class, fewer than ``min_frequency`` of its sentences
+name it, the class could rarely be an image's first dominant word and the
+paper's rule would pick nearly every sample. The rule taken, and why, is
+recorded. The next steps, masking the region behind the word and
+fine-tuning, are :mod:`.masks` and the methods run by :mod:`.runner`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +52,7 @@ from texplain.analysis.lm_prior import (
     explain_prior,
     null_features,
 )
-from texplain.analysis.suspects import ClassMerge, dominant_words
+from texplain.analysis.suspects import ClassMerge, DominantWord, SuspectRule, dominant_words, rank_suspects
 from texplain.errors import TexplainError
 from texplain.generate.explain import ExplainConfig, explain_stream
 from texplain.generate.sampling import SamplingConfig
@@ -41,16 +62,25 @@ from texplain.models.features import ExtractionConfig, FeatureStore, extract_fea
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
 
+log = logging.getLogger(__name__)
+
+RULES = ("auto", "suspects", "not-class")
+
 
 @dataclass
 class SelectionConfig:
-    """How training images are explained and judged problematic.
+    """How training images are explained and judged shortcut-reliant.
 
     sampling: how each image's sentences are drawn (a few: every training
     image is explained). min_frequency: a dominant word is in at least this
     fraction of the image's sentences. min_lift: and its odds at least this
-    many times those after a null prefix (the lift of :mod:`texplain.analysis.lm_prior`). prior: which null prefixes make
-    the LM prior. class_words: how class names become vocabularies.
+    many times those after a null prefix (the lift of
+    :mod:`texplain.analysis.lm_prior`). prior: which null prefixes make the
+    LM prior. class_words: how class names become vocabularies. rule: one of
+    :data:`RULES` (see the module docstring). top: ``suspects`` picks a
+    sample whose first ``top`` dominant words hold a suspect; threshold: or,
+    when set, whose sentences say a suspect at least this often (lift not
+    asked). suspects: the class-level rule for suspects.
     """
 
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=20))
@@ -58,10 +88,18 @@ class SelectionConfig:
     min_lift: float = 1.5
     prior: PriorConfig = field(default_factory=PriorConfig)
     class_words: ClassWordConfig = field(default_factory=ClassWordConfig)
+    rule: str = "auto"
+    top: int = 3
+    threshold: float | None = None
+    suspects: SuspectRule = field(default_factory=SuspectRule)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_frequency <= 1.0 or self.min_lift < 0:
             raise TexplainError("selection: min_frequency must be in [0, 1] and min_lift non-negative")
+        if self.rule not in RULES:
+            raise TexplainError(f"selection rule {self.rule!r}: choose {', '.join(RULES)}")
+        if self.top < 1 or (self.threshold is not None and not 0.0 < self.threshold <= 1.0):
+            raise TexplainError("selection: top must be at least 1 and the threshold in (0, 1]")
 
     def explain_config(self) -> ExplainConfig:
         """The sampling and word settings every training image (and the prior) is explained with."""
@@ -70,32 +108,60 @@ class SelectionConfig:
 
 @dataclass
 class Selection:
-    """Per training image, its first dominant word (None: no word dominates) and whether it is problematic."""
+    """Per training image, the word it is masked behind (None: not picked); per class, its suspects and how often it is said.
+
+    rule: the rule applied (``suspects`` or ``not-class``) and ``reason``, why.
+    """
 
     paths: list[str]
     labels: list[str]
     words: list[str | None]
-    problematic: list[bool]
+    rule: str
+    reason: str
+    suspects: dict[str, list[str]] = field(default_factory=dict)
+    class_said: dict[str, float] = field(default_factory=dict)
 
     @property
     def fraction(self) -> float:
-        """Share of the training images selected."""
-        return sum(self.problematic) / max(len(self.problematic), 1)
+        """Share of the training images picked."""
+        return len(self.indices()) / max(len(self.words), 1)
 
     def indices(self) -> list[int]:
-        """Positions of the problematic images."""
-        return [i for i, p in enumerate(self.problematic) if p]
+        """Positions of the picked images."""
+        return [i for i, w in enumerate(self.words) if w is not None]
+
+    def per_class(self) -> dict[str, dict]:
+        """Per class: images, picked, the words masked (most frequent first), its suspects, how often it is said."""
+        out = {}
+        for name in sorted(set(self.labels)):
+            own = [i for i, label in enumerate(self.labels) if label == name]
+            masked = Counter(self.words[i] for i in own if self.words[i] is not None)
+            out[name] = {"images": len(own), "selected": sum(masked.values()), "masked_words": masked.most_common(),
+                         "suspects": self.suspects.get(name, []), "class_said": round(self.class_said.get(name, 0.0), 4)}
+        return out
 
     def to_json(self) -> dict:
         chosen = self.indices()
         return {
+            "rule": self.rule,
+            "reason": self.reason,
             "images": len(self.paths),
             "selected": len(chosen),
             "fraction": round(self.fraction, 4),
-            "no_dominant_word": sum(w is None for w in self.words),
-            "selected_per_class": dict(sorted(Counter(self.labels[i] for i in chosen).items())),
+            "per_class": self.per_class(),
             "top_words_selected": Counter(self.words[i] for i in chosen).most_common(10),
         }
+
+
+@dataclass
+class _Explained:
+    """One explained training image: its raw document counts, class mentions and sentence count."""
+
+    path: str
+    label: str
+    counts: dict[str, int]
+    mentions: dict[str, int]
+    n_sentences: int
 
 
 def train_features(
@@ -118,7 +184,7 @@ def select_problematic(
     config: SelectionConfig,
     progress: bool = False,
 ) -> tuple[Selection, LMPrior]:
-    """Explain every training image and mark those whose first dominant word is not its class.
+    """Explain every training image and pick the shortcut-reliant ones by ``config.rule``.
 
     The LM prior is explained first from the null prefixes of ``config.prior``
     (built from the classifier and ``store``), with the same sampling.
@@ -128,13 +194,72 @@ def select_problematic(
     index = word_index(vocabularies)
     prior = explain_prior(translator, lm, null_features(config.prior, classifier, store, list(paths)), explain_config, index,
                           config.prior.samples)
-    words: list[str | None] = []
+    explained = []
     explanations = explain_stream(translator, lm, (store.features([path])[0] for path in paths), explain_config, progress)
-    for label, explanation in zip(labels, explanations):
+    for path, label, explanation in zip(paths, labels, explanations):
         mentions = class_mentions(explanation.sentences, index, explain_config.words)
-        merge = ClassMerge(label, vocabularies[label])
-        found = dominant_words(merge(explanation.counter.document_counts(), mentions), explanation.counter.n_sentences,
-                               merge, prior, config.min_frequency, config.min_lift)
-        words.append(found[0].word if found else None)
-    problematic = [w is not None and w != label for w, label in zip(words, labels)]
-    return Selection(list(paths), list(labels), words, problematic), prior
+        explained.append(_Explained(str(path), label, explanation.counter.document_counts(), mentions,
+                                    explanation.counter.n_sentences))
+    return choose(explained, vocabularies, prior, config), prior
+
+
+def choose(explained: Sequence[_Explained], vocabularies: dict[str, frozenset[str]], prior: LMPrior | None,
+           config: SelectionConfig) -> Selection:
+    """Apply ``config.rule`` to explained images, with the class vocabularies and the LM prior."""
+    merges = {name: ClassMerge(name, vocabulary) for name, vocabulary in vocabularies.items()}
+    pooled = _pool(explained)
+    said = {name: pooled[name][1].get(name, 0) / max(pooled[name][2], 1) for name in pooled}
+    rule, reason = _rule(config, said)
+    log.info("selection rule %s: %s", rule, reason)
+    suspects: dict[str, list[str]] = {}
+    if rule == "suspects":
+        for name in pooled:
+            rest: Counter = Counter()
+            for other, (counts, mentions, _) in pooled.items():
+                if other != name:
+                    rest.update(merges[name](counts, mentions))
+            counts, mentions, n = pooled[name]
+            found = rank_suspects(merges[name](counts, mentions), n, rest, merges[name], prior, config.suspects)
+            suspects[name] = [s.word for s in found]
+    words = []
+    for image in explained:
+        merge = merges[image.label]
+        merged = merge(image.counts, image.mentions)
+        dominant = dominant_words(merged, image.n_sentences, merge, prior, config.min_frequency, config.min_lift)
+        if rule == "not-class":
+            words.append(dominant[0].word if dominant and dominant[0].word != image.label else None)
+        else:
+            words.append(_suspect_in(suspects[image.label], dominant, merged, image.n_sentences, config))
+    return Selection([image.path for image in explained], [image.label for image in explained], words, rule, reason,
+                     suspects, said)
+
+
+def _pool(explained: Sequence[_Explained]) -> dict[str, tuple[Counter, Counter, int]]:
+    """Per class: its images' document counts and class mentions summed, and their sentences."""
+    pooled: dict[str, tuple[Counter, Counter, int]] = {}
+    for image in explained:
+        counts, mentions, n = pooled.get(image.label, (Counter(), Counter(), 0))
+        counts.update(image.counts)
+        mentions.update(image.mentions)
+        pooled[image.label] = (counts, mentions, n + image.n_sentences)
+    return pooled
+
+
+def _rule(config: SelectionConfig, said: dict[str, float]) -> tuple[str, str]:
+    """The rule to apply and why, from how often each class's own sentences name it."""
+    median = statistics.median(said.values()) if said else 0.0
+    measured = f"the median class is named in {median:.1%} of its sentences"
+    if config.rule != "auto":
+        return config.rule, f"asked for ({measured})"
+    if median < config.min_frequency:
+        return "suspects", f"{measured}, under the dominant-word bar of {config.min_frequency:.0%}"
+    return "not-class", f"{measured}, at or over the dominant-word bar of {config.min_frequency:.0%}"
+
+
+def _suspect_in(suspects: Sequence[str], dominant: Sequence[DominantWord], merged: dict[str, int], n_sentences: int,
+                config: SelectionConfig) -> str | None:
+    """The class's strongest suspect among the image's first dominant words (or said often enough), else None."""
+    if config.threshold is not None:
+        return next((w for w in suspects if merged.get(w, 0) >= config.threshold * max(n_sentences, 1)), None)
+    top = {d.word for d in dominant[: config.top]}
+    return next((w for w in suspects if w in top), None)

@@ -1,0 +1,206 @@
+"""What every mitigation method shares: the classifier, both splits' pixels, the held-out part, one fine-tuning recipe, one score.
+
+The training split is loaded once (preprocessed pixels in memory: the
+decoded, resized images every method and seed reuse) and cut in two
+(:mod:`.holdout`): the part every method fine-tunes on and the held-out part
+it stops early on (and DFR retrains on). Each method hands back the whole
+training split as it wants it seen (masked, for TExplain), and
+:meth:`Bench.fine_tune` cuts it the same way for all; every method is then
+scored on the same test images, per group and per class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from texplain.analysis.statistics import group_accuracy
+from texplain.attribution.heat import region
+from texplain.errors import TexplainError
+from texplain.mitigation.masks import MaskConfig
+from texplain.mitigation.selection import SelectionConfig
+from texplain.models.classifiers import Classifier, load_classifier, save_classifier
+from texplain.models.lm import FrozenLM
+from texplain.models.translator import Translator
+from texplain.training.classifier_training import ClassifierTrainConfig, TrainingHistory, predict, train_classifier
+
+METHODS = ("erm", "randmask", "randmask_all", "masktune", "jtt", "dfr", "texplain")
+"""Every method, in the table's order (:mod:`.runner` maps each to its file)."""
+
+
+@dataclass
+class MitigateConfig:
+    """Everything the methods need besides the models and the data.
+
+    methods: which of :data:`METHODS` to run. seeds: one fine-tuning
+    run per seed and method. finetune: what learns (``trainable``: the last
+    stages by default, at a tenth of the head's lr), at most how many epochs,
+    lr, batch, decay and patience of every fine-tuning (its seed is replaced
+    per run). holdout: the share of the training split held out for early
+    stopping and DFR (:mod:`.holdout`). masktune_epochs: MaskTune's
+    fine-tuning epochs (one, as MaskTune). jtt_epochs: how long JTT's
+    identification model trains (briefly, so that it errs); jtt_upweight:
+    how many times JTT counts an error. dfr_steps, dfr_lr, dfr_subsets:
+    DFR's logistic regression on each balanced subset (full-batch steps and
+    learning rate), and how many subsets are averaged. min_per_class: fine-tuning sets need this many samples of
+    every class. examples: masked examples saved for the report.
+    trust_code: let the classifier folder's recipe run code from outside
+    texplain (:func:`~texplain.models.classifiers.load_classifier`).
+    """
+
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    finetune: ClassifierTrainConfig = field(default_factory=lambda: ClassifierTrainConfig(
+        epochs=5, batch_size=32, lr=1e-3, trainable="last-stages", backbone_lr=0.1, patience=2))
+    methods: tuple[str, ...] = METHODS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    holdout: float = 0.15
+    masktune_epochs: int = 1
+    jtt_epochs: int = 1
+    jtt_upweight: int = 6
+    dfr_steps: int = 300
+    dfr_lr: float = 1e-2
+    dfr_subsets: int = 10
+    min_per_class: int = 1
+    examples: int = 6
+    device: str = "cpu"
+    trust_code: bool = False
+
+    def __post_init__(self) -> None:
+        self.methods = tuple(self.methods)
+        self.seeds = tuple(self.seeds)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise TexplainError(f"mitigation: unknown method {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise TexplainError("mitigation: give at least one seed, each once")
+        if min(self.masktune_epochs, self.jtt_epochs, self.jtt_upweight, self.dfr_steps, self.dfr_subsets) < 1:
+            raise TexplainError("mitigation: masktune_epochs, jtt_epochs, jtt_upweight, dfr_steps and dfr_subsets must be >= 1")
+        if self.min_per_class < 0 or self.examples < 0 or self.dfr_lr <= 0:
+            raise TexplainError("mitigation: min_per_class and examples must be >= 0 and dfr_lr > 0")
+        if not 0.0 <= self.holdout < 1.0:
+            raise TexplainError(f"mitigation: holdout must be in [0, 1), got {self.holdout}")
+
+    def to_json(self) -> dict:
+        settings = asdict(self)
+        settings["selection"]["class_words"] = self.selection.class_words.to_json()
+        return settings
+
+
+@dataclass
+class Bench:
+    """The classifier (folder and loaded), the training split (pixels, labels, groups; tuned and held-out positions),
+    the test split (pixels, labels, groups, classes), the translator and LM where needed, the output folder."""
+
+    config: MitigateConfig
+    classifier_folder: Path
+    classifier: Classifier
+    train_paths: list[str]
+    train_pixels: Tensor
+    train_labels: Tensor
+    train_groups: list[str]
+    held: list[int]
+    test_pixels: Tensor
+    test_labels: Tensor
+    test_groups: list[str]
+    test_classes: list[str]
+    out: Path
+    translator: Translator | None = None
+    lm: FrozenLM | None = None
+    progress: bool = False
+
+    @property
+    def tuned(self) -> list[int]:
+        """Positions fine-tuned on: the training split less the held-out part."""
+        held = set(self.held)
+        return [i for i in range(len(self.train_labels)) if i not in held]
+
+    @property
+    def has_groups(self) -> bool:
+        """Whether the data names groups beyond the classes (BAR does not)."""
+        return any(group != self.classifier.class_names[int(label)] for group, label in zip(self.train_groups, self.train_labels))
+
+    def load(self) -> Classifier:
+        """A fresh copy of the original classifier (its folder is only read)."""
+        return load_classifier(str(self.classifier_folder), trust_code=self.config.trust_code)
+
+    def fine_tune(self, train: tuple[Tensor, Tensor], held: tuple[Tensor, Tensor] | None, seed: int, what: str,
+                  epochs: int | None = None, classifier: Classifier | None = None) -> tuple[Classifier, TrainingHistory]:
+        """A copy of the classifier (or ``classifier``) fine-tuned on ``train`` (pixels (n, 3, H, W), labels (n,)), stopping early on ``held``."""
+        pixels, labels = train
+        check_classes(labels, self.classifier.class_names, self.config.min_per_class, what)
+        if len(pixels) < 2:
+            raise TexplainError(f"{what}: need at least 2 samples to fine-tune on, got {len(pixels)}")
+        settings = replace(self.config.finetune, epochs=epochs or self.config.finetune.epochs, seed=seed,
+                           device=self.config.device)
+        classifier = classifier or self.load()
+        torch.manual_seed(seed)
+        history = train_classifier(classifier, pixels, labels, settings, progress=False, held_out=held)
+        return classifier, history
+
+    def parts(self, pixels: Tensor, keep: set[int] | None = None) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """A whole training split as a method sees it (pixels (N, 3, H, W)) → (the tuned part, the held-out part),
+        each (pixels, labels), of the positions in ``keep`` (all by default)."""
+        tuned = torch.tensor([i for i in self.tuned if keep is None or i in keep], dtype=torch.long)
+        held = torch.tensor([i for i in self.held if keep is None or i in keep], dtype=torch.long)
+        return (pixels[tuned], self.train_labels[tuned]), (pixels[held], self.train_labels[held])
+
+    def score(self, classifier: Classifier, seed: int, extra: dict) -> dict:
+        """Accuracy per group and per class on the test images."""
+        predictions = predict(classifier, self.test_pixels).tolist()
+        accuracy = group_accuracy(predictions, self.test_labels.tolist(), self.test_groups)
+        per_class = group_accuracy(predictions, self.test_labels.tolist(), self.test_classes)["per_group"]
+        return {"seed": seed, **accuracy, "per_class": per_class, **extra}
+
+    def masked_fraction(self, heat: Tensor) -> float:
+        """Masked share of one training image for a heat map at the mask threshold."""
+        return float(region(heat, tuple(self.train_pixels.shape[-2:]), self.config.mask.threshold).float().mean())
+
+    def checkpoint(self, classifier: Classifier, name: str) -> Path:
+        """Save a fine-tuned classifier under ``out/checkpoints/name``, never in the original's folder."""
+        return save_checkpoint(classifier, self.out / "checkpoints" / name, self.classifier_folder)
+
+
+class Method(Protocol):
+    """A mitigation method: seed-independent work once, then one classifier per seed."""
+
+    name: str
+    label: str
+
+    def prepare(self, bench: Bench) -> dict:
+        """Work every seed shares; returns what the result records about it."""
+
+    def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
+        """The classifier this method gives for ``seed``, and what the run records beside its scores."""
+
+
+def check_classes(labels: Tensor, class_names: Sequence[str], min_per_class: int, what: str) -> None:
+    """Refuse to fine-tune when a class has fewer than ``min_per_class`` samples (labels (n,) as indices)."""
+    if len(labels) == 0:
+        raise TexplainError(f"{what}: no sample to fine-tune on (lower --min-frequency or --min-lift, or sample more sentences)")
+    counts = Counter(labels.tolist())
+    short = [(name, counts.get(i, 0)) for i, name in enumerate(class_names) if counts.get(i, 0) < min_per_class]
+    if short:
+        listed = ", ".join(f"{name} ({n})" for name, n in short)
+        raise TexplainError(f"{what}: too few samples to fine-tune on for class {listed}; "
+                            f"need {min_per_class} per class (lower --min-per-class to accept it)")
+
+
+def check_not_original(folder: str | os.PathLike, original: str | os.PathLike) -> None:
+    """Refuse an output folder that is the original classifier's folder or lies inside it."""
+    folder, original = Path(folder).resolve(), Path(original).resolve()
+    if folder == original or original in folder.parents:
+        raise TexplainError(f"{folder}: would write into the original classifier's folder {original}; choose another --out")
+
+
+def save_checkpoint(classifier: Classifier, folder: str | os.PathLike, original: str | os.PathLike) -> Path:
+    """Save a fine-tuned classifier to a new folder, never the original classifier's (see :func:`check_not_original`)."""
+    check_not_original(folder, original)
+    return save_classifier(classifier, folder)

@@ -1,0 +1,40 @@
+"""JTT, Just Train Twice (Liu et al. 2021): the errors of a briefly trained model, up-weighted in a second training.
+
+The identification model is the classifier's backbone with a fresh head,
+fine-tuned as every method is (same trained layers and learning rates) for
+``jtt_epochs`` (one): trained that briefly it has not fitted the samples
+that go against the shortcut, so its errors on the tuned part are the
+candidates. The classifier is then fine-tuned on the tuned part with each
+error counted ``jtt_upweight`` times, stopping early on the held-out part
+as it is. The paper trains the second model from the pretrained weights;
+here, as for every method, it starts from the classifier being mitigated.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from texplain.mitigation.bench import Bench
+from texplain.models.classifiers import Classifier, replace_head
+from texplain.training.classifier_training import predict
+
+
+class JTT:
+    """Up-weight what a briefly trained identification model gets wrong."""
+
+    name = "jtt"
+    label = "JTT"
+
+    def prepare(self, bench: Bench) -> dict:
+        return {}
+
+    def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
+        train, held = bench.parts(bench.train_pixels)
+        identifier = bench.load()
+        replace_head(identifier.module, len(identifier.class_names))
+        identifier, _ = bench.fine_tune(train, None, seed, "JTT's identification model", epochs=bench.config.jtt_epochs,
+                                        classifier=identifier)
+        errors = (predict(identifier, train[0]) != train[1]).nonzero().squeeze(1)  # (e,) positions in the tuned part
+        index = torch.cat([torch.arange(len(train[1])), errors.repeat(bench.config.jtt_upweight - 1)])
+        classifier, history = bench.fine_tune((train[0][index], train[1][index]), held, seed, self.label)
+        return classifier, {"fine_tuned_on": len(index), "errors": len(errors), "history": history.to_json()}
