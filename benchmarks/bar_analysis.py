@@ -45,8 +45,8 @@ from texplain.analysis.statistics import group_accuracy
 from texplain.atomic import write_json
 from texplain.cli import main
 from texplain.data.labelled import read_labelled
+from texplain.mitigation.bench import MitigateConfig
 from texplain.mitigation.holdout import holdout_positions
-from texplain.mitigation.runner import MitigateConfig
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.browser import chromium_path, screenshot_sections
 from texplain.training.classifier_training import (
