@@ -14,12 +14,14 @@ from texplain.analysis.suspects import ClassMerge, dominant_words
 from texplain.attribution.fills import mask_batch
 from texplain.attribution.keep import keep_heat
 from texplain.attribution.occlusion import occlusion_heat
+from texplain.cli.mitigation import mitigate_command
 from texplain.errors import TexplainError
 from texplain.generate.words import WordCounter
 from texplain.mitigation.bench import MitigateConfig, check_classes, save_checkpoint
+from texplain.mitigation.holdout import holdout_positions
 from texplain.mitigation.masks import MaskConfig
 from texplain.mitigation.runner import check_translator, summarise_runs
-from texplain.mitigation.selection import SelectionConfig
+from texplain.mitigation.selection import SelectionConfig, _Explained, choose
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.models.translator import Translator, TranslatorConfig
 from texplain.report.mitigation_report import markdown_table
@@ -194,3 +196,101 @@ def test_class_words_and_head_only_reach_the_command(tiny_demo, tmp_path, capsys
     capsys.readouterr()
     assert cli.main([*common, "--out", str(tmp_path / "words"), "--class-words", str(words_file)]) == 2
     assert "no training sample was picked" in capsys.readouterr().err
+
+
+def _image(label: str, counts: dict[str, int], said: int = 0, n: int = 10):
+    """One explained training image: per-word sentence counts out of ``n``, ``said`` of them naming the class."""
+    return _Explained(f"{label}.jpg", label, counts, {label: said} if said else {}, n)
+
+
+def _bar_like() -> list:
+    """Climbing on rock (4 images) or saying its class (2), diving in water (4), throwing with no cue of its own (4).
+
+    Every image says "man" (the actor) and "ball" about as often as the
+    others do; throwing's say rock and water too, in the others' proportions:
+    none of these is a suspect of the class.
+    """
+    climbing = [_image("climbing", {"man": 9, "rock": 8, "ball": 3}) for _ in range(4)]
+    climbing += [_image("climbing", {"man": 9, "climbing": 5, "ball": 3}, said=5) for _ in range(2)]
+    diving = [_image("diving", {"man": 9, "water": 8, "ball": 3}) for _ in range(4)]
+    throwing = [_image("throwing", {"man": 9, "ball": 3, "rock": 4, "water": 4}) for _ in range(4)]
+    return climbing + diving + throwing
+
+
+VOCABULARIES = {name: frozenset({name}) for name in ("climbing", "diving", "throwing")}
+
+
+def test_suspects_pick_the_images_that_show_their_class_shortcut_and_mask_that_word():
+    selection = choose(_bar_like(), VOCABULARIES, None, SelectionConfig())
+    assert selection.rule == "suspects"  # the median class is named in 0% of its sentences
+    assert "median class is named in 0.0%" in selection.reason
+    assert selection.suspects == {"climbing": ["rock"], "diving": ["water"], "throwing": []}
+    assert selection.words == ["rock"] * 4 + [None] * 2 + ["water"] * 4 + [None] * 4
+    per_class = selection.per_class()
+    assert per_class["climbing"]["masked_words"] == [("rock", 4)] and per_class["climbing"]["selected"] == 4
+    assert per_class["throwing"]["selected"] == 0 and per_class["throwing"]["suspects"] == []
+    assert selection.fraction == pytest.approx(8 / 14)
+    # The paper's rule masks each image's first word: the actor, in every class.
+    paper = choose(_bar_like(), VOCABULARIES, None, SelectionConfig(rule="not-class"))
+    assert paper.words == ["man"] * 14 and "asked for" in paper.reason
+
+
+def test_the_selection_threshold_asks_how_often_the_image_says_its_suspect():
+    images = _bar_like()
+    assert choose(images, VOCABULARIES, None, SelectionConfig(threshold=0.8)).indices() == [0, 1, 2, 3, 6, 7, 8, 9]
+    assert choose(images, VOCABULARIES, None, SelectionConfig(threshold=0.9)).indices() == []
+    # "rock" is the image's third word behind the actor and the class: top 2 misses it, top 3 finds it.
+    crowded = [_image("climbing", {"man": 9, "climbing": 9, "rock": 8}, said=9)] + images[1:]
+    assert choose(crowded, VOCABULARIES, None, SelectionConfig(top=2)).words[0] is None
+    assert choose(crowded, VOCABULARIES, None, SelectionConfig(top=3)).words[0] == "rock"
+
+
+def test_auto_keeps_the_papers_rule_where_classes_are_said():
+    images = [_image("bird", {"bird": 6, "water": 8}, said=6), _image("bird", {"bird": 9, "tree": 3}, said=9),
+              _image("dog", {"dog": 7, "sand": 9}, said=7), _image("dog", {"dog": 8}, said=8)]
+    vocabularies = {"bird": frozenset({"bird"}), "dog": frozenset({"dog"})}
+    selection = choose(images, vocabularies, None, SelectionConfig())
+    assert selection.rule == "not-class" and "at or over the dominant-word bar of 10%" in selection.reason
+    assert selection.words == ["water", None, "sand", None]
+
+
+def test_the_held_out_part_takes_some_of_every_group_and_never_a_lone_one():
+    strata = ["a"] * 20 + ["b"] * 5 + ["c"]
+    held = holdout_positions(strata, 0.15)
+    assert held == sorted(held) and held == holdout_positions(strata, 0.15)
+    assert sum(strata[i] == "a" for i in held) == 3 and sum(strata[i] == "b" for i in held) == 1
+    assert 25 not in held  # the lone "c" stays to be trained on
+    assert holdout_positions(strata, 0.0) == []
+    with pytest.raises(TexplainError, match="holdout"):
+        holdout_positions(strata, 1.0)
+
+
+def test_the_report_marks_classes_whose_shortcut_was_not_found():
+    stat = {"mean": 0.5, "std": 0.1}
+    summary = {"worst_group": stat, "average": stat, "per_group": {}, "per_class": {"climbing": stat, "throwing": stat},
+               "seeds": [0, 1]}
+    selection = choose(_bar_like(), VOCABULARIES, None, SelectionConfig()).to_json()
+    result = {"summary": {"erm": summary, "texplain": summary}, "selection": selection,
+              "labels": {"erm": "ERM", "texplain": "TExplain"}}
+    table = markdown_table(result)
+    assert "| climbing | rock | rock (4) | 4 of 6 | 50.0 ± 10.0 | 50.0 ± 10.0 | +0.0 |" in table
+    assert "| throwing (no shortcut found) | none | none | 0 of 4 |" in table
+    assert "by the suspects rule: the median class is named in 0.0% of its sentences" in table
+
+
+def test_mitigate_defaults_are_the_mitigation_configs():
+    import inspect
+
+    config, parameters = MitigateConfig(), inspect.signature(mitigate_command).parameters
+    selection, finetune = config.selection, config.finetune
+    expected = {
+        "select": selection.rule, "select_threshold": selection.threshold, "min_frequency": selection.min_frequency,
+        "min_lift": selection.min_lift, "samples": selection.sampling.num_samples, "finetune": finetune.trainable,
+        "epochs": finetune.epochs, "patience": finetune.patience, "lr": finetune.lr, "backbone_lr": finetune.backbone_lr,
+        "batch_size": finetune.batch_size, "holdout": config.holdout, "masktune_epochs": config.masktune_epochs,
+        "jtt_epochs": config.jtt_epochs, "jtt_upweight": config.jtt_upweight, "min_per_class": config.min_per_class,
+        "seeds": len(config.seeds), "methods": ",".join(config.methods), "heat": config.mask.heat,
+        "grid": config.mask.grid, "window": config.mask.window, "threshold": config.mask.threshold,
+        "fill": config.mask.fill, "localise": config.mask.localise, "cam_layer": config.mask.layer,
+    }
+    assert {name: parameters[name].default for name in expected} == expected

@@ -30,6 +30,7 @@ from texplain.models.classifiers import Classifier, load_classifier, save_classi
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
 from texplain.training.classifier_training import ClassifierTrainConfig, TrainingHistory, predict, train_classifier
+from texplain.training.frozen_front import cut_inputs, front_is_a_chain, last_stage, skipping, split_at
 
 METHODS = ("erm", "randmask", "randmask_all", "masktune", "jtt", "dfr", "texplain")
 """Every method, in the table's order (:mod:`.runner` maps each to its file)."""
@@ -115,6 +116,7 @@ class Bench:
     translator: Translator | None = None
     lm: FrozenLM | None = None
     progress: bool = False
+    _test_front: tuple[Tensor, list[str]] | None = field(default=None, init=False, repr=False)
 
     @property
     def tuned(self) -> list[int]:
@@ -153,11 +155,32 @@ class Bench:
         return (pixels[tuned], self.train_labels[tuned]), (pixels[held], self.train_labels[held])
 
     def score(self, classifier: Classifier, seed: int, extra: dict) -> dict:
-        """Accuracy per group and per class on the test images."""
-        predictions = predict(classifier, self.test_pixels).tolist()
+        """Accuracy per group and per class on the test images.
+
+        When fine-tuning trains the last stages, no method changes the
+        network before them; where the forward pass is a chain through that
+        cut (:func:`~texplain.training.frozen_front.front_is_a_chain`) the
+        test images' inputs to it are computed once, and each classifier
+        runs its last stages only.
+        """
+        if self._test_front is None:
+            self._test_front = self._front_inputs()
+        inputs, front = self._test_front
+        with skipping(classifier.module, front):
+            predictions = predict(classifier, inputs).tolist()
         accuracy = group_accuracy(predictions, self.test_labels.tolist(), self.test_groups)
         per_class = group_accuracy(predictions, self.test_labels.tolist(), self.test_classes)["per_group"]
         return {"seed": seed, **accuracy, "per_class": per_class, **extra}
+
+    def _front_inputs(self) -> tuple[Tensor, list[str]]:
+        """The test images as the last stage receives them, and the modules before it; or the pixels and none."""
+        module = self.classifier.module
+        if self.config.finetune.trainable != "last-stages":
+            return self.test_pixels, []
+        cut = last_stage(module)
+        if not front_is_a_chain(module, cut, self.test_pixels[:2]):
+            return self.test_pixels, []
+        return cut_inputs(module, cut, self.test_pixels, 64, self.progress), split_at(module, cut)[0]
 
     def masked_fraction(self, heat: Tensor) -> float:
         """Masked share of one training image for a heat map at the mask threshold."""
