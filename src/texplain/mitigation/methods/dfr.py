@@ -65,7 +65,7 @@ class DFR:
         with torch.no_grad():
             head.weight.copy_(weight / std)
             head.bias.copy_(bias - (weight * mean / std).sum(1))
-        return classifier, {"fine_tuned_on": size * len(self.members) * bench.config.dfr_subsets}
+        return classifier, {"fine_tuned_on": size * len(self.members), "subsets": bench.config.dfr_subsets}
 
 
 def fit_logistic(features: Tensor, labels: Tensor, classes: int, steps: int, lr: float, generator: torch.Generator) -> nn.Linear:

@@ -31,6 +31,7 @@ class JTT:
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
         train, held = bench.parts(bench.train_pixels)
         identifier = bench.load()
+        torch.manual_seed(seed)
         replace_head(identifier.module, len(identifier.class_names))
         identifier, _ = bench.fine_tune(train, None, seed, "JTT's identification model", epochs=bench.config.jtt_epochs,
                                         classifier=identifier)
