@@ -12,7 +12,13 @@ from texplain.mitigation.bench import MitigateConfig
 from texplain.mitigation.runner import run_mitigation
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.mitigation_report import markdown_table
-from texplain.training.classifier_training import ClassifierTrainConfig, label_indices, load_pixels, train_classifier
+from texplain.training.classifier_training import (
+    ClassifierTrainConfig,
+    label_indices,
+    load_pixels,
+    predict,
+    train_classifier,
+)
 
 CLASSES = ["dark", "light"]
 
@@ -62,3 +68,13 @@ def test_jtt_and_dfr_raise_the_worst_group(shortcut):
     assert result["dfr_balanced_by"] == "group"
     table = markdown_table(result)
     assert "DFR (group-balanced, uses group labels)" in table and "uses the group labels" in table
+
+
+def test_scores_from_the_cached_last_stage_inputs_are_the_classifiers_own(shortcut):
+    root, train, test = shortcut
+    config = MitigateConfig(methods=("erm",), seeds=(0,), finetune=ClassifierTrainConfig(trainable="last-stages"))
+    result, _ = run_mitigation(root / "classifier", None, None, train, test, root / "out-cached", config)
+    classifier = load_classifier(str(root / "classifier"))
+    predictions = predict(classifier, load_pixels(classifier, test))
+    right = predictions == label_indices(test, CLASSES)
+    assert result["runs"]["erm"][0]["average"] == pytest.approx(right.float().mean().item())
