@@ -9,7 +9,7 @@ from PIL import Image
 
 from texplain.data.labelled import LabelledImage
 from texplain.mitigation.bench import MitigateConfig
-from texplain.mitigation.runner import run_mitigation
+from texplain.mitigation.runner import load_bench, run_mitigation
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.mitigation_report import markdown_table
 from texplain.training.classifier_training import (
@@ -19,6 +19,7 @@ from texplain.training.classifier_training import (
     predict,
     train_classifier,
 )
+from texplain.training.frozen_front import cut_inputs
 
 CLASSES = ["dark", "light"]
 
@@ -78,3 +79,18 @@ def test_scores_from_the_cached_last_stage_inputs_are_the_classifiers_own(shortc
     predictions = predict(classifier, load_pixels(classifier, test))
     right = predictions == label_indices(test, CLASSES)
     assert result["runs"]["erm"][0]["average"] == pytest.approx(right.float().mean().item())
+
+
+def test_the_front_runs_again_only_for_the_images_a_method_changed(shortcut, tmp_path):
+    root, train, test = shortcut
+    config = MitigateConfig(methods=("masktune",), finetune=ClassifierTrainConfig(trainable="last-stages"))
+    bench = load_bench(root / "classifier", train, test, config, tmp_path, progress=False)
+    assert bench.cut() == "layer4"
+    changed = [3, 5]
+    pixels = bench.train_pixels.clone()
+    pixels[changed] = 0.0
+    module = bench.classifier.module
+    assert torch.allclose(bench.front_inputs(pixels, changed), cut_inputs(module, "layer4", pixels, 64), atol=1e-5)
+    assert torch.allclose(bench.front_inputs(bench.train_pixels, []), cut_inputs(module, "layer4", bench.train_pixels, 64),
+                          atol=1e-5)
+    assert torch.equal(bench.predict_train(bench.classifier, [0, 1, 2]), predict(bench.classifier, bench.train_pixels[:3]))

@@ -64,7 +64,7 @@ def mitigate_command(
     fill: Annotated[str, typer.Option(help="shuffle (the region of a random training image: no class cue), mean, blur, noise or zero")] = "shuffle",
     finetune: Annotated[str, typer.Option(help="What fine-tuning trains: last-stages (the backbone's last stage and the head), head (the last linear layer alone), or all")] = "last-stages",
     epochs: Annotated[int, typer.Option(help="Most fine-tuning epochs (every method but MaskTune); training stops earlier on the held-out part")] = 5,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a lower held-out loss")] = 2,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a lower held-out loss")] = 1,
     holdout: Annotated[float, typer.Option(help="Share of the training split held out for early stopping and DFR, per group or class [0, 1)")] = 0.15,
     masktune_epochs: Annotated[int, typer.Option(help="MaskTune's fine-tuning epochs")] = 1,
     jtt_epochs: Annotated[int, typer.Option(help="JTT: epochs of the identification model (briefly, so that it errs)")] = 1,

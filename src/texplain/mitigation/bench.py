@@ -59,7 +59,7 @@ class MitigateConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     finetune: ClassifierTrainConfig = field(default_factory=lambda: ClassifierTrainConfig(
-        epochs=5, batch_size=32, lr=1e-3, trainable="last-stages", backbone_lr=0.1, patience=2))
+        epochs=5, batch_size=32, lr=1e-3, trainable="last-stages", backbone_lr=0.1))
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
     holdout: float = 0.15
@@ -116,6 +116,8 @@ class Bench:
     translator: Translator | None = None
     lm: FrozenLM | None = None
     progress: bool = False
+    _cut: tuple[str | None] | None = field(default=None, init=False, repr=False)
+    _train_front: Tensor | None = field(default=None, init=False, repr=False)
     _test_front: tuple[Tensor, list[str]] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -133,26 +135,68 @@ class Bench:
         """A fresh copy of the original classifier (its folder is only read)."""
         return load_classifier(str(self.classifier_folder), trust_code=self.config.trust_code)
 
-    def fine_tune(self, train: tuple[Tensor, Tensor], held: tuple[Tensor, Tensor] | None, seed: int, what: str,
-                  epochs: int | None = None, classifier: Classifier | None = None) -> tuple[Classifier, TrainingHistory]:
-        """A copy of the classifier (or ``classifier``) fine-tuned on ``train`` (pixels (n, 3, H, W), labels (n,)), stopping early on ``held``."""
-        pixels, labels = train
+    def fine_tune(
+        self, pixels: Tensor, train: Sequence[int], held: Sequence[int] | None, seed: int, what: str,
+        changed: Sequence[int] = (), epochs: int | None = None, classifier: Classifier | None = None,
+    ) -> tuple[Classifier, TrainingHistory]:
+        """A copy of the classifier (or ``classifier``) fine-tuned on the positions ``train`` of a whole training split
+        as the method sees it (pixels (N, 3, H, W); a position may repeat), stopping early on the positions ``held``.
+
+        ``changed``: the positions whose pixels differ from the original
+        images (masked): where the last stages train from cached inputs,
+        only these go through the frozen front again (:meth:`front_inputs`).
+        """
+        labels = self.train_labels[list(train)]
         check_classes(labels, self.classifier.class_names, self.config.min_per_class, what)
-        if len(pixels) < 2:
-            raise TexplainError(f"{what}: need at least 2 samples to fine-tune on, got {len(pixels)}")
+        if len(labels) < 2:
+            raise TexplainError(f"{what}: need at least 2 samples to fine-tune on, got {len(labels)}")
         settings = replace(self.config.finetune, epochs=epochs or self.config.finetune.epochs, seed=seed,
                            device=self.config.device)
         classifier = classifier or self.load()
         torch.manual_seed(seed)
-        history = train_classifier(classifier, pixels, labels, settings, progress=False, held_out=held)
+        train, held = list(train), list(held or [])
+        front = self.front_inputs(pixels, changed)
+        given = None if front is None else (front[train], front[held])
+        history = train_classifier(classifier, pixels[train], labels, settings, progress=False,
+                                   held_out=(pixels[held], self.train_labels[held]) if held else None, front_inputs=given)
         return classifier, history
 
-    def parts(self, pixels: Tensor, keep: set[int] | None = None) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """A whole training split as a method sees it (pixels (N, 3, H, W)) → (the tuned part, the held-out part),
-        each (pixels, labels), of the positions in ``keep`` (all by default)."""
-        tuned = torch.tensor([i for i in self.tuned if keep is None or i in keep], dtype=torch.long)
-        held = torch.tensor([i for i in self.held if keep is None or i in keep], dtype=torch.long)
-        return (pixels[tuned], self.train_labels[tuned]), (pixels[held], self.train_labels[held])
+    def front_inputs(self, pixels: Tensor, changed: Sequence[int]) -> Tensor | None:
+        """The last stages' inputs for a whole training split as a method sees it (pixels (N, 3, H, W)), or None where
+        fine-tuning does not train from them (``trainable`` is not ``last-stages``, or the front is not a chain).
+
+        The original images' inputs are computed once; only the ``changed``
+        positions go through the front again.
+        """
+        cut = self.cut()
+        if cut is None:
+            return None
+        if self._train_front is None:
+            self._train_front = cut_inputs(self.classifier.module, cut, self.train_pixels, 64, self.progress)
+        if not len(changed):
+            return self._train_front
+        inputs = self._train_front.clone()
+        index = list(changed)
+        inputs[index] = cut_inputs(self.classifier.module, cut, pixels[index], 64)
+        return inputs
+
+    def predict_train(self, classifier: Classifier, positions: Sequence[int]) -> Tensor:
+        """The classifier's predictions (n,) for the original training images at ``positions``, from the cached last-stage inputs where there are some."""
+        front = self.front_inputs(self.train_pixels, ())
+        if front is None:
+            return predict(classifier, self.train_pixels[list(positions)])
+        with skipping(classifier.module, split_at(classifier.module, self.cut())[0]):
+            return predict(classifier, front[list(positions)])
+
+    def cut(self) -> str | None:
+        """The last stage, where fine-tuning trains from cached inputs; None where it does not (found once)."""
+        if self._cut is None:
+            module, cut = self.classifier.module, None
+            if self.config.finetune.trainable == "last-stages":
+                cut = last_stage(module)
+                cut = cut if front_is_a_chain(module, cut, self.train_pixels[:2]) else None
+            self._cut = (cut,)
+        return self._cut[0]
 
     def score(self, classifier: Classifier, seed: int, extra: dict) -> dict:
         """Accuracy per group and per class on the test images.
@@ -174,12 +218,10 @@ class Bench:
 
     def _front_inputs(self) -> tuple[Tensor, list[str]]:
         """The test images as the last stage receives them, and the modules before it; or the pixels and none."""
+        cut = self.cut()
+        if cut is None:
+            return self.test_pixels, []
         module = self.classifier.module
-        if self.config.finetune.trainable != "last-stages":
-            return self.test_pixels, []
-        cut = last_stage(module)
-        if not front_is_a_chain(module, cut, self.test_pixels[:2]):
-            return self.test_pixels, []
         return cut_inputs(module, cut, self.test_pixels, 64, self.progress), split_at(module, cut)[0]
 
     def masked_fraction(self, heat: Tensor) -> float:

@@ -98,7 +98,7 @@ def run_mitigation(
     config = config or MitigateConfig()
     out = Path(out)
     check_not_original(out, classifier_folder)
-    bench = _bench(Path(classifier_folder), train_items, test_items, config, out, progress)
+    bench = load_bench(Path(classifier_folder), train_items, test_items, config, out, progress)
     methods, texplain = methods_for(config.methods)
     if texplain is not None:
         if translator is None or lm is None:
@@ -124,7 +124,7 @@ def run_mitigation(
     return result, texplain.examples if texplain is not None and "texplain" in config.methods else []
 
 
-def _bench(
+def load_bench(
     folder: Path, train_items: Sequence[LabelledImage], test_items: Sequence[LabelledImage], config: MitigateConfig,
     out: Path, progress: bool,
 ) -> Bench:

@@ -51,7 +51,7 @@ class ClassifierTrainConfig:
     device: str = "cpu"
     trainable: str = "all"
     backbone_lr: float = 1.0
-    patience: int = 2
+    patience: int = 1
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -96,11 +96,17 @@ def train_classifier(
     config: ClassifierTrainConfig | None = None,
     progress: bool = True,
     held_out: tuple[Tensor, Tensor] | None = None,
+    front_inputs: tuple[Tensor, Tensor] | None = None,
 ) -> TrainingHistory:
     """Train ``classifier`` (all of it, its last stages or its head) on pixels (N, 3, H, W) and labels (N,).
 
     With ``held_out`` (pixels (M, 3, H, W), labels (M,)) it stops early on
     their loss and keeps the best epoch (see :class:`ClassifierTrainConfig`).
+    ``front_inputs``: the last stages' inputs for ``pixels`` and the held-out
+    pixels, (N, ...) and (M, ...), where the caller has them
+    (:func:`~.frozen_front.cut_inputs` of this classifier at
+    :func:`~.frozen_front.last_stage`); used only when the last stages train
+    from cached inputs, instead of computing them.
     The classifier is frozen and in eval mode again afterwards, ready to be
     explained; after head-only training its ``features_of`` still names the
     classifier its features come from.
@@ -112,11 +118,18 @@ def train_classifier(
     module = classifier.module.to(device).eval().requires_grad_(False)
     names, cut = trained_modules(module, config.trainable)
     tail, front = _tail(module, config.trainable, cut, pixels)
-    inputs = pixels if tail is module and not front else cut_inputs(module, cut, pixels, config.batch_size, progress)
+    cached = front_inputs is not None and bool(front)
+    if tail is module and not front:
+        inputs = pixels
+    else:
+        inputs = front_inputs[0] if cached else cut_inputs(module, cut, pixels, config.batch_size, progress)
     held = None
     if held_out is not None and len(held_out[1]):
         held_pixels, held_labels = held_out
-        held = (held_pixels if inputs is pixels else cut_inputs(module, cut, held_pixels, config.batch_size), held_labels)
+        if inputs is pixels:
+            held = (held_pixels, held_labels)
+        else:
+            held = (front_inputs[1] if cached else cut_inputs(module, cut, held_pixels, config.batch_size), held_labels)
     trained = [module.get_submodule(name) for name in names]
     for part in trained:
         part.train().requires_grad_(True)

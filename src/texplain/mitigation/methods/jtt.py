@@ -16,7 +16,6 @@ import torch
 
 from texplain.mitigation.bench import Bench
 from texplain.models.classifiers import Classifier, replace_head
-from texplain.training.classifier_training import predict
 
 
 class JTT:
@@ -29,13 +28,13 @@ class JTT:
         return {}
 
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
-        train, held = bench.parts(bench.train_pixels)
+        pixels, tuned = bench.train_pixels, torch.tensor(bench.tuned, dtype=torch.long)
         identifier = bench.load()
         torch.manual_seed(seed)
         replace_head(identifier.module, len(identifier.class_names))
-        identifier, _ = bench.fine_tune(train, None, seed, "JTT's identification model", epochs=bench.config.jtt_epochs,
-                                        classifier=identifier)
-        errors = (predict(identifier, train[0]) != train[1]).nonzero().squeeze(1)  # (e,) positions in the tuned part
-        index = torch.cat([torch.arange(len(train[1])), errors.repeat(bench.config.jtt_upweight - 1)])
-        classifier, history = bench.fine_tune((train[0][index], train[1][index]), held, seed, self.label)
-        return classifier, {"fine_tuned_on": len(index), "errors": len(errors), "history": history.to_json()}
+        identifier, _ = bench.fine_tune(pixels, bench.tuned, None, seed, "JTT's identification model",
+                                        epochs=bench.config.jtt_epochs, classifier=identifier)
+        errors = tuned[bench.predict_train(identifier, bench.tuned) != bench.train_labels[tuned]]  # (e,) positions in train
+        train = bench.tuned + errors.repeat(bench.config.jtt_upweight - 1).tolist()
+        classifier, history = bench.fine_tune(pixels, train, bench.held, seed, self.label)
+        return classifier, {"fine_tuned_on": len(train), "errors": len(errors), "history": history.to_json()}

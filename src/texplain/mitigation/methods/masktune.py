@@ -40,6 +40,8 @@ class MaskTune:
         pixels = bench.train_pixels.clone()
         pixels[index], _ = mask_batch(bench.train_pixels[index], [self.heats[i] for i in index], bench.config.mask.threshold,
                                       bench.config.mask.fill, torch.Generator().manual_seed(seed), bench.train_pixels)
-        train, held = bench.parts(pixels, keep=set(index))
-        classifier, history = bench.fine_tune(train, held, seed, self.label, epochs=bench.config.masktune_epochs)
-        return classifier, {"fine_tuned_on": len(train[1]), "history": history.to_json()}
+        keep = set(index)
+        train, held = [i for i in bench.tuned if i in keep], [i for i in bench.held if i in keep]
+        classifier, history = bench.fine_tune(pixels, train, held, seed, self.label, changed=index,
+                                              epochs=bench.config.masktune_epochs)
+        return classifier, {"fine_tuned_on": len(train), "history": history.to_json()}

@@ -39,6 +39,5 @@ class RandMask:
         pixels = bench.train_pixels.clone()
         pixels[index], _ = mask_batch(bench.train_pixels[index], heats, threshold, bench.config.mask.fill, generator,
                                       bench.train_pixels)
-        train, held = bench.parts(pixels)
-        classifier, history = bench.fine_tune(train, held, seed, self.label)
-        return classifier, {"fine_tuned_on": len(train[1]), "masked": count, "history": history.to_json()}
+        classifier, history = bench.fine_tune(pixels, bench.tuned, bench.held, seed, self.label, changed=index)
+        return classifier, {"fine_tuned_on": len(bench.tuned), "masked": count, "history": history.to_json()}

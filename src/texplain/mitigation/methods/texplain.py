@@ -81,7 +81,6 @@ class TExplain:
         index = list(self.heats)
         pixels[index], _ = mask_batch(bench.train_pixels[index], [self.heats[i] for i in index], bench.config.mask.threshold,
                                       bench.config.mask.fill, torch.Generator().manual_seed(seed), bench.train_pixels)
-        train, held = bench.parts(pixels)
-        classifier, history = bench.fine_tune(train, held, seed, self.label)
+        classifier, history = bench.fine_tune(pixels, bench.tuned, bench.held, seed, self.label, changed=index)
         folder = bench.checkpoint(classifier, f"texplain-seed{seed}")
-        return classifier, {"fine_tuned_on": len(train[1]), "history": history.to_json(), "checkpoint": str(folder)}
+        return classifier, {"fine_tuned_on": len(bench.tuned), "history": history.to_json(), "checkpoint": str(folder)}
