@@ -5,7 +5,8 @@ classifier, trained without the part mitigation holds out, and its class
 words) and the Flickr8k translator for EfficientNet-Lite0's features
 (``make flickr8k``), runs ``texplain mitigate`` with its defaults (selection
 rule ``auto``, the last stages fine-tuned with early stopping on the held-out
-part of train), and writes the table with, per class, whether BAR's planted
+part of train; the training images' features are copied from the analysis
+run rather than extracted again), and writes the table with, per class, whether BAR's planted
 place is among the words TExplain masked. The last line printed is
 ``bar_worst_class_gain=<TExplain - ERM, points> selection=<fraction of train>``.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -46,6 +48,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def run(argv: list[str] | None = None) -> int:
     args = parse(argv)
     torch.set_num_threads(args.threads)
+    features = args.bar / "results" / "features"
+    if features.is_dir() and not (args.out / "train_features").exists():
+        shutil.copytree(features, args.out / "train_features")  # the same classifier's features of the same files
     started, cpu = time.perf_counter(), _cpu_seconds()
     code = main([
         "mitigate", "-c", str(args.bar / "classifier"), "--translator", str(args.translator),

@@ -208,7 +208,7 @@ class Bench:
         runs its last stages only.
         """
         if self._test_front is None:
-            self._test_front = self._front_inputs()
+            self._test_front = self._test_inputs()
         inputs, front = self._test_front
         with skipping(classifier.module, front):
             predictions = predict(classifier, inputs).tolist()
@@ -216,7 +216,7 @@ class Bench:
         per_class = group_accuracy(predictions, self.test_labels.tolist(), self.test_classes)["per_group"]
         return {"seed": seed, **accuracy, "per_class": per_class, **extra}
 
-    def _front_inputs(self) -> tuple[Tensor, list[str]]:
+    def _test_inputs(self) -> tuple[Tensor, list[str]]:
         """The test images as the last stage receives them, and the modules before it; or the pixels and none."""
         cut = self.cut()
         if cut is None:
