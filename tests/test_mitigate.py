@@ -222,8 +222,8 @@ VOCABULARIES = {name: frozenset({name}) for name in ("climbing", "diving", "thro
 
 def test_suspects_pick_the_images_that_show_their_class_shortcut_and_mask_that_word():
     selection = choose(_bar_like(), VOCABULARIES, None, SelectionConfig())
-    assert selection.rule == "suspects"  # the median class is named in 0% of its sentences
-    assert "median class is named in 0.0%" in selection.reason
+    assert selection.rule == "suspects"  # no class is the first word of any of its images
+    assert selection.reason == "the median class is the first word of 0% of its images: the paper's rule would pick most of the training set"
     assert selection.suspects == {"climbing": ["rock"], "diving": ["water"], "throwing": []}
     assert selection.words == ["rock"] * 4 + [None] * 2 + ["water"] * 4 + [None] * 4
     per_class = selection.per_class()
@@ -250,7 +250,7 @@ def test_auto_keeps_the_papers_rule_where_classes_are_said():
               _image("dog", {"dog": 7, "sand": 9}, said=7), _image("dog", {"dog": 8}, said=8)]
     vocabularies = {"bird": frozenset({"bird"}), "dog": frozenset({"dog"})}
     selection = choose(images, vocabularies, None, SelectionConfig())
-    assert selection.rule == "not-class" and "at or over the dominant-word bar of 10%" in selection.reason
+    assert selection.rule == "not-class" and "first word of 50% of its images: the paper's rule tells" in selection.reason
     assert selection.words == ["water", None, "sand", None]
 
 
@@ -275,7 +275,7 @@ def test_the_report_marks_classes_whose_shortcut_was_not_found():
     table = markdown_table(result)
     assert "| climbing | rock | rock (4) | 4 of 6 | 50.0 ± 10.0 | 50.0 ± 10.0 | +0.0 |" in table
     assert "| throwing (no shortcut found) | none | none | 0 of 4 |" in table
-    assert "by the suspects rule: the median class is named in 0.0% of its sentences" in table
+    assert "by the suspects rule: the median class is the first word of 0% of its images" in table
 
 
 def test_mitigate_defaults_are_the_mitigation_configs():

@@ -24,10 +24,9 @@ Two rules then pick the samples, and the word behind which each is masked:
   samples is picked, and the report says so.
 
 ``auto`` (the default) takes ``suspects`` when the classes are rarely said:
-when, for the median class, fewer than ``min_frequency`` of its sentences
-name it, the class could rarely be an image's first dominant word and the
-paper's rule would pick nearly every sample. The rule taken, and why, is
-recorded. The next steps, masking the region behind the word and
+when the median class is the first dominant word of fewer than half of its
+own images, the paper's rule would pick most of the training set and tell
+nothing apart. The rule taken, and why, is recorded. The next steps, masking the region behind the word and
 fine-tuning, are :mod:`.masks` and the methods run by :mod:`.runner`.
 """
 
@@ -108,7 +107,8 @@ class SelectionConfig:
 
 @dataclass
 class Selection:
-    """Per training image, the word it is masked behind (None: not picked); per class, its suspects and how often it is said.
+    """Per training image, the word it is masked behind (None: not picked); per class, its suspects and the share of
+    its images whose first dominant word is the class.
 
     rule: the rule applied (``suspects`` or ``not-class``) and ``reason``, why.
     """
@@ -119,7 +119,7 @@ class Selection:
     rule: str
     reason: str
     suspects: dict[str, list[str]] = field(default_factory=dict)
-    class_said: dict[str, float] = field(default_factory=dict)
+    class_first: dict[str, float] = field(default_factory=dict)
 
     @property
     def fraction(self) -> float:
@@ -131,13 +131,13 @@ class Selection:
         return [i for i, w in enumerate(self.words) if w is not None]
 
     def per_class(self) -> dict[str, dict]:
-        """Per class: images, picked, the words masked (most frequent first), its suspects, how often it is said."""
+        """Per class: images, picked, the words masked (most frequent first), its suspects, how often it is its images' first word."""
         out = {}
         for name in sorted(set(self.labels)):
             own = [i for i, label in enumerate(self.labels) if label == name]
             masked = Counter(self.words[i] for i in own if self.words[i] is not None)
             out[name] = {"images": len(own), "selected": sum(masked.values()), "masked_words": masked.most_common(),
-                         "suspects": self.suspects.get(name, []), "class_said": round(self.class_said.get(name, 0.0), 4)}
+                         "suspects": self.suspects.get(name, []), "class_first": round(self.class_first.get(name, 0.0), 4)}
         return out
 
     def to_json(self) -> dict:
@@ -207,12 +207,20 @@ def choose(explained: Sequence[_Explained], vocabularies: dict[str, frozenset[st
            config: SelectionConfig) -> Selection:
     """Apply ``config.rule`` to explained images, with the class vocabularies and the LM prior."""
     merges = {name: ClassMerge(name, vocabulary) for name, vocabulary in vocabularies.items()}
-    pooled = _pool(explained)
-    said = {name: pooled[name][1].get(name, 0) / max(pooled[name][2], 1) for name in pooled}
-    rule, reason = _rule(config, said)
+    dominant = []
+    for image in explained:
+        merge = merges[image.label]
+        merged = merge(image.counts, image.mentions)
+        dominant.append((merged, dominant_words(merged, image.n_sentences, merge, prior, config.min_frequency, config.min_lift)))
+    first: dict[str, list[bool]] = {}
+    for image, (_, words) in zip(explained, dominant):
+        first.setdefault(image.label, []).append(bool(words) and words[0].word == image.label)
+    class_first = {name: sum(hits) / len(hits) for name, hits in first.items()}
+    rule, reason = _rule(config, class_first)
     log.info("selection rule %s: %s", rule, reason)
     suspects: dict[str, list[str]] = {}
     if rule == "suspects":
+        pooled = _pool(explained)
         for name in pooled:
             rest: Counter = Counter()
             for other, (counts, mentions, _) in pooled.items():
@@ -222,16 +230,13 @@ def choose(explained: Sequence[_Explained], vocabularies: dict[str, frozenset[st
             found = rank_suspects(merges[name](counts, mentions), n, rest, merges[name], prior, config.suspects)
             suspects[name] = [s.word for s in found]
     words = []
-    for image in explained:
-        merge = merges[image.label]
-        merged = merge(image.counts, image.mentions)
-        dominant = dominant_words(merged, image.n_sentences, merge, prior, config.min_frequency, config.min_lift)
+    for image, (merged, found) in zip(explained, dominant):
         if rule == "not-class":
-            words.append(dominant[0].word if dominant and dominant[0].word != image.label else None)
+            words.append(found[0].word if found and found[0].word != image.label else None)
         else:
-            words.append(_suspect_in(suspects[image.label], dominant, merged, image.n_sentences, config))
+            words.append(_suspect_in(suspects[image.label], found, merged, image.n_sentences, config))
     return Selection([image.path for image in explained], [image.label for image in explained], words, rule, reason,
-                     suspects, said)
+                     suspects, class_first)
 
 
 def _pool(explained: Sequence[_Explained]) -> dict[str, tuple[Counter, Counter, int]]:
@@ -245,15 +250,15 @@ def _pool(explained: Sequence[_Explained]) -> dict[str, tuple[Counter, Counter, 
     return pooled
 
 
-def _rule(config: SelectionConfig, said: dict[str, float]) -> tuple[str, str]:
-    """The rule to apply and why, from how often each class's own sentences name it."""
-    median = statistics.median(said.values()) if said else 0.0
-    measured = f"the median class is named in {median:.1%} of its sentences"
+def _rule(config: SelectionConfig, class_first: dict[str, float]) -> tuple[str, str]:
+    """The rule to apply and why, from how often each class is its own images' first dominant word."""
+    median = statistics.median(class_first.values()) if class_first else 0.0
+    measured = f"the median class is the first word of {median:.0%} of its images"
     if config.rule != "auto":
         return config.rule, f"asked for ({measured})"
-    if median < config.min_frequency:
-        return "suspects", f"{measured}, under the dominant-word bar of {config.min_frequency:.0%}"
-    return "not-class", f"{measured}, at or over the dominant-word bar of {config.min_frequency:.0%}"
+    if median < 0.5:
+        return "suspects", f"{measured}: the paper's rule would pick most of the training set"
+    return "not-class", f"{measured}: the paper's rule tells its images apart"
 
 
 def _suspect_in(suspects: Sequence[str], dominant: Sequence[DominantWord], merged: dict[str, int], n_sentences: int,
