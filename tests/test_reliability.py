@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -613,3 +614,141 @@ def test_long_commands_check_their_output_is_writable_first(tmp_path, capsys, no
     out = unwritable(tmp_path)
     code, err = run([arg.format(out=out) for arg in command], capsys)
     one_line_error(code, err, str(out), "cannot write")
+
+
+# 10. No Hugging Face model runs its own code (auto_map) without --trust-code, and nothing asks on stdin.
+
+EVIL_MODULE = """
+import pathlib
+pathlib.Path({marker!r}).touch()
+from transformers import {config}, {model}
+
+
+class EvilConfig({config}):
+    model_type = "evil"
+
+
+class EvilModel({model}):
+    config_class = EvilConfig
+"""
+
+
+@pytest.fixture()
+def modules_cache(tmp_path, monkeypatch):
+    """transformers copies a model's own modules here (not into ~/.cache) when it runs them."""
+    import transformers.dynamic_module_utils
+
+    monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.syspath_prepend(str(tmp_path / "modules"))
+
+
+@pytest.fixture()
+def answer_yes(monkeypatch):
+    """A 'y' waiting on stdin, as if the user had answered transformers' "run the custom code? [y/N]"."""
+    import io
+
+    stdin = io.StringIO("y\n" * 3)
+    monkeypatch.setattr(sys, "stdin", stdin)
+    return stdin
+
+
+def with_own_code(source: Path, folder: Path, marker: Path, auto_class: str, config: str, model: str) -> Path:
+    """A copy of the model folder ``source`` whose config.json maps ``auto_class`` to evil.py (which touches ``marker``)."""
+    shutil.copytree(source, folder)
+    (folder / "evil.py").write_text(EVIL_MODULE.format(marker=str(marker), config=config, model=model))
+    recipe = json.loads((folder / "config.json").read_text())
+    recipe.update(model_type="evil", auto_map={"AutoConfig": "evil.EvilConfig", auto_class: "evil.EvilModel"})
+    (folder / "config.json").write_text(json.dumps(recipe))
+    return folder
+
+
+@pytest.fixture()
+def evil_lm(tiny_lm_folder, tmp_path, modules_cache):
+    return with_own_code(tiny_lm_folder, tmp_path / "evil-lm", tmp_path / "PWNED", "AutoModelForCausalLM",
+                         "GPT2Config", "GPT2LMHeadModel")
+
+
+def test_an_lm_folder_with_its_own_code_is_refused_and_nothing_is_asked(evil_lm, tmp_path, answer_yes):
+    from texplain.models.lm import load_lm
+
+    with pytest.raises(TexplainError) as error:
+        load_lm(str(evil_lm))
+    assert not (tmp_path / "PWNED").exists()
+    assert answer_yes.read() == "y\n" * 3  # stdin untouched: no question was asked
+    assert re.search(r"config.json names Python code.*evil.EvilModel.*--trust-code", str(error.value))
+    assert "\n" not in str(error.value)
+
+
+def test_trust_code_lets_an_lm_folder_run_its_own_code(evil_lm, tmp_path):
+    from texplain.models.lm import load_lm
+
+    lm = load_lm(str(evil_lm), trust_code=True)
+    assert type(lm.model).__name__ == "EvilModel" and (tmp_path / "PWNED").exists()
+
+
+def test_an_lm_whose_tokenizer_names_its_own_code_is_refused(tiny_lm_folder, tmp_path, answer_yes):
+    from texplain.models.lm import load_lm
+
+    folder = tmp_path / "lm"
+    shutil.copytree(tiny_lm_folder, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": ["evil.EvilTokenizer", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(TexplainError, match=r"tokenizer_config.json names Python code.*--trust-code"):
+        load_lm(str(folder))
+
+
+def test_train_refuses_an_lm_with_its_own_code_in_one_line(models, evil_lm, images, tmp_path, capsys, answer_yes):
+    (tmp_path / "captions.jsonl").write_text(json.dumps({"image": str(images[0]), "caption": "a bird", "split": "train"}))
+    code, err = run(["train", "-c", models / "classifier", "--lm", evil_lm, "--captions", tmp_path / "captions.jsonl",
+                     "--out", tmp_path / "t"], capsys)
+    one_line_error(code, err, "evil.EvilModel", "--trust-code")
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.fixture(scope="module")
+def hf_classifier(tmp_path_factory) -> Path:
+    """A tiny transformers ViT image classifier with its image processor, saved as a folder."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    folder = tmp_path_factory.mktemp("hf") / "vit"
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, num_labels=3)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def evil_classifier(hf_classifier, tmp_path, modules_cache):
+    return with_own_code(hf_classifier, tmp_path / "evil-vit", tmp_path / "PWNED", "AutoModelForImageClassification",
+                         "ViTConfig", "ViTForImageClassification")
+
+
+def test_an_hf_classifier_with_its_own_code_is_refused(hf_classifier, evil_classifier, tmp_path, answer_yes):
+    assert load_classifier(f"hf:{hf_classifier}").class_names == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    with pytest.raises(TexplainError) as error:
+        load_classifier(f"hf:{evil_classifier}")
+    assert not (tmp_path / "PWNED").exists()
+    assert re.search(r"config.json names Python code.*--trust-code", str(error.value))
+
+
+def test_a_classifier_folder_naming_an_hf_folder_with_its_own_code_is_refused(evil_classifier, tmp_path, answer_yes):
+    folder = hostile_classifier(tmp_path / "recipe", tmp_path / "unused", spec=f"hf:{evil_classifier}", num_labels=3)
+    with pytest.raises(TexplainError) as error:
+        load_classifier(str(folder))
+    assert not (tmp_path / "PWNED").exists()
+    assert re.search(r"evil-vit.*config.json names Python code.*--trust-code", str(error.value))
+    assert load_classifier(f"hf:{evil_classifier}", trust_code=True).module.__class__.__name__ == "EvilModel"
+    assert (tmp_path / "PWNED").exists()
+
+
+def test_an_image_processor_with_its_own_code_is_refused(hf_classifier, tmp_path, answer_yes):
+    folder = tmp_path / "vit"
+    shutil.copytree(hf_classifier, folder)
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    config["auto_map"] = {"AutoImageProcessor": "evil.EvilProcessor"}
+    (folder / "preprocessor_config.json").write_text(json.dumps(config))
+    with pytest.raises(TexplainError, match=r"preprocessor_config.json names Python code.*--trust-code"):
+        load_classifier(f"hf:{folder}")

@@ -76,7 +76,8 @@ def train_command(
         phases.append(_phase("finetune", finetune_captions, split, limit, finetune_epochs, finetune_lr))
     dev_pairs = _dev_pairs(captions, dev_split, limit) if dev_split else []
     _, history = fit_translator(
-        load_classifier(classifier, feature_layer=feature_layer, trust_code=trust_code), load_lm(lm), phases, out,
+        load_classifier(classifier, feature_layer=feature_layer, trust_code=trust_code), load_lm(lm, trust_code=trust_code),
+        phases, out,
         settings={"hidden": hidden, "mode": mode, "dropout": dropout, **({"prefix_len": prefix_len} if prefix_len else {})},
         config=TrainConfig(batch_size=batch_size, seed=seed, device=device, accumulation=accumulation,
                            mixed_precision=mixed_precision, feature_memory_gb=feature_memory,

@@ -32,7 +32,8 @@ ClassifierName = Annotated[str, typer.Option(
 ClassifierOverride = Annotated[Optional[str], typer.Option(
     "--classifier", "-c", help="Default: the classifier the translator was trained for")]
 TrustCode = Annotated[bool, typer.Option(
-    "--trust-code", help="Let a classifier folder or translator run the Python code its recipe names (only for folders you trust)")]
+    "--trust-code", help="Let a classifier folder or translator run the Python code its recipe names, and a Hugging Face "
+                         "model its own code (auto_map); only for models you trust")]
 LMOverride = Annotated[Optional[str], typer.Option(help="Default: the language model the translator was trained for")]
 Fp16 = Annotated[bool, typer.Option(help="Store features as float16 (half the disk; a store keeps the dtype it was made with)")]
 FeatureLayer = Annotated[str, typer.Option(help="Module whose output (or NAME:input) is the feature; default: penultimate")]
