@@ -752,3 +752,78 @@ def test_an_image_processor_with_its_own_code_is_refused(hf_classifier, tmp_path
     (folder / "preprocessor_config.json").write_text(json.dumps(config))
     with pytest.raises(TexplainError, match=r"preprocessor_config.json names Python code.*--trust-code"):
         load_classifier(f"hf:{folder}")
+
+
+# 11. hide-foreground writes inside its --out only, and never over an image, a mask or its listing.
+
+@pytest.fixture()
+def hiding(images, tmp_path):
+    """``set/imgs/a.jpg`` (listed) beside ``set/imgs/a.png`` (not listed), and a mask for ``a``; returns the root."""
+    from PIL import Image
+
+    (tmp_path / "set" / "imgs").mkdir(parents=True)
+    (tmp_path / "masks").mkdir()
+    Image.open(images[0]).convert("RGB").save(tmp_path / "set" / "imgs" / "a.jpg")
+    Image.open(images[1]).convert("RGB").save(tmp_path / "set" / "imgs" / "a.png")
+    Image.new("L", Image.open(images[0]).size, 255).save(tmp_path / "masks" / "a.png")
+    return tmp_path
+
+
+def listing(root: Path, **row) -> Path:
+    (root / "set" / "labels.jsonl").write_text(json.dumps({"path": "imgs/a.jpg", "label": "bird", **row}))
+    return root / "set" / "labels.jsonl"
+
+
+def snapshot(root: Path) -> dict:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("split,message", [("../../../set/imgs", "split '../../../set/imgs'"),
+                                           ("../../../x", "split '../../../x'"), ("{root}/abs", "split '{root}/abs'"),
+                                           ("..", "split '..'"), ("masks", "masks/a.png")])
+def test_hide_foreground_writes_nothing_outside_out_nor_over_an_input(hiding, capsys, split, message):
+    split, message = split.format(root=hiding), message.format(root=hiding)
+    out = hiding / "deep" / "er" / "out" if split != "masks" else hiding  # ../../../ from out is the root
+    source = listing(hiding, split=split)
+    before = snapshot(hiding)
+    code, err = run(["hide-foreground", source, "--masks", hiding / "masks", "--out", out], capsys)
+    one_line_error(code, err, message)
+    assert snapshot(hiding) == before
+
+
+def test_hide_foreground_never_replaces_its_own_listing(hiding, capsys):
+    source = listing(hiding)
+    before = source.read_bytes()
+    code, err = run(["hide-foreground", source, "--masks", hiding / "masks", "--out", hiding / "set"], capsys)
+    one_line_error(code, err, "labels.jsonl", "--out")
+    assert source.read_bytes() == before
+
+
+def test_hide_foreground_never_writes_through_a_link_out_of_out(hiding, capsys):
+    (hiding / "out").mkdir()
+    (hiding / "out" / "all").symlink_to(hiding / "set" / "imgs")
+    source = listing(hiding)
+    before = snapshot(hiding / "set")
+    code, err = run(["hide-foreground", source, "--masks", hiding / "masks", "--out", hiding / "out"], capsys)
+    one_line_error(code, err, "outside --out")
+    assert snapshot(hiding / "set") == before
+
+
+def test_a_mask_that_is_not_an_image_is_one_line(hiding, capsys):
+    (hiding / "masks" / "a.png").write_bytes(b"not a png")
+    code, err = run(["hide-foreground", listing(hiding), "--masks", hiding / "masks", "--out", hiding / "out"], capsys)
+    one_line_error(code, err, "masks/a.png", "not a readable image")
+
+
+def test_hide_foreground_reads_a_sixteen_bit_mask_by_its_levels(hiding, capsys):
+    import numpy as np
+    from PIL import Image
+
+    size = Image.open(hiding / "set" / "imgs" / "a.jpg").size
+    levels = np.zeros((size[1], size[0]), dtype=np.uint16)
+    levels[:, : size[0] // 2] = 1  # foreground on the left, at the lowest 16-bit level
+    Image.fromarray(levels).save(hiding / "masks" / "a.png")
+    code, err = run(["hide-foreground", listing(hiding), "--masks", hiding / "masks", "--out", hiding / "out"], capsys)
+    assert code == 0, err
+    hidden = np.array(Image.open(hiding / "out" / "all" / "a.png"))
+    assert (hidden[:, : size[0] // 2] == 0).all() and hidden[:, size[0] // 2 :].any()

@@ -101,7 +101,8 @@ def hide_foreground_command(
     from texplain.analysis.only_background import write_hidden_set
     from texplain.data.labelled import read_labelled
 
-    hidden = write_hidden_set(read_labelled(source, split=split), masks, out)
+    listing = source / "metadata.json" if source.is_dir() else source
+    hidden = write_hidden_set(read_labelled(source, split=split), masks, out, inputs=[listing])
     typer.echo(f"{len(hidden)} images with the foreground hidden; explain them with "
                f"texplain explain-dataset {out / 'labels.jsonl'}")
 

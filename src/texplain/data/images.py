@@ -86,6 +86,15 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise BadImageError(f"{path}: {err}") from err.__cause__
 
 
+def load_image(path: str | Path) -> Image.Image:
+    """Open and fully decode ``path`` as :func:`load_rgb` does, upright but in its own mode (a mask's ``L`` or ``I;16``)."""
+    path = Path(path)
+    try:
+        return _open_upright(path)
+    except _Unreadable as err:
+        raise BadImageError(f"{path}: {err}") from err.__cause__
+
+
 def decode_rgb(data: bytes, name: str) -> Image.Image:
     """Decode an image held in memory (a WebDataset or Parquet sample) as :func:`load_rgb` reads a file.
 
@@ -150,7 +159,16 @@ def _open_regular(path: Path) -> BinaryIO:
 
 
 def _decode(path: Path | io.BytesIO) -> Image.Image:
-    """Open, load, rotate upright by EXIF and convert ``path`` (or bytes in memory); raise :class:`_Unreadable`.
+    """Open, load, rotate upright by EXIF and convert ``path`` (or bytes in memory) to RGB; raise :class:`_Unreadable`."""
+    upright = _open_upright(path)
+    try:
+        return _to_rgb(upright)
+    except (ValueError, OSError) as err:
+        raise _Unreadable(f"cannot convert mode {upright.mode} to RGB ({_short(err)})") from err
+
+
+def _open_upright(path: Path | io.BytesIO) -> Image.Image:
+    """Open, load and rotate upright by EXIF ``path`` (or bytes in memory); raise :class:`_Unreadable`.
 
     Pillow's warnings about a damaged file it could still read are logged in
     one line each; its decompression-bomb warning is dropped, since
@@ -177,10 +195,7 @@ def _decode(path: Path | io.BytesIO) -> Image.Image:
         raise _Unreadable("not a readable image (unrecognised format)") from err
     except _DECODE_ERRORS as err:
         raise _Unreadable(f"not a readable image ({_short(err)})") from err
-    try:
-        return _to_rgb(upright)
-    except (ValueError, OSError) as err:
-        raise _Unreadable(f"cannot convert mode {upright.mode} to RGB ({_short(err)})") from err
+    return upright
 
 
 def _bound(image: Image.Image) -> None:
