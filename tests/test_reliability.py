@@ -827,3 +827,41 @@ def test_hide_foreground_reads_a_sixteen_bit_mask_by_its_levels(hiding, capsys):
     assert code == 0, err
     hidden = np.array(Image.open(hiding / "out" / "all" / "a.png"))
     assert (hidden[:, : size[0] // 2] == 0).all() and hidden[:, size[0] // 2 :].any()
+
+
+# 12. texplain query reads the results folder and nothing else.
+
+@pytest.mark.parametrize("sql,refused", [
+    ("copy (select 1 as x) to '{tmp}/copied.csv'", "COPY"),
+    ("select * from results; copy (select 1 as x) to '{tmp}/copied.csv'", "one statement"),
+    ("copy (select 1 as x) to '{part}' (format parquet, use_tmp_file false)", "COPY"),
+    ("select * from read_text('/etc/hostname')", "disabled by configuration"),
+    ("select * from read_csv('{tmp}/secret.csv')", "disabled by configuration"),
+    ("select * from glob('/etc/*')", "disabled by configuration"),
+    ("attach '{tmp}/other.duckdb' as other", "ATTACH"),
+    ("install httpfs", "LOAD"),
+    ("load httpfs", "LOAD"),
+    ("set enable_external_access = true", "SET"),
+    ("select set_config('enable_external_access', 'true')", "does not exist"),
+    ("", "no SQL given"),
+])
+def test_query_sql_reaches_nothing_outside_the_results(results, tmp_path, capsys, monkeypatch, sql, refused):
+    from texplain.analysis.results import ResultsFolder
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "secret.csv").write_text("a\n1\n")
+    part = ResultsFolder.open(results).part_paths()[0]
+    before = part.read_bytes()
+    code, err = run(["query", results, sql.format(tmp=tmp_path, part=part)], capsys)
+    one_line_error(code, err, refused)
+    assert part.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.csv"]  # no copied.csv, other.duckdb, home/.duckdb
+
+
+def test_query_still_reads_its_views(results, capsys):
+    from texplain.analysis.query import run_query
+
+    assert cli.main(["query", str(results), "select count(*) as n from results", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "n\n4\n"
+    assert run_query(results, "select count(*) from words where count > 0").rows[0][0] > 0
+    assert run_query(results, "describe results").rows[0][0] == "image"
