@@ -865,3 +865,56 @@ def test_query_still_reads_its_views(results, capsys):
     assert capsys.readouterr().out == "n\n4\n"
     assert run_query(results, "select count(*) from words where count > 0").rows[0][0] > 0
     assert run_query(results, "describe results").rows[0][0] == "image"
+
+
+# 13. --json replaces only a regular file: never a device, FIFO, link or folder, and says so before any work.
+
+def special(tmp_path: Path, kind: str) -> Path:
+    """A path in ``tmp_path`` that is a ``kind`` of node: a device (like /dev/null), a FIFO, a link or a folder."""
+    import stat
+
+    path = tmp_path / "node"
+    if kind == "device":
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("making a device node needs CAP_MKNOD")
+    elif kind == "FIFO":
+        os.mkfifo(path)
+    elif kind == "symbolic link":
+        (tmp_path / "elsewhere.json").write_text("{}")
+        path.symlink_to(tmp_path / "elsewhere.json")
+    else:
+        path.mkdir()
+    return path
+
+
+def rating_answers(tmp_path: Path) -> Path:
+    path = tmp_path / "answers.csv"
+    path.write_text("rater,item,image,rank,word,predicted_class,relevant,top_word_matches_class\n"
+                    "r,1,x.png,1,bird,bird,1,1\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["device", "FIFO", "symbolic link", "folder"])
+@pytest.mark.parametrize("command", [
+    ["rating-score", "{answers}", "--json", "{node}"],
+    ["evaluate", "--translator", "t", "--captions", "c.jsonl", "--json", "{node}"],
+    ["mitigate", "--demo", "d", "--out", "{tmp}/m", "--json", "{node}"],
+])
+def test_json_over_anything_but_a_regular_file_is_refused_first(tmp_path, capsys, no_models, alarm, kind, command):
+    node = special(tmp_path, kind)
+    before = os.lstat(node)
+    args = [a.format(answers=rating_answers(tmp_path), node=node, tmp=tmp_path) for a in command]
+    code, err = run(args, capsys)
+    one_line_error(code, err, str(node), f"is a {kind}")
+    after = os.lstat(node)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert not (tmp_path / "m").exists()
+
+
+def test_json_over_a_regular_file_replaces_it(tmp_path, capsys):
+    (tmp_path / "scores.json").write_text("old")
+    code, err = run(["rating-score", rating_answers(tmp_path), "--json", tmp_path / "scores.json"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "scores.json").read_text())["pooled"]["images"] == 1

@@ -72,7 +72,7 @@ def mitigate_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Mitigate a shortcut: fine-tune on the training samples explained by a non-class word, masked there."""
-    from texplain.atomic import check_writable, write_json
+    from texplain.atomic import check_output_file, check_writable, write_json
     from texplain.data.labelled import read_labelled
     from texplain.mitigation.harness import MitigateConfig, run_mitigation
     from texplain.mitigation.masks import MaskConfig
@@ -85,6 +85,8 @@ def mitigate_command(
     from texplain.training.classifier_training import ClassifierTrainConfig
 
     check_writable(out)
+    if json_file is not None:
+        check_output_file(json_file)
     classifier_folder = _resolve(demo, classifier, "classifier", "classifier")
     data_file = _resolve(demo, data, "world/split/labels.jsonl", "data")
     if seeds < 1:
