@@ -918,3 +918,54 @@ def test_json_over_a_regular_file_replaces_it(tmp_path, capsys):
     code, err = run(["rating-score", rating_answers(tmp_path), "--json", tmp_path / "scores.json"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "scores.json").read_text())["pooled"]["images"] == 1
+
+
+# 14. The top level: the user's errors are one line; a bug keeps its traceback; TEXPLAIN_DEBUG=1 shows every one.
+
+def raising(exc: BaseException):
+    def fail(*args, **kwargs):
+        raise exc
+    return fail
+
+
+@pytest.mark.parametrize("exc,shown", [
+    (ValueError("bad value\nmore detail"), "bad value (TEXPLAIN_DEBUG=1 shows where it came from)"),
+    (OSError(errno.EACCES, "Permission denied", "/some/file"), "/some/file: Permission denied (TEXPLAIN_DEBUG"),
+    (json.JSONDecodeError("Expecting value", "x", 0), "Expecting value: line 1 column 1"),
+])
+def test_an_oserror_or_valueerror_from_input_is_one_line(results, capsys, monkeypatch, exc, shown):
+    import texplain.analysis.query
+
+    monkeypatch.delenv("TEXPLAIN_DEBUG", raising=False)
+    monkeypatch.setattr(texplain.analysis.query, "run_query", raising(exc))
+    code, err = run(["query", results, "select 1"], capsys)
+    one_line_error(code, err, shown)
+    assert len(err) == 1
+
+
+@pytest.mark.parametrize("exc", [KeyError("image"), TypeError("unsupported operand"), AttributeError("x")])
+def test_a_bug_keeps_its_traceback(results, capsys, monkeypatch, exc):
+    import texplain.analysis.query
+
+    monkeypatch.setattr(texplain.analysis.query, "run_query", raising(exc))
+    with pytest.raises(type(exc)):
+        cli.main(["query", str(results), "select 1"])
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad value"), OSError(errno.ENOENT, "No such file"), TexplainError("bad")])
+def test_texplain_debug_shows_every_traceback(results, monkeypatch, exc):
+    import texplain.analysis.query
+
+    monkeypatch.setenv("TEXPLAIN_DEBUG", "1")
+    monkeypatch.setattr(texplain.analysis.query, "run_query", raising(exc))
+    with pytest.raises(type(exc)):
+        cli.main(["query", str(results), "select 1"])
+
+
+def test_texplain_debug_traceback_from_a_real_process(results, tmp_path):
+    command = [sys.executable, "-m", "texplain", "query", str(tmp_path / "none"), "select 1"]
+    quiet = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TEXPLAIN_DEBUG": "0"})
+    assert quiet.returncode == 2 and quiet.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'none'}: not a results folder (no manifest.json); make one with texplain explain-dataset"]
+    loud = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TEXPLAIN_DEBUG": "1"})
+    assert loud.returncode == 1 and "Traceback" in loud.stderr and "TexplainError" in loud.stderr
