@@ -969,3 +969,51 @@ def test_texplain_debug_traceback_from_a_real_process(results, tmp_path):
         f"error: {tmp_path / 'none'}: not a results folder (no manifest.json); make one with texplain explain-dataset"]
     loud = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TEXPLAIN_DEBUG": "1"})
     assert loud.returncode == 1 and "Traceback" in loud.stderr and "TexplainError" in loud.stderr
+
+
+# 15. Damaged checkpoints, results folders and options: one line each, exit 2.
+
+@pytest.mark.parametrize("config,message", [
+    ({"hidden": "abc"}, "hidden must be a whole number, not 'abc'"),
+    ({"hidden": 1e12}, "hidden must be a whole number, not 1000000000000.0"),
+    ({"hidden": 10**12}, "does not fit the shapes"),
+    ({"prefix_len": 10**15, "mode": "token"}, "does not fit the shapes"),
+    ({"residual": "yes"}, "residual must be true or false"),
+    ({"mode": ["token"]}, "translator mode"),
+])
+def test_a_translator_config_with_bad_values_is_one_line(models, images, tmp_path, capsys, config, message):
+    translator = copy_translator(models, tmp_path / "translator", config=config)
+    code, err = run(["explain", images[0], "--translator", translator, "--out", tmp_path / "out", *FAST], capsys)
+    one_line_error(code, err, "translator.json", message)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda f: (f / "config.json").write_text(json.dumps({**json.loads((f / "config.json").read_text()), "n_layer": "two"})),
+     "n_layer"),
+    (lambda f: truncate(f / "model.safetensors"), "cannot load"),
+    (lambda f: truncate(f / "model.safetensors", 0.0), "cannot load"),
+    (lambda f: (f / "config.json").write_text("[" * 100_000), "config.json"),
+])
+def test_a_damaged_lm_folder_is_one_line(models, tiny_lm_folder, images, tmp_path, capsys, damage, message):
+    lm = tmp_path / "lm"
+    shutil.copytree(tiny_lm_folder, lm)
+    damage(lm)
+    (tmp_path / "captions.jsonl").write_text(json.dumps({"image": str(images[0]), "caption": "a bird", "split": "train"}))
+    code, err = run(["train", "-c", models / "classifier", "--lm", lm, "--captions", tmp_path / "captions.jsonl",
+                     "--out", tmp_path / "t"], capsys)
+    one_line_error(code, err, str(lm), message)
+
+
+def test_image_names_as_long_as_a_file_name_allows_are_explained(models, images, tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = ["a" * 247 + ".png", "b" * 251 + ".png", "c" * 251 + ".png", "c" * 251 + ".jpg"]
+    for i, name in enumerate(names):
+        Image.open(images[i]).convert("RGB").save(folder / name)
+    code, err = run(["explain", folder, "--translator", models / "translator", "--out", tmp_path / "out", *FAST], capsys)
+    assert code == 0, err
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
+    assert sorted(Path(r["image"]).name for r in records) == sorted(names)
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4
