@@ -1017,3 +1017,102 @@ def test_image_names_as_long_as_a_file_name_allows_are_explained(models, images,
     records = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
     assert sorted(Path(r["image"]).name for r in records) == sorted(names)
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
+
+
+def copy_results(results: Path, folder: Path) -> Path:
+    shutil.copytree(results, folder, ignore=shutil.ignore_patterns(".texplain.lock"))
+    return folder
+
+
+def damage_part(folder: Path, how: str) -> Path:
+    part = folder / "parts" / "part-00001.parquet"
+    if how == "deleted":
+        part.unlink()
+    elif how == "empty":
+        part.write_bytes(b"")
+    elif how == "truncated":
+        truncate(part)
+    else:  # corrupt: the middle overwritten, the footer intact
+        data = bytearray(part.read_bytes())
+        data[8 : len(data) // 2] = bytes(len(data) // 2 - 8)
+        part.write_bytes(bytes(data))
+    return part
+
+
+@pytest.mark.parametrize("how", ["deleted", "empty", "truncated", "corrupt"])
+def test_a_damaged_part_is_one_line_for_analyse_and_query(results, tmp_path, capsys, how):
+    folder = copy_results(results, tmp_path / "results")
+    damage_part(folder, how)
+    code, err = run(["analyse", folder, "--out", tmp_path / "report"], capsys)
+    one_line_error(code, err, "part-00001.parquet", "explain-dataset")
+    code, err = run(["query", folder, "select count(*) from results"], capsys)
+    one_line_error(code, err, "part-00001.parquet", "explain-dataset")
+
+
+@pytest.mark.parametrize("how", ["deleted", "empty", "truncated", "corrupt"])
+def test_resuming_redoes_a_damaged_part(explainer, items, results, tmp_path, how):
+    from texplain.analysis.explain_dataset import explain_dataset
+    from texplain.analysis.results import ResultsFolder
+
+    folder = copy_results(results, tmp_path / "results")
+    damage_part(folder, how)
+    run = explain_dataset(explainer, items, folder, dataset_config(), progress=False)
+    assert run.written == 2 and run.total == 4
+    redone = ResultsFolder.open(folder)
+    assert sorted(redone.done_images()) == sorted(str(i.path.resolve()) for i in items)
+    assert [p["file"] for p in redone.manifest["parts"]] == ["parts/part-00000.parquet", "parts/part-00001.parquet"]
+    assert redone.table().num_rows == 4
+
+
+@pytest.mark.parametrize("manifest,message", [
+    ("[" * 100_000, "bad JSON"),
+    ("[]", "not a results manifest (a JSON list"),
+    ("7", "not a results manifest (a JSON int"),
+    ('{"format": 1, "settings": {}, "parts": "x", "skipped": [], "complete": false}', "parts is not a list"),
+    ('{"format": 1, "settings": {}, "parts": [{"file": "parts/part-00000.parquet", "rows": "2"}], "skipped": [],'
+     ' "complete": false}', "parts is not a list"),
+    ('{"format": 1, "settings": [], "parts": [], "skipped": [], "complete": false}', "settings is not an object"),
+    ('{"format": 1, "settings": {}, "parts": [], "skipped": [1], "complete": false}', "skipped is not a list"),
+    ('{"format": 1, "settings": {}, "parts": [], "skipped": [], "complete": "yes"}', "complete is not true or false"),
+])
+def test_a_damaged_manifest_is_one_line(results, tmp_path, capsys, manifest, message):
+    folder = copy_results(results, tmp_path / "results")
+    (folder / "manifest.json").write_text(manifest)
+    for command in (["analyse", folder, "--out", tmp_path / "report"], ["query", folder, "select 1"]):
+        code, err = run(command, capsys)
+        one_line_error(code, err, "manifest.json", message)
+
+
+def test_a_manifest_part_outside_the_folder_is_refused(explainer, items, results, tmp_path, capsys):
+    from texplain.analysis.explain_dataset import explain_dataset
+
+    other = copy_results(results, tmp_path / "other")
+    folder = copy_results(results, tmp_path / "results")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["parts"][1]["file"] = "../other/parts/part-00000.parquet"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for command in (["analyse", folder, "--out", tmp_path / "report"], ["query", folder, "select * from results"]):
+        code, err = run(command, capsys)
+        one_line_error(code, err, "manifest.json", "../other/parts/part-00000.parquet", "not a part file")
+    with pytest.raises(TexplainError, match="not a part file of this folder"):
+        explain_dataset(explainer, items, folder, dataset_config(), progress=False)
+    assert sorted(p.name for p in (other / "parts").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+
+
+def test_a_part_through_a_link_out_of_the_folder_is_refused(results, tmp_path, capsys):
+    other = copy_results(results, tmp_path / "other")
+    folder = copy_results(results, tmp_path / "results")
+    shutil.rmtree(folder / "parts")
+    (folder / "parts").symlink_to(other / "parts")
+    code, err = run(["query", folder, "select * from results"], capsys)
+    one_line_error(code, err, "manifest.json", "not a part file")
+
+
+@pytest.mark.parametrize("prior,message", [("", "bad JSON"), ("[" * 100_000, "bad JSON"), ("[]", "prior.json"),
+                                           ('{"counts": {"config": {}, "n_sentences": 1, "document_counts": {}},'
+                                            ' "mentions": {"bird": "x"}}', "prior.json")])
+def test_a_damaged_prior_is_one_line(results, tmp_path, capsys, prior, message):
+    folder = copy_results(results, tmp_path / "results")
+    (folder / "prior.json").write_text(prior)
+    code, err = run(["analyse", folder, "--out", tmp_path / "report"], capsys)
+    one_line_error(code, err, "prior.json", message)

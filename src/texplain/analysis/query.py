@@ -134,8 +134,8 @@ def connect(folder: str | os.PathLike):
         connection.execute(WORDS_VIEW)
     except duckdb.Error as exc:
         connection.close()
-        raise TexplainError(f"{folder}: its parts cannot be read ({first_line(exc)}); "
-                            "run explain-dataset again with the same settings to redo a damaged one") from exc
+        results.check_parts()
+        raise TexplainError(f"{folder}: its parts cannot be read ({first_line(exc)})") from exc
     return connection
 
 
@@ -162,6 +162,7 @@ def run_query(folder: str | os.PathLike, sql: str, parameters: Mapping[str, obje
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
     except duckdb.Error as exc:
+        ResultsFolder.open(folder).check_parts()  # a damaged part: name it, and how to redo it
         raise TexplainError(f"query: {first_line(exc)}") from exc
     finally:
         connection.close()
