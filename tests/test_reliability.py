@@ -1116,3 +1116,52 @@ def test_a_damaged_prior_is_one_line(results, tmp_path, capsys, prior, message):
     (folder / "prior.json").write_text(prior)
     code, err = run(["analyse", folder, "--out", tmp_path / "report"], capsys)
     one_line_error(code, err, "prior.json", message)
+
+
+EXPLAIN = ["explain", "x.jpg", "--translator", "t", "--out", "{tmp}/o"]
+
+
+@pytest.mark.parametrize("args,message", [
+    ([*EXPLAIN, "--seed", "99999999999999999999"], "--seed"),
+    ([*EXPLAIN, "--seed", "-1"], "--seed"),
+    (["mitigate", "--demo", "d", "--out", "{tmp}/m", "--seed", str(2**64)], "--seed"),
+    (["train", "-c", "c", "--lm", "l", "--captions", "c.jsonl", "--out", "{tmp}/t", "--seed", str(2**40)], "--seed"),
+    ([*EXPLAIN, "--device", "tpu"], "'tpu': choose cpu, cuda, cuda:N or mps"),
+    ([*EXPLAIN, "--device", "cuda"], "cuda: this machine has no CUDA GPU"),
+    ([*EXPLAIN, "--device", "cuda:1"], "cuda:1: this machine has no CUDA GPU"),
+    (["train", "-c", "c", "--lm", "l", "--captions", "c.jsonl", "--out", "{tmp}/t", "--device", "tpu"], "'tpu'"),
+    (["mitigate", "--demo", "d", "--out", "{tmp}/m", "--device", "cuda"], "no CUDA GPU"),
+    ([*EXPLAIN, "-n", "99999999999999999999"], "at most 100,000"),
+    ([*EXPLAIN, "--samples", "auto", "-n", "100001"], "at most 100,000"),
+    (["mitigate", "--demo", "d", "--out", "{tmp}/m", "--samples", "1000000000"], "at most 100,000"),
+])
+def test_out_of_range_seeds_devices_and_sample_counts_are_one_line_before_any_work(
+        tmp_path, capsys, monkeypatch, no_models, args, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, err = run([a.format(tmp=tmp_path) for a in args], capsys)
+    one_line_error(code, err, message)
+    assert not any(tmp_path.iterdir())
+
+
+def test_explain_dataset_on_ray_leaves_the_device_to_the_actors(tmp_path, capsys, monkeypatch):
+    import texplain.analysis.ray_engine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(texplain.analysis.ray_engine.RayEngine, "connect", raising(TexplainError("reached the cluster")))
+    for order in (["--device", "cuda", "--engine", "ray"], ["--engine", "ray", "--device", "cuda"]):
+        code, err = run(["explain-dataset", "labels.jsonl", "--translator", "t", "--out", tmp_path / "r", *order], capsys)
+        one_line_error(code, err, "reached the cluster")
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only folder"])
+def test_train_checks_its_out_before_any_work(tmp_path, capsys, monkeypatch, kind):
+    import texplain.models.classifiers
+
+    monkeypatch.setattr(texplain.models.classifiers, "load_classifier", refuse)
+    if kind == "file":
+        out = tmp_path / "a-file"
+        out.write_text("")
+    else:
+        out = unwritable(tmp_path)
+    code, err = run(["train", "-c", "c", "--lm", "l", "--captions", "c.jsonl", "--out", out], capsys)
+    one_line_error(code, err, "cannot write")

@@ -42,7 +42,8 @@ def explain_dataset_command(
     allow_unknown_labels: Annotated[bool, typer.Option(help="Explain labels the classifier does not have")] = False,
     seed: options.Seed = options.SEED,
     device: options.Device = options.DEVICE,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (actors on a Ray cluster)")] = "local",
+    engine: Annotated[str, typer.Option(
+        is_eager=True, help="local (this process) or ray (actors on a Ray cluster)")] = "local",
     address: Annotated[Optional[str], typer.Option(
         help="With --engine ray: the cluster, host:port or ray://host:port (default: RAY_ADDRESS, else a local one)")] = None,
     actors: Annotated[Optional[int], typer.Option(

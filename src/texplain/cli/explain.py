@@ -34,11 +34,11 @@ def explain_command(
     from texplain.generate.words import WordConfig
     from texplain.models.explainer import load_explainer
 
+    config = ExplainConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k),
+                           words=WordConfig(top_k=top_k))
     paths = images_in(target)
     output_files(paths, out)
     explainer = load_explainer(translator, classifier, lm, device, trust_code)
-    config = ExplainConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k),
-                           words=WordConfig(top_k=top_k))
     records, skipped = explain_images(explainer, paths, out, config)
     for record in records:
         words = ", ".join(w["word"] for w in record["top_words"][:8])

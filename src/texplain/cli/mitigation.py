@@ -42,7 +42,8 @@ def mitigate_command(
     test_split: Annotated[str, typer.Option(help="Split to measure on")] = "test",
     methods: Annotated[str, typer.Option(help="Comma-separated: erm,randmask,randmask_all,masktune,jtt,dfr,texplain")] = "erm,randmask,randmask_all,masktune,jtt,dfr,texplain",
     seeds: Annotated[int, typer.Option(help="Number of seeds (seed, seed+1, ...)")] = 3,
-    seed: Annotated[int, typer.Option(help="First seed (sampling and the first fine-tuning run)")] = options.SEED,
+    seed: Annotated[int, typer.Option(
+        min=0, max=options.MAX_SEED, help="First seed (sampling and the first fine-tuning run)")] = options.SEED,
     samples: options.Samples = MITIGATE_SAMPLES,
     samples_mode: options.SamplesMode = None,
     stop_k: options.StopK = options.STOP_K,

@@ -66,11 +66,13 @@ def train_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Train a translator from a classifier's features to an LM's prefix on (image, caption) pairs."""
+    from texplain.atomic import check_writable
     from texplain.models.classifiers import load_classifier
     from texplain.models.features import ExtractionConfig
     from texplain.models.lm import load_lm
     from texplain.training.translator_training import TrainConfig, fit_translator
 
+    check_writable(out)
     phases = [_phase("train", captions, split, limit, epochs, lr)]
     if finetune_captions:
         phases.append(_phase("finetune", finetune_captions, split, limit, finetune_epochs, finetune_lr))
