@@ -1165,3 +1165,54 @@ def test_train_checks_its_out_before_any_work(tmp_path, capsys, monkeypatch, kin
         out = unwritable(tmp_path)
     code, err = run(["train", "-c", "c", "--lm", "l", "--captions", "c.jsonl", "--out", out], capsys)
     one_line_error(code, err, "cannot write")
+
+
+# 16. Wrong results, no error: now right.
+
+def test_explain_run_twice_into_its_own_folder_explains_only_the_inputs(models, images, tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        Image.open(images[i]).save(folder / f"p{i}.png")
+    for _ in range(2):
+        code, err = run(["explain", folder, "--translator", models / "translator", "--out", folder / "out", *FAST],
+                        capsys)
+        assert code == 0, err
+    records = [json.loads(p.read_text()) for p in (folder / "out").glob("*.json")]
+    assert sorted(Path(r["image"]).name for r in records) == ["p0.png", "p1.png"]
+
+
+def class_folders(images: list[Path], root: Path) -> Path:
+    from PIL import Image
+
+    for i, path in enumerate(images[:4]):
+        (root / f"class_{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.open(path).save(root / f"class_{i % 2}" / f"p{i}.png")
+    return root
+
+
+def test_explain_dataset_into_its_own_class_folders_resumes_without_reading_its_results(models, images, tmp_path, capsys):
+    from texplain.analysis.results import ResultsFolder
+
+    source = class_folders(images, tmp_path / "photos")
+    args = ["explain-dataset", source, "--translator", models / "translator", "--out", source / "results",
+            "--no-wordnet", "--prior", "none", "--chunk-size", "2", *FAST]
+    assert run(args, capsys)[0] == 0
+    code, err = run(args, capsys)
+    assert code == 0, err
+    assert len(ResultsFolder.open(source / "results").done_images()) == 4
+
+
+def test_hide_foreground_into_its_own_class_folders_twice_hides_only_the_inputs(images, tmp_path, capsys):
+    from PIL import Image
+
+    source = class_folders(images, tmp_path / "photos")
+    (tmp_path / "masks").mkdir()
+    for i in range(4):
+        Image.new("L", Image.open(images[i]).size, 255).save(tmp_path / "masks" / f"p{i}.png")
+    for _ in range(2):
+        code, err = run(["hide-foreground", source, "--masks", tmp_path / "masks", "--out", source / "hidden"], capsys)
+        assert code == 0, err
+    assert len((source / "hidden" / "labels.jsonl").read_text().splitlines()) == 4

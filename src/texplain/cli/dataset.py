@@ -69,7 +69,7 @@ def explain_dataset_command(
 
         runner = RayEngine(str(translator), classifier, lm, device, address, actors, cpus_per_actor, trust_code)
         runner.connect()
-    items = read_labelled(source, split=split)
+    items = read_labelled(source, split=split, skip=out)
     check_writable(out)
     kinds = tuple(k.strip() for k in prior.split(",") if k.strip())
     config = DatasetExplainConfig(
@@ -103,7 +103,7 @@ def hide_foreground_command(
     from texplain.data.labelled import read_labelled
 
     listing = source / "metadata.json" if source.is_dir() else source
-    hidden = write_hidden_set(read_labelled(source, split=split), masks, out, inputs=[listing])
+    hidden = write_hidden_set(read_labelled(source, split=split, skip=out), masks, out, inputs=[listing])
     typer.echo(f"{len(hidden)} images with the foreground hidden; explain them with "
                f"texplain explain-dataset {out / 'labels.jsonl'}")
 

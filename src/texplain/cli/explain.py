@@ -36,7 +36,7 @@ def explain_command(
 
     config = ExplainConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k),
                            words=WordConfig(top_k=top_k))
-    paths = images_in(target)
+    paths = images_in(target, skip=out)
     output_files(paths, out)
     explainer = load_explainer(translator, classifier, lm, device, trust_code)
     records, skipped = explain_images(explainer, paths, out, config)
