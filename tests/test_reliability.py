@@ -1216,3 +1216,49 @@ def test_hide_foreground_into_its_own_class_folders_twice_hides_only_the_inputs(
         code, err = run(["hide-foreground", source, "--masks", tmp_path / "masks", "--out", source / "hidden"], capsys)
         assert code == 0, err
     assert len((source / "hidden" / "labels.jsonl").read_text().splitlines()) == 4
+
+
+def test_train_resumes_with_the_classifier_named_by_another_path(models, images, tiny_lm_folder, tmp_path, capsys,
+                                                                  monkeypatch):
+    from conftest import CAPTIONS
+
+    shutil.copytree(models / "classifier", tmp_path / "demo" / "classifier")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps({"image": str(p), "caption": c, "split": "train"})
+                                                       for p, c in zip(images, CAPTIONS)))
+    train = ["train", "--lm", tiny_lm_folder, "--captions", "captions.jsonl", "--out", "t", "--batch-size", "4",
+             "--hidden", "16", "--prefix-len", "3"]
+    assert run([*train, "-c", "demo/classifier", "--epochs", "1"], capsys)[0] == 0
+    code, err = run([*train, "-c", tmp_path / "demo" / "classifier", "--epochs", "2", "--resume"], capsys)
+    assert code == 0, err
+    state = torch.load(tmp_path / "t" / "checkpoint" / "state.pt", weights_only=True)
+    assert state["epoch"] == 1  # epochs 0 and 1: the second run went on from the first
+
+
+FORMULAS = ["=1+2", "+cmd", "-2+3", "@SUM(A1)", "\tx"]
+
+
+def test_rating_export_writes_no_spreadsheet_formula_and_reads_its_answers_back(images, tmp_path, capsys):
+    import csv
+    import io
+
+    from PIL import Image
+
+    from texplain.evaluation.rating import read_answers
+
+    Image.open(images[0]).save(tmp_path / "=1+2.png")
+    record = {"image": str(tmp_path / "=1+2.png"), "top_words": [{"word": w} for w in [*FORMULAS, "bird"]],
+              "prediction": [{"name": "=HYPERLINK(\"http://x\")"}]}
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "r.json").write_text(json.dumps(record))
+    code, err = run(["rating-export", tmp_path / "records", "--out", tmp_path / "rating"], capsys)
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO((tmp_path / "rating" / "ratings.csv").read_text())))
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t")) for row in rows for cell in row)
+    assert [row[2] for row in rows[1:]] == ["'=1+2.png"] * 6
+    filled = [rows[0]] + [[cell if i != 6 else "1" for i, cell in enumerate(row)] for row in rows[1:]]
+    with (tmp_path / "filled.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(filled)
+    answers = read_answers(tmp_path / "filled.csv")
+    assert list(answers.words) == [("1", "=1+2.png")]
+    assert sorted(answers.words[("1", "=1+2.png")]) == sorted([*FORMULAS, "bird"])
