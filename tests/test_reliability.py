@@ -1262,3 +1262,75 @@ def test_rating_export_writes_no_spreadsheet_formula_and_reads_its_answers_back(
     answers = read_answers(tmp_path / "filled.csv")
     assert list(answers.words) == [("1", "=1+2.png")]
     assert sorted(answers.words[("1", "=1+2.png")]) == sorted([*FORMULAS, "bird"])
+
+
+@pytest.fixture()
+def fake_ray(monkeypatch, tmp_path):
+    """ray.init recorded instead of run, with no Ray address or token configured and a home of its own."""
+    ray = pytest.importorskip("ray", reason="the distributed extra (ray) is not installed")
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    started = {}
+
+    def init(**kwargs):
+        started.update(kwargs, token=os.environ.get("RAY_AUTH_TOKEN"))
+        Path(kwargs["_temp_dir"], "session_x").mkdir()  # Ray's session folder
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    return started
+
+
+@pytest.mark.parametrize("short", [True, False])
+def test_a_local_ray_instance_keeps_its_files_in_the_results_folder_or_a_private_one(fake_ray, tmp_path, short):
+    import tempfile
+
+    from texplain.analysis.ray_engine import RayEngine
+
+    base = Path(tempfile.mkdtemp(prefix="t", dir="/tmp")) if short else tmp_path / ("long" * 20)
+    try:
+        engine = RayEngine("t", temp_dir=str(base / "results" / ".ray"))
+        engine.connect()
+        ray_dir = Path(fake_ray["_temp_dir"])
+        if short:
+            assert ray_dir == base / "results" / ".ray"
+        else:  # too long for a socket's name: a private folder instead, never /tmp/ray
+            assert ray_dir.parent == Path(tempfile.gettempdir()) and ray_dir.name.startswith("texplain-ray-")
+        assert len(fake_ray["token"]) == 64 and not (tmp_path / "home" / ".ray").exists()
+        engine.close()
+        assert not ray_dir.exists() and "RAY_AUTH_TOKEN" not in os.environ
+    finally:
+        if short:
+            shutil.rmtree(base)
+
+
+def test_explain_dataset_on_a_local_ray_instance_starts_in_an_empty_results_folder(fake_ray, models, items, tmp_path,
+                                                                                     capsys, monkeypatch):
+    import tempfile
+
+    import texplain.analysis.explain_dataset
+
+    seen = {}
+
+    def explain_dataset(explainer, items, out, config, features=None, engine=None):
+        from texplain.analysis.results import ResultsFolder
+
+        ResultsFolder.open(out, {}, create=True)  # the folder holds Ray's files: still a new results folder
+        seen["ray"] = sorted(p.name for p in Path(fake_ray["_temp_dir"]).iterdir())
+        raise TexplainError("stopped here")
+
+    monkeypatch.setattr(texplain.analysis.explain_dataset, "explain_dataset", explain_dataset)
+    short = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short enough for Ray's socket names
+    out = short / "r"
+    try:
+        code, err = run(["explain-dataset", labels_file(items, tmp_path / "labels.jsonl"), "--translator",
+                         models / "translator", "--out", out, "--engine", "ray", "--no-wordnet", "--prior", "none",
+                         *FAST], capsys)
+        one_line_error(code, err, "stopped here")
+        assert fake_ray["_temp_dir"] == str(out / ".ray") and seen["ray"] == ["session_x"]
+        assert not (out / ".ray").exists()
+    finally:
+        shutil.rmtree(short)

@@ -10,7 +10,9 @@ A results folder holds:
 - ``features/``: the classifier's features (a :class:`~texplain.models.features.FeatureStore`);
 - ``prior.json``: the LM-prior baseline (:mod:`texplain.analysis.lm_prior`), once every
   image is done;
-- ``.texplain.lock``: the lock a run holds while it writes (:mod:`texplain.locking`).
+- ``.texplain.lock``: the lock a run holds while it writes (:mod:`texplain.locking`);
+- ``.ray/``: the files of a Ray instance ``explain-dataset --engine ray`` started, while it runs
+  (:mod:`texplain.analysis.ray_engine`).
 
 A chunk is committed in two atomic steps: its part file is written to a
 temporary name and renamed, then the manifest (rewritten the same way) lists
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 PARTS = "parts"
 PRIOR = "prior.json"
+RAY_FILES = ".ray"
 FORMAT = 1
 REDO = "run explain-dataset into this folder again with the same settings to redo it"
 """What to do about a damaged part: the next run into the folder explains its images again."""
@@ -97,7 +100,7 @@ class ResultsFolder:
         if not path.is_file():
             if not create:
                 raise TexplainError(f"{folder}: not a results folder (no {MANIFEST}); make one with texplain explain-dataset")
-            if folder.exists() and any(p.name != LOCK_FILE for p in folder.iterdir()):
+            if folder.exists() and any(p.name not in (LOCK_FILE, RAY_FILES) for p in folder.iterdir()):
                 raise TexplainError(f"{folder}: exists and is not a results folder; choose an empty or new folder")
             manifest = {"format": FORMAT, "settings": settings, "parts": [], "skipped": [], "complete": False}
             folder.mkdir(parents=True, exist_ok=True)
