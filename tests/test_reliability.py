@@ -1334,3 +1334,21 @@ def test_explain_dataset_on_a_local_ray_instance_starts_in_an_empty_results_fold
         assert not (out / ".ray").exists()
     finally:
         shutil.rmtree(short)
+
+
+def test_every_file_written_gets_the_mode_of_a_new_file(models, images, tiny_lm, tmp_path):
+    import stat
+
+    from texplain.models.features import extract_features
+    from texplain.models.translator import load_translator, save_translator
+
+    save_translator(load_translator(models / "translator"), tmp_path / "translator")
+    save_classifier(load_classifier(str(models / "classifier")), tmp_path / "classifier")
+    extract_features(tiny_vit(), [str(p) for p in images[:2]], tmp_path / "features", progress=False)
+    (tmp_path / "plain.txt").write_text("")
+    expected = stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)
+    modes = {p.relative_to(tmp_path).as_posix(): oct(stat.S_IMODE(p.stat().st_mode))
+             for p in tmp_path.rglob("*") if p.is_file() and p.name != ".texplain.lock"}
+    assert "translator/translator.safetensors" in modes and "classifier/classifier.safetensors" in modes
+    assert any(name.startswith("features/shard_") and name.endswith(".safetensors") for name in modes)
+    assert set(modes.values()) == {oct(expected)}, modes
