@@ -31,6 +31,7 @@ from PIL import Image
 from analysis_helpers import make_results
 from analysis_helpers import settings as results_settings
 from texplain import cli
+from texplain.analysis.analyse import analyse_results
 from texplain.analysis.class_vocabulary import load_overrides
 from texplain.analysis.results import ResultsFolder
 from texplain.data.captions import read_captions
@@ -246,9 +247,31 @@ def test_results_manifests(tmp_path_factory, results_folder, capsys, data):
     before = files(root / "other")
     if one_line_or_done(capsys, ["query", folder, "select count(*) as n from results", "--format", "json"]) == 0:
         assert json.loads(capsys.readouterr().out)["n"] == part_rows(folder, json.loads(data))
+    reads_or_refuses(lambda: analyse_results(ResultsFolder.open(folder)))
     # resuming into the folder: it may drop damaged parts there, and only there
     reads_or_refuses(ResultsFolder.open, folder, ResultsFolder.open(results_folder).settings, True)
     assert files(root / "other") == before
+
+
+recorded_settings = st.fixed_dictionaries({}, optional={
+    **{key: st.one_of(st.just(value), json_values) for key, value in results_settings().items()},
+    "words": st.one_of(st.fixed_dictionaries({}, optional={"top_k": st.one_of(st.integers(-1, 5), json_values),
+                                                           "min_length": st.one_of(st.integers(-1, 5), json_values),
+                                                           "extra_stopwords": json_values,
+                                                           "lemmatise": json_values}), json_values),
+})
+
+
+@settings(QUICK, max_examples=60)
+@given(recorded=st.one_of(recorded_settings, json_values))
+@example(recorded={**results_settings(), "words": "x"})
+@example(recorded={**results_settings(), "class_names": 7})
+def test_results_settings(results_folder, tmp_path, recorded):
+    folder = tmp_path / "results"
+    shutil.copytree(results_folder, folder, dirs_exist_ok=True)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "settings": recorded}))
+    reads_or_refuses(lambda: analyse_results(ResultsFolder.open(folder)))
 
 
 def damaged_part(draw_data: bytes, part: Path, how: str) -> None:
@@ -304,8 +327,6 @@ priors = st.fixed_dictionaries({}, optional={
 @example(data=b"")
 @example(data=b"[" * 100_000)
 def test_results_priors(results_folder, tmp_path, data):
-    from texplain.analysis.analyse import analyse_results
-
     folder = tmp_path / "results"
     shutil.copytree(results_folder, folder, dirs_exist_ok=True)
     (folder / "prior.json").write_bytes(data)
