@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from texplain.atomic import building_folder
+from texplain.data.wordnet import cache_root
 from texplain.errors import TexplainError, first_line
 from texplain.models.hub import HF_LOAD_ERRORS, check_remote_code
 
@@ -193,7 +194,7 @@ def _gguf_as_folder(path: Path, cache_dir: str | os.PathLike | None) -> Path:
         raise TexplainError(f"language model {path}: no such file")
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    root = Path(cache_dir) if cache_dir else Path(os.environ.get("TEXPLAIN_CACHE", Path.home() / ".cache" / "texplain"))
+    root = Path(cache_dir) if cache_dir else cache_root()
     folder = root / "lm" / f"{path.stem}-{key}"
     if (folder / "model.safetensors").is_file():
         return folder
