@@ -126,11 +126,11 @@ def image_files(folder: str | Path, recursive: bool = True, skip: str | Path | N
 
 
 def inside(folder: Path, other: str | Path | None) -> Path | None:
-    """``other`` relative to ``folder`` when it lies inside it (compared resolved), else None."""
+    """``other`` relative to ``folder`` when it lies inside it (compared resolved), else None (``folder`` itself too)."""
     if other is None:
         return None
     other, folder = Path(other).resolve(), folder.resolve()
-    return other.relative_to(folder) if other.is_relative_to(folder) else None
+    return other.relative_to(folder) if other != folder and other.is_relative_to(folder) else None
 
 
 def find_images(folder: str | Path, recursive: bool = True, skip: str | Path | None = None) -> list[Path]:
