@@ -32,7 +32,7 @@ def explain_dataset_command(
     min_words: options.MinWords = options.MIN_WORDS,
     max_words: options.MaxWords = options.MAX_WORDS,
     sample_batch: Annotated[str, typer.Option(
-        help="Sentences decoded together, or auto: 250 on CPUs, as many as half the GPU's free memory holds")
+        help="Sentences decoded together, or auto: 250 on CPUs, as many as 40% of the GPU's free memory holds")
     ] = options.SAMPLE_BATCH,
     examples: Annotated[int, typer.Option(help="Sample sentences kept per image")] = 5,
     chunk_size: Annotated[int, typer.Option(help="Images per Parquet part")] = 64,

@@ -8,8 +8,9 @@ Two decoders draw the same distribution (:mod:`.sampling`):
 - the **static** decoder (CUDA GPUs, :mod:`.static_decoder`): one batch of
   fixed shape for all the sentences of a call, rows refilled as sentences end,
   the LM in bfloat16, its step captured as a CUDA graph and nothing waiting
-  for the host but a check every few steps. The batch is as large as half the
-  free GPU memory holds (at most :data:`STATIC_MAX_ROWS`).
+  for the host but a check every few steps. The batch is as large as
+  :data:`MEMORY_SHARE` of the free GPU memory holds (at most
+  :data:`STATIC_MAX_ROWS`).
 
 :class:`~.sampling.SamplingConfig` says ``decoding="auto"`` and
 ``batch_size="auto"`` by default; :func:`decode_plan` turns them into a
@@ -40,8 +41,8 @@ SmolLM2-135M at 8192 rows does about 2 TFLOP per step: past this a step is
 compute-bound and more rows only cost memory.
 """
 
-MEMORY_SHARE = 0.5
-"""Share of the free device memory a batch sized "auto" may take (the rest: the allocator, other work)."""
+MEMORY_SHARE = 0.4
+"""Share of the free device memory a batch sized "auto" may take (the static decoder keeps smaller batches beside it)."""
 
 CALL_ROWS = 4
 """Sentences per static call, in batches: a call ends with its batch emptying, which a longer call amortises."""

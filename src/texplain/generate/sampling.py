@@ -76,7 +76,7 @@ class SamplingConfig:
         max_words: A sentence is cut where its ``max_words + 1``-th word would
             begin, so it never has more than ``max_words`` words.
         batch_size: Sentences decoded together, or ``"auto"``: 250 on CPUs,
-            on GPUs as many as half the free memory holds (at most 8192;
+            on GPUs as many as 40% of the free memory holds (at most 8192;
             :mod:`.device_plan`). Memory grows as batch_size x sentence length
             x the LM's cache width. Several images share a batch.
         seed: Seed of each image's generator (when the caller gives none),

@@ -61,8 +61,9 @@ CAPACITY_MARGIN = 1.25
 WARMUP_STEPS = 2
 """Eager steps on a side stream before a step is captured (CUDA initialises its libraries there, not in the graph)."""
 
-KEPT_DECODERS = 2
-"""Static decoders kept per LM (each holds a batch's cache): a run alternates between few batch shapes."""
+KEPT_DECODERS = 3
+"""Static decoders kept per LM (each holds a batch's cache and graph): calls of fewer sentences than the plan's rows
+take the power of two above their count, so a run meets few shapes (their memory is under 1.75 times the largest)."""
 
 _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """Per LM model: its decoders by shape, most recently used last."""
@@ -82,8 +83,9 @@ def decode_static(
 ) -> list[list[list[int]]]:
     """Decode ``rows[i]`` sentences after prefix i of prefixes (n, P, d); token ids per image, as the eager path gives.
 
-    ``config`` is the SamplingConfig; ``plan`` says how many rows, in what
-    dtype, and whether the step is a CUDA graph.
+    ``config`` is the SamplingConfig; ``plan`` says how many rows at most, in
+    what dtype, and whether the step is a CUDA graph. A call of fewer
+    sentences than the plan's rows gets the power of two above their count.
     """
     model = decoding_model(lm, plan.dtype)
     with torch.inference_mode():
@@ -91,9 +93,11 @@ def decode_static(
         uniforms = torch.cat([torch.rand((n, budget), generator=g, dtype=torch.float64, device=lm.device)
                               for n, g in zip(rows, generators)])  # (S, budget)
         image = [i for i, n in enumerate(rows) for _ in range(n)]  # (S,) on the host
-        decoder = static_decoder(lm, model, plan, keys, budget)
+        decoder = static_decoder(lm, model, min(plan.rows, 1 << (len(image) - 1).bit_length()), keys, budget,
+                                 plan.graph)
         tokens, lengths = decoder.decode(model, keys, values, first_logits, image, uniforms, config)
-        ids = [row[:n] for row, n in zip(tokens.tolist(), lengths.tolist())]
+        lengths = lengths.tolist()
+        ids = [row[:n] for row, n in zip(tokens[:, : max(lengths, default=0)].tolist(), lengths)]
     out: list[list[list[int]]] = [[] for _ in rows]
     for sentence, i in zip(ids, image):
         out[i].append(sentence)
@@ -112,17 +116,17 @@ def decoding_model(lm: FrozenLM, dtype: torch.dtype) -> nn.Module:
     return copies[key]
 
 
-def static_decoder(lm: FrozenLM, model: nn.Module, plan: DecodePlan, keys: Sequence[Tensor],
-                   budget: int) -> StaticDecoder:
+def static_decoder(lm: FrozenLM, model: nn.Module, rows: int, keys: Sequence[Tensor], budget: int,
+                   graph: bool) -> StaticDecoder:
     """The decoder of this shape for ``model``, made (and captured) the first time and kept after."""
     weights = next(model.parameters())
-    shape = (plan.rows, keys[0].shape[2], budget, plan.graph, weights.data_ptr(), weights.dtype)
+    shape = (rows, keys[0].shape[2], budget, graph, weights.data_ptr(), weights.dtype)
     kept = _DECODERS.setdefault(lm.model, {})
     decoder = kept.pop(shape, None)
     if decoder is None:
         if len(kept) >= KEPT_DECODERS:
             kept.pop(next(iter(kept)))
-        decoder = StaticDecoder(lm, model, plan.rows, keys, budget, plan.graph)
+        decoder = StaticDecoder(lm, model, rows, keys, budget, graph)
     kept[shape] = decoder
     return decoder
 
