@@ -287,8 +287,9 @@ def test_plan_on_the_cpu_is_the_eager_decoder_with_its_batch() -> None:
 
 
 def test_rows_that_fit_and_bad_settings() -> None:
-    assert rows_that_fit(10 * 2**30, 2**20) == 5 * 1024
-    assert rows_that_fit(10 * 2**30, 2**20, fixed_bytes=2**32) == 1024
+    assert rows_that_fit(10 * 2**30, 2**20) == 4096  # MEMORY_SHARE = 0.4 of 10 GiB in rows of 1 MiB
+    assert rows_that_fit(10 * 2**30, 2**20, fixed_bytes=2**31) == 2048
+    assert rows_that_fit(10 * 2**30, 2**20, share=0.5) == 5120
     assert rows_that_fit(10 * 2**30, 1, most=300) == 300
     with pytest.raises(TexplainError, match="does not fit"):
         rows_that_fit(2**20, 2**20)
