@@ -87,6 +87,15 @@ def test_inverse_nucleus_follows_the_filtered_distribution_and_the_check_has_pow
         assert chisquare(observed[wrong > 0], 40_000 * wrong[wrong > 0]).pvalue < 1e-9  # a wrong nucleus is caught
 
 
+def test_fast_nucleus_at_p_one_draws_the_whole_distribution() -> None:
+    base = torch.tensor([0.02, 0.3, 0.1, 0.1, 0.25, 0.05, 0.1, 0.08])
+    uniforms = torch.rand(40_000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    tokens, passed = fast_nucleus(base.expand(40_000, -1), 1.0, uniforms)
+    observed = torch.bincount(tokens, minlength=8).double()
+    assert chisquare(observed, 40_000 * base.double()).pvalue > 1e-3 and int(passed.sum()) == 0
+    assert observed[0] > 600  # the least probable token, out of every nucleus below p = 0.98, about 800 times
+
+
 def test_fast_and_reference_draws_agree_on_a_table_of_logits() -> None:
     """Token frequencies of the fast draw and of the rejection draw (CPU) on the same rows: one distribution."""
     probs = tied_probs(12, 60, seed=7)  # (12, V): peaked, flat, tied rows

@@ -109,7 +109,9 @@ def fast_nucleus(
     per tier, how many rows went on from it (a tensor of len(candidates));
     where that is more than the tier's capacity the tokens of the rows beyond
     it are wrong, and the caller must draw again with larger capacities.
-    ``top_p = 1`` inverts the full distribution (:func:`_inverse_cdf_draw`).
+    ``top_p = 1`` has no nucleus to find: the full distribution is inverted
+    in token order (:func:`_inverse_cdf_draw`), exact too, but another token
+    than :func:`inverse_nucleus` gives for the same uniform.
     """
     batch, vocab = probs.shape
     passed = probs.new_zeros(len(candidates), dtype=torch.long)  # (tiers,)
