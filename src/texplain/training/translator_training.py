@@ -313,12 +313,15 @@ def auto_batch_size(translator: Translator, lm: FrozenLM, bank: "_FeatureBank", 
 
 
 def global_batch(micro: int, world: int, accumulation: int, pairs: int) -> int:
-    """Pairs per step from the micro-batch each of ``world`` processes holds: times processes and micro-batches, at most ``pairs``."""
+    """Pairs per step when each of ``world`` processes holds ``micro``: times processes and micro-batches, at most ``pairs``."""
     return max(2, min(micro * world * accumulation, pairs))
 
 
 def _micro_batch(free_bytes: int, pair_bytes: int) -> int:
-    """Pairs that fit in :data:`AUTO_MEMORY_SHARE` of the free memory, at most :data:`AUTO_MAX_BATCH`, a multiple of 8 if it can be."""
+    """Pairs that fit in :data:`AUTO_MEMORY_SHARE` of the free memory: at most :data:`AUTO_MAX_BATCH`, a multiple of 8.
+
+    Fewer than 8 pairs are taken as they are.
+    """
     micro = rows_that_fit(free_bytes, pair_bytes, most=AUTO_MAX_BATCH, share=AUTO_MEMORY_SHARE)
     return micro // 8 * 8 or micro
 
@@ -470,8 +473,8 @@ def _batches(order: list[int], size: int, least: int, phase: str) -> list[list[i
 
 
 def _step(model: nn.Module, lm: FrozenLM, bank: _FeatureBank, pairs: Sequence[CaptionPair], optimizer,
-          config: TrainConfig, replicas: Replicas) -> float:
-    """One optimizer step on the global batch ``pairs``: this process's micro-batches; returns its share of the batch's mean loss.
+          config: TrainConfig, replicas: Replicas) -> Tensor:
+    """One optimizer step on the global batch ``pairs``: this process's micro-batches; its share of the mean loss (0-dim).
 
     Each micro-batch's loss is its caption tokens' summed cross-entropy over
     the tokens of the whole batch (all processes), times the number of
