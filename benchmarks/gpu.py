@@ -56,12 +56,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import importlib.util
 import json
 import platform
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import traceback
@@ -82,6 +84,7 @@ from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_data
 from texplain.atomic import write_json  # noqa: E402
 from texplain.data.captions import read_captions  # noqa: E402
 from texplain.data.labelled import read_labelled  # noqa: E402
+from texplain.data.wordnet import cache_root, ensure_wordnet  # noqa: E402
 from texplain.demo import DemoConfig, run_demo  # noqa: E402
 from texplain.generate import static_decoder  # noqa: E402
 from texplain.generate.explain import ExplainConfig, explain_stream  # noqa: E402
@@ -99,6 +102,7 @@ from texplain.models.features import extract_features  # noqa: E402
 from texplain.models.lm import FrozenLM, load_lm  # noqa: E402
 from texplain.models.translator import new_translator  # noqa: E402
 from texplain.training.translator_training import Phase, TrainConfig, train_translator  # noqa: E402
+from texplain.weights import load_torch_state  # noqa: E402
 
 RESULTS = HERE / "results" / "gpu"
 CARRY = Path("runs")
@@ -179,7 +183,7 @@ def cost(result: dict) -> str:
 
 
 def pack() -> None:
-    """Wheels of :data:`WHEELS` for the machine's Python 3.12, unpacked into runs/gpu/site; SmolLM2's GGUF in halves."""
+    """Wheels of :data:`WHEELS` for the machine's Python 3.12 unpacked into runs/gpu/site, WordNet, SmolLM2 in halves."""
     if SITE.exists():
         shutil.rmtree(SITE)
     SITE.mkdir(parents=True)
@@ -193,11 +197,6 @@ def pack() -> None:
     for data in (SITE / "simplemma" / "strategies" / "dictionaries" / "data").glob("*.plzma"):
         if data.name != "en.plzma":
             data.unlink()  # English only: the other languages are 18 MB
-    import importlib.util
-    import tarfile
-
-    from texplain.data.wordnet import ensure_wordnet
-
     WORDNET.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(WORDNET, "w:xz") as archive:  # the files as texplain keeps them (line ends fixed)
         archive.add(ensure_wordnet() / "corpora" / "wordnet", arcname="wordnet")
@@ -235,10 +234,6 @@ def _smollm2(args, work: Path, demo_lm: FrozenLM) -> tuple[FrozenLM, str]:
 
 def _unpack_wordnet() -> None:
     """WordNet's files where texplain looks for them (:mod:`texplain.data.wordnet`), from the carried archive."""
-    import tarfile
-
-    from texplain.data.wordnet import cache_root
-
     corpora = cache_root() / "nltk_data" / "corpora"
     if WORDNET.is_file() and not (corpora / "wordnet" / "data.noun").is_file():
         corpora.mkdir(parents=True, exist_ok=True)
@@ -499,8 +494,6 @@ def _train_smollm2(args, device: torch.device, state: dict, work: Path) -> dict:
                                progress=False)
     seconds = time.perf_counter() - began
     state["smollm2_explainer"] = Explainer(explainer.classifier, translator.to(device).eval(), lm)
-    from texplain.weights import load_torch_state
-
     chosen = load_torch_state(work / "smollm2-translator" / "checkpoint" / "state.pt")["batch_size"]
     return {"pairs": len(pairs), "seconds": round(seconds, 2), "pairs_per_s": round(len(pairs) / seconds, 1),
             "batch_size_auto": chosen, "train_loss": round(history.epochs[-1]["train_loss"], 4),
