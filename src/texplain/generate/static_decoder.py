@@ -38,6 +38,7 @@ import logging
 import math
 import weakref
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,9 @@ from texplain.generate.nucleus import CANDIDATES, fast_nucleus
 from texplain.generate.prefix_cache import StaticPrefixLayer, cache_argument, encode_prefix
 from texplain.generate.word_boundaries import padded_word_tables, word_step
 from texplain.models.lm import FrozenLM
+
+if TYPE_CHECKING:
+    from texplain.generate.sampling import SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +81,13 @@ def decode_static(
     prefixes: Tensor,
     rows: Sequence[int],
     generators: Sequence[torch.Generator],
-    config,
+    config: SamplingConfig,
     plan: DecodePlan,
     budget: int,
 ) -> list[list[list[int]]]:
     """Decode ``rows[i]`` sentences after prefix i of prefixes (n, P, d); token ids per image, as the eager path gives.
 
-    ``config`` is the SamplingConfig; ``plan`` says how many rows at most, in
+    ``plan`` says how many rows at most, in
     what dtype, and whether the step is a CUDA graph. A call of fewer
     sentences than the plan's rows gets the power of two above their count.
     """
@@ -203,7 +207,7 @@ class StaticDecoder:
         return self.logits
 
     def decode(self, model: nn.Module, keys: Sequence[Tensor], values: Sequence[Tensor], first_logits: Tensor,
-               image: Sequence[int], uniforms: Tensor, config) -> tuple[Tensor, Tensor]:
+               image: Sequence[int], uniforms: Tensor, config: SamplingConfig) -> tuple[Tensor, Tensor]:
         """Sentences S after the prefixes (keys, values (n, H, P, hd) per layer; next-token logits (n, V)).
 
         ``image`` (S,) names each sentence's prefix, ``uniforms`` (S, budget)
@@ -229,7 +233,7 @@ class _Run:
     """
 
     def __init__(self, decoder: StaticDecoder, model: nn.Module, keys: Sequence[Tensor], values: Sequence[Tensor],
-                 first_logits: Tensor, image: Sequence[int], uniforms: Tensor, config):
+                 first_logits: Tensor, image: Sequence[int], uniforms: Tensor, config: SamplingConfig):
         self.decoder, self.model, self.config = decoder, model, config
         self.keys, self.values, self.first_logits = keys, values, first_logits  # per layer (n, H, P, hd); (n, V)
         self.image = image
