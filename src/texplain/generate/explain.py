@@ -24,7 +24,8 @@ from texplain.atomic import check_writable, write_json
 from texplain.data.files import check_not_inputs
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
-from texplain.generate.sampling import SamplingConfig, new_generator, sample_rows, sample_sentences
+from texplain.generate.device_plan import DecodePlan
+from texplain.generate.sampling import SamplingConfig, new_generator, sample_rows, sample_sentences, sampling_plan
 from texplain.generate.stopping import settled
 from texplain.generate.words import WordConfig, WordCounter
 from texplain.models.explainer import Explainer
@@ -89,12 +90,15 @@ def explain_stream(
     """Explanations of many images (features (T, D) each), in their order, decoded in shared batches.
 
     Every round, each active image draws its next rows
-    (:attr:`~texplain.generate.sampling.SamplingConfig.rows_per_round`) and
-    all of them are decoded together, each row from its own image's prefix;
-    images join while their rows fit in ``batch_size`` (one at least) and
-    leave once they have ``num_samples`` sentences or, when adaptive, their
-    top words are settled (:func:`~texplain.generate.stopping.settled`), so
-    batches stay full as images stop. Rows of different images never mix in
+    (:attr:`~texplain.generate.device_plan.DecodePlan.rows_per_round`) and
+    all of them are decoded in one call, each row from its own image's prefix;
+    images join while their rows fit in the call
+    (:attr:`~texplain.generate.device_plan.DecodePlan.call_sentences`: the
+    batch size, or several batches for the static decoder; one image at
+    least) and leave once they have ``num_samples`` sentences or, when
+    adaptive, their top words are settled
+    (:func:`~texplain.generate.stopping.settled`), so batches stay full as
+    images stop. Rows of different images never mix in
     the counts, and each image gets the sentences it would get alone with
     the same seed. ``features`` may be a generator: it is read as images join.
     """
@@ -107,19 +111,21 @@ def explain_stream(
     active: list[_Drawing] = []
     done: dict[int, Explanation] = {}
     joined = given = 0
+    plan: DecodePlan | None = None
     bar = tqdm(desc="explain", unit="img", disable=not progress)
     while True:
-        while not active or sum(a.rows(sampling) for a in active) + sampling.rows_per_round <= sampling.batch_size:
+        while not active or sum(a.rows(plan, sampling) for a in active) + plan.rows_per_round <= plan.call_sentences:
             image = next(source, None)
             if image is None:
                 break
             with torch.inference_mode():
                 prefix = translator(image.unsqueeze(0).to(lm.device))[0]  # (P, d)
+            plan = plan or sampling_plan(lm, sampling, prefix.shape[0])
             active.append(_Drawing(joined, prefix, new_generator(lm, sampling), WordCounter(config.words)))
             joined += 1
         if not active:
             break
-        drawn = sample_rows(lm, torch.stack([a.prefix for a in active]), [a.rows(sampling) for a in active],
+        drawn = sample_rows(lm, torch.stack([a.prefix for a in active]), [a.rows(plan, sampling) for a in active],
                             [a.generator for a in active], sampling)
         for drawing, ids in zip(active, drawn):
             drawing.add([lm.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids])
@@ -143,9 +149,9 @@ class _Drawing:
     counter: WordCounter
     sentences: list[str] = field(default_factory=list)
 
-    def rows(self, sampling: SamplingConfig) -> int:
-        """Sentences this image draws in the next round."""
-        return min(sampling.rows_per_round, sampling.num_samples - len(self.sentences))
+    def rows(self, plan: DecodePlan, sampling: SamplingConfig) -> int:
+        """Sentences this image draws in the next round (at most what it still lacks)."""
+        return min(plan.rows_per_round, sampling.num_samples - len(self.sentences))
 
     def add(self, sentences: list[str]) -> None:
         self.counter.update(sentences)
