@@ -45,7 +45,7 @@ def tiny_lm_folder(tmp_path_factory) -> Path:
     Pretrained rather than random: a random LM gives near-uniform outputs
     whatever its prefix, so nothing could be learned through it.
     """
-    from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
+    from texplain.training.caption_lm import CaptionLMConfig, pretrain_caption_lm
 
     folder = tmp_path_factory.mktemp("lm") / "caption-lm"
     config = CaptionLMConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=300, epochs=40, batch_size=16, lr=1e-2,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig, WordCounter, count_words, sentence_words
+from texplain.text.words import WordConfig, WordCounter, count_words, sentence_words
 
 SENTENCES = [
     "A dog runs on the grass.",

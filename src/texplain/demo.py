@@ -41,7 +41,6 @@ from texplain.analysis.analyse import AnalysisConfig, DatasetAnalysis, analyse_f
 from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
 from texplain.analysis.lm_prior import PriorConfig
 from texplain.analysis.results import MANIFEST, ResultsFolder
-from texplain.analysis.statistics import group_accuracy
 from texplain.atomic import write_json
 from texplain.data.captions import caption_groups, read_captions
 from texplain.data.labelled import read_labelled
@@ -56,13 +55,14 @@ from texplain.data.world_captions import BACKGROUND_WORDS
 from texplain.errors import TexplainError
 from texplain.generate.explain import ExplainConfig
 from texplain.generate.sampling import SamplingConfig
-from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
 from texplain.models.classifiers import Classifier, load_classifier, replace_head, save_classifier
 from texplain.models.explainer import Explainer
 from texplain.models.features import ExtractionConfig
 from texplain.models.lm import FrozenLM, load_lm
 from texplain.models.translator import Translator, load_translator
 from texplain.report.html_report import ReportConfig, write_report
+from texplain.statistics import group_accuracy
+from texplain.training.caption_lm import CaptionLMConfig, pretrain_caption_lm
 from texplain.training.classifier_training import (
     ClassifierTrainConfig,
     label_indices,

@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from texplain.analysis.class_vocabulary import names_class
 from texplain.attribution.gradcam import FILLS, region
 from texplain.generate.explain import (
     ExplainConfig,
@@ -42,6 +41,7 @@ from texplain.mitigation.masks import MaskConfig, cam_layer, localise, mask_batc
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.text.class_vocabulary import names_class
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from texplain.analysis.statistics import group_accuracy
 from texplain.attribution.gradcam import region
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
@@ -51,6 +50,7 @@ from texplain.mitigation.selection import Selection, SelectionConfig, select_pro
 from texplain.models.classifiers import Classifier, load_classifier, replace_head, save_classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.statistics import group_accuracy
 from texplain.training.classifier_training import (
     ClassifierTrainConfig,
     label_indices,
