@@ -28,8 +28,8 @@ from texplain.analysis.analyse import AnalysisConfig, analyse_folders
 from texplain.analysis.lm_prior import LMPrior, PriorConfig, explain_prior, null_features
 from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
-from texplain.data.world import planted_background
-from texplain.data.world_captions import BACKGROUND_WORDS
+from texplain.demo.captions import BACKGROUND_WORDS
+from texplain.demo.splits import planted_background
 from texplain.generate.explain import ExplainConfig
 from texplain.generate.sampling import SamplingConfig
 from texplain.models.explainer import load_explainer

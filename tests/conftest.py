@@ -93,7 +93,7 @@ def tiny_demo(tmp_path_factory) -> Path:
     Later steps (dataset explanation, evaluation, mitigation) test on it: every
     artifact is real, only small. Its summary's figures mean little at this size.
     """
-    from texplain.demo import DemoConfig, run_demo
+    from texplain.demo.run import DemoConfig, run_demo
 
     out = tmp_path_factory.mktemp("demo")
     run_demo(DemoConfig(out=out, **TINY_DEMO), progress=False)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import TINY_DEMO
 from texplain import cli
-from texplain.demo import (
+from texplain.demo.run import (
     DemoConfig,
     _generate_world,
     _pretrained_classifier,

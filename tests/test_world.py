@@ -9,19 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from texplain.data.world import (
-    BACKGROUND_WORDS,
-    BACKGROUNDS,
-    CLASSES,
+from texplain.demo.captions import BACKGROUND_WORDS, PLURALS
+from texplain.demo.sampling import make_scene
+from texplain.demo.scenes import BACKGROUNDS, CLASSES
+from texplain.demo.splits import (
     DEFAULT_SHORTCUT_CLASSES,
     PLANTED_BACKGROUNDS,
     make_caption_world,
-    make_scene,
     make_shortcut_split,
     planted_background,
-    write_world,
 )
-from texplain.data.world_captions import PLURALS
+from texplain.demo.world_files import write_world
 from texplain.errors import TexplainError
 
 

@@ -44,14 +44,9 @@ from texplain.analysis.results import MANIFEST, ResultsFolder
 from texplain.atomic import write_json
 from texplain.data.captions import caption_groups, read_captions
 from texplain.data.labelled import read_labelled
-from texplain.data.world import (
-    DEFAULT_SHORTCUT_CLASSES,
-    make_caption_world,
-    make_shortcut_split,
-    planted_background,
-    write_world,
-)
-from texplain.data.world_captions import BACKGROUND_WORDS
+from texplain.demo.captions import BACKGROUND_WORDS
+from texplain.demo.splits import DEFAULT_SHORTCUT_CLASSES, make_caption_world, make_shortcut_split, planted_background
+from texplain.demo.world_files import write_world
 from texplain.errors import TexplainError
 from texplain.generate.explain import ExplainConfig
 from texplain.generate.sampling import SamplingConfig
