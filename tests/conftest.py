@@ -81,8 +81,8 @@ def images(tmp_path_factory) -> list[Path]:
     return paths
 
 
-TINY_DEMO = dict(caption_images=150, train_images=90, test_images=45, samples=3, classifier="vit", pretrain_epochs=0,
-                 classifier_epochs=1, lm_epochs=1, translator_epochs=1)
+TINY_DEMO = dict(caption_images=150, train_images=90, test_images=45, explained_train=15, samples=3, classifier="vit",
+                 pretrain_epochs=0, classifier_epochs=1, lm_epochs=1, translator_epochs=1)
 """The ``tiny_demo`` fixture's settings: a whole demo at toy sizes, with the small ViT (its tokens exercise the token path)."""
 
 
