@@ -34,8 +34,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from tqdm.auto import tqdm
-
 from texplain.analysis.lm_prior import PriorConfig, explain_prior, null_features
 from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
@@ -55,6 +53,7 @@ from texplain.models.features import (
 )
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
 from texplain.text.class_vocabulary import (
     ClassWordConfig,
     class_mentions,

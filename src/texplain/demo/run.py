@@ -40,7 +40,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from texplain.analysis.analyse import AnalysisConfig, DatasetAnalysis, analyse_folders
 from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
@@ -60,6 +59,7 @@ from texplain.models.explainer import Explainer
 from texplain.models.features import ExtractionConfig
 from texplain.models.lm import FrozenLM, load_lm
 from texplain.models.translator import Translator, load_translator
+from texplain.progress import tqdm
 from texplain.report.html_report import ReportConfig, write_report
 from texplain.statistics import group_accuracy
 from texplain.training.caption_lm import CaptionLMConfig, pretrain_caption_lm

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from texplain.attribution.gradcam import FILLS, region
 from texplain.generate.explain import (
@@ -41,6 +40,7 @@ from texplain.mitigation.masks import MaskConfig, cam_layer, localise, mask_batc
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
 from texplain.text.class_vocabulary import names_class
 
 log = logging.getLogger(__name__)

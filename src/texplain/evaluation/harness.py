@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from texplain.errors import TexplainError
 from texplain.evaluation.causal import CAUSAL_FILLS, causal_checks
@@ -59,6 +58,7 @@ from texplain.models.explainer import Explainer
 from texplain.models.features import ExtractionConfig, ImageItem, classify_images, readable_pixels
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
 from texplain.text.words import WordConfig
 
 log = logging.getLogger(__name__)

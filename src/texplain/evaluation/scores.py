@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from texplain.evaluation.metrics import (
     MeanPooledEncoder,
@@ -34,6 +33,7 @@ from texplain.evaluation.metrics import (
     wup_similarity,
 )
 from texplain.generate.explain import Explanation
+from texplain.progress import tqdm
 from texplain.text.class_vocabulary import names_class
 from texplain.text.words import WordConfig
 

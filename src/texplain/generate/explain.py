@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from texplain.errors import TexplainError
 from texplain.generate.sampling import SamplingConfig, new_generator, sample_rows, sample_sentences
 from texplain.generate.stopping import settled
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
 from texplain.text.words import WordConfig, WordCounter
 
 log = logging.getLogger(__name__)

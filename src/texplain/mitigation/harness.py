@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from texplain.attribution.gradcam import region
 from texplain.data.labelled import LabelledImage
@@ -50,6 +49,7 @@ from texplain.mitigation.selection import Selection, SelectionConfig, select_pro
 from texplain.models.classifiers import Classifier, load_classifier, replace_head, save_classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
 from texplain.statistics import group_accuracy
 from texplain.training.classifier_training import (
     ClassifierTrainConfig,

@@ -34,7 +34,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from texplain.atomic import write_json, writing
 from texplain.data.files import load_json
@@ -42,6 +41,7 @@ from texplain.data.images import decode_rgb, load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
+from texplain.progress import tqdm
 from texplain.weights import open_safetensors
 
 log = logging.getLogger(__name__)
