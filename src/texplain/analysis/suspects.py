@@ -5,7 +5,7 @@ class. Three tests make that precise, and every place that asks (the
 analysis of a data set, the demo's summary, mitigation's sample selection)
 uses them through this module:
 
-* **not the class**: the class's vocabulary (:mod:`.class_vocabulary`: its
+* **not the class**: the class's vocabulary (:mod:`texplain.text.class_vocabulary`: its
   name and WordNet relatives) is merged into one entry named after the class
   (:class:`ClassMerge`), so "seagull" and "duck" count as "bird" and never as
   a suspect;

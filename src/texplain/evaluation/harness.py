@@ -25,8 +25,8 @@ on the first few images.
 Images without references, unreadable images and images whose explanation
 has no content word are listed and left out: every figure counts only the
 images that have both references and an explanation. Which images and
-captions are evaluated is :mod:`texplain.evaluation.references`'; the table
-printed is :mod:`texplain.evaluation.table`'.
+captions are evaluated comes from :mod:`texplain.evaluation.references`, the
+printed table from :mod:`texplain.evaluation.table`.
 """
 
 from __future__ import annotations

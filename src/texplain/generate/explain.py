@@ -1,7 +1,7 @@
 """Explain features: translator → prefix → N sampled sentences → dominant words.
 
-The files that ``texplain explain`` writes for image files (a JSON record and
-a word cloud per image) are :mod:`texplain.report.explained_images`'.
+The files ``texplain explain`` writes for image files (a JSON record and a
+word cloud per image) come from :mod:`texplain.report.explained_images`.
 """
 
 from __future__ import annotations
