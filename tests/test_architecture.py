@@ -1,4 +1,4 @@
-"""The house as docs/architecture.md draws it: imports run down the floors, the tree lists every module, the trace is real."""
+"""The house as docs/architecture.md draws it: imports run down, the tree lists every module, the trace is real."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def test_the_tree_in_architecture_md_lists_every_module() -> None:
 
 
 def test_the_pixels_to_cloud_trace_is_the_call_path(tmp_path, tiny_lm_folder, images) -> None:
-    """`texplain explain` on tiny models calls every function the trace in architecture.md names (and settles its files once)."""
+    """`texplain explain` on tiny models calls every function architecture.md's trace names, and settles files once."""
     from conftest import tiny_vit
     from texplain import cli
     from texplain.models.classifiers import load_classifier, save_classifier

@@ -27,7 +27,8 @@ def test_in_a_file_a_long_bar_writes_a_line_per_few_percent_and_no_carriage_retu
 def test_in_a_file_a_short_bar_writes_a_line_per_step_and_an_open_ended_one_on_close() -> None:
     out = io.StringIO()
     assert len(list(tqdm(range(5), desc="epochs", file=out))) == 5
-    assert [line.split(" (")[1].split(")")[0] for line in out.getvalue().splitlines()] == ["1/5", "2/5", "3/5", "4/5", "5/5"]
+    counts = [line.split(" (")[1].split(")")[0] for line in out.getvalue().splitlines()]
+    assert counts == ["1/5", "2/5", "3/5", "4/5", "5/5"]
     out = io.StringIO()
     bar = tqdm(desc="features", unit="img", file=out)
     bar.update(10)

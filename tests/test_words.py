@@ -34,7 +34,8 @@ def test_plural_and_singular_nouns_merge() -> None:
 
 SIMPLEMMA_NON_WORDS = (
     "playing", "outstretched", "bikers", "waterskiing", "guarding", "kayakers", "backlit", "unseen", "wetsuits", "suds",
-    "drenched", "waterskis", "travelling", "ollies", "mixing", "frolicking", "fixing", "thinking", "mouthguards", "mixed",
+    "drenched", "waterskis", "travelling", "ollies", "mixing", "frolicking", "fixing", "thinking", "mouthguards",
+    "mixed",
     "frolicks", "windsurfers", "unspooled", "unpainted", "trows", "trekkies", "tatoos", "shrowded", "sandcastles",
     "recked", "powerlines", "pompoms", "playes", "patroling", "paraglides", "loaves", "labelled", "karts", "jetskiing",
     "hoodies", "helments", "guarded", "griding", "gelled", "fixes", "developed", "deposited", "crafted", "cosplayers",

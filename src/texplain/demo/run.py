@@ -179,8 +179,8 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     explainer = Explainer(classifier, _train_translator(config, classifier, lm, out, world, progress), lm).to(config.device)
     for name in ("split", "only_bg"):
         _explain(config, explainer, world[name], out / RESULTS[name], out / "features", progress)
-    folder, analysis, hidden = analyse_folders(out / RESULTS["split"], AnalysisConfig(by="predicted", suspect_split=SUSPECT_SPLIT),
-                                               out / RESULTS["only_bg"])
+    folder, analysis, hidden = analyse_folders(
+        out / RESULTS["split"], AnalysisConfig(by="predicted", suspect_split=SUSPECT_SPLIT), out / RESULTS["only_bg"])
     summary = _summarise(config, accuracy, analysis, hidden)
     write_json(out / "summary.json", summary)
     findings = tuple(headline(summary).splitlines())

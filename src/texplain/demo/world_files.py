@@ -1,4 +1,4 @@
-"""A world folder on disk: the scenes' PNGs, ``captions.jsonl`` and ``labels.jsonl``, as a user's data set is laid out."""
+"""A world folder on disk, laid out as a user's data set: the scenes' PNGs, ``captions.jsonl`` and ``labels.jsonl``."""
 
 from __future__ import annotations
 
