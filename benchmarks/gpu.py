@@ -79,13 +79,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from sampling import make_prefix, time_generate  # noqa: E402  (benchmarks/sampling.py's calls)
 
-from texplain.analysis.class_vocabulary import ClassWordConfig  # noqa: E402
 from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset  # noqa: E402
 from texplain.atomic import write_json  # noqa: E402
 from texplain.data.captions import read_captions  # noqa: E402
 from texplain.data.labelled import read_labelled  # noqa: E402
 from texplain.data.wordnet import cache_root, ensure_wordnet  # noqa: E402
-from texplain.demo import DemoConfig, run_demo  # noqa: E402
+from texplain.demo.run import DemoConfig, run_demo  # noqa: E402
 from texplain.generate import static_decoder  # noqa: E402
 from texplain.generate.explain import ExplainConfig, explain_stream  # noqa: E402
 from texplain.generate.sampling import (  # noqa: E402
@@ -96,11 +95,12 @@ from texplain.generate.sampling import (  # noqa: E402
 )
 from texplain.generate.static_decoder import decoding_model  # noqa: E402
 from texplain.generate.word_boundaries import count_token_words  # noqa: E402
-from texplain.generate.words import WordConfig  # noqa: E402
 from texplain.models.explainer import Explainer, load_explainer  # noqa: E402
 from texplain.models.features import extract_features  # noqa: E402
 from texplain.models.lm import FrozenLM, load_lm  # noqa: E402
 from texplain.models.translator import new_translator  # noqa: E402
+from texplain.text.class_vocabulary import ClassWordConfig  # noqa: E402
+from texplain.text.words import WordConfig  # noqa: E402
 from texplain.training.translator_training import Phase, TrainConfig, train_translator  # noqa: E402
 from texplain.weights import load_torch_state  # noqa: E402
 

@@ -46,8 +46,8 @@ from texplain.generate.sampling import (
     sampling_plan,
 )
 from texplain.generate.word_boundaries import count_token_words
-from texplain.models.caption_lm import CaptionLMConfig
 from texplain.models.lm import FrozenLM, load_lm
+from texplain.training.caption_lm import CaptionLMConfig
 
 RESULTS = Path(__file__).parent / "results" / "sampling.json"
 

@@ -24,8 +24,8 @@ from colour_world import BLUE, GREY, SIZE, colour_grid, train_words
 from texplain.evaluation.causal import causal_check
 from texplain.generate.explain import ExplainConfig, explain_features
 from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig
 from texplain.mitigation.masks import MaskConfig
+from texplain.text.words import WordConfig
 
 
 def picture(patch: bool) -> torch.Tensor:

@@ -44,7 +44,7 @@ def test_analyse_defaults_are_the_suspect_rules():
 
 
 def test_demo_defaults_are_the_demo_configs():
-    from texplain.demo import DemoConfig
+    from texplain.demo.run import DemoConfig
 
     config, parameters = DemoConfig(), inspect.signature(COMMANDS["demo"]).parameters
     shared = [name for name in parameters if name in DemoConfig.__dataclass_fields__]

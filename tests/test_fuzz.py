@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from texplain.analysis.class_vocabulary import load_overrides
 from texplain.data.captions import read_captions
 from texplain.data.images import load_rgb
 from texplain.data.labelled import read_labelled
 from texplain.errors import TexplainError
+from texplain.text.class_vocabulary import load_overrides
 
 pytestmark = pytest.mark.reliability
 

@@ -21,8 +21,8 @@ from texplain.generate.explain import ExplainConfig, explain_features, explain_s
 from texplain.generate.nucleus import fast_nucleus, inverse_nucleus, nucleus_filter, sample_nucleus
 from texplain.generate.sampling import SamplingConfig, sample_rows, sample_token_ids
 from texplain.generate.static_decoder import CHECK_EVERY, StaticDecoder
-from texplain.generate.words import WordConfig
 from texplain.models.lm import FrozenLM
+from texplain.text.words import WordConfig
 
 
 def static(**kwargs) -> SamplingConfig:

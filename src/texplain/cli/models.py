@@ -24,7 +24,7 @@ def pretrain_lm_command(
 ) -> None:
     """Pretrain a small GPT-2-style LM on caption text only, prefix-ready (the fast CPU default LM)."""
     from texplain.data.captions import caption_groups, read_caption_pairs
-    from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
+    from texplain.training.caption_lm import CaptionLMConfig, pretrain_caption_lm
 
     groups = caption_groups(read_caption_pairs(captions, split))
     folder = pretrain_caption_lm(groups, out, CaptionLMConfig(epochs=epochs, seed=seed))

@@ -97,7 +97,7 @@ def batch_size(value: str, option: str) -> int | str:
 
 
 def class_word_config(class_words: Path | None, wordnet: bool):
-    """The :class:`~texplain.analysis.class_vocabulary.ClassWordConfig` of ``--class-words`` and ``--wordnet``."""
-    from texplain.analysis.class_vocabulary import ClassWordConfig, load_overrides
+    """The :class:`~texplain.text.class_vocabulary.ClassWordConfig` of ``--class-words`` and ``--wordnet``."""
+    from texplain.text.class_vocabulary import ClassWordConfig, load_overrides
 
     return ClassWordConfig(wordnet=wordnet, overrides=load_overrides(class_words) if class_words else {})

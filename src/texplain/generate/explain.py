@@ -1,38 +1,26 @@
-"""Explain images: features → translator → prefix → N sampled sentences → dominant words.
+"""Explain features: translator → prefix → N sampled sentences → dominant words.
 
-For each image the result is a JSON file (top words with the fraction of
-sentences that contain them, a few sample sentences, the classifier's top-5
-classes) and a word-cloud PNG whose red words are the predicted class's.
+The files ``texplain explain`` writes for image files (a JSON record and a
+word cloud per image) come from :mod:`texplain.report.explained_images`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from texplain.analysis.class_vocabulary import ClassWordConfig, class_vocabulary
-from texplain.atomic import check_writable, write_json
-from texplain.data.files import check_not_inputs
-from texplain.data.images import load_rgb
-from texplain.errors import BadImageError, TexplainError
+from texplain.errors import TexplainError
 from texplain.generate.device_plan import DecodePlan
 from texplain.generate.sampling import SamplingConfig, new_generator, sample_rows, sample_sentences, sampling_plan
 from texplain.generate.stopping import settled
-from texplain.generate.words import WordConfig, WordCounter
-from texplain.models.explainer import Explainer
-from texplain.models.features import top_classes
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
-from texplain.report.wordcloud import draw_word_cloud
+from texplain.progress import tqdm
+from texplain.text.words import WordConfig, WordCounter
 
 log = logging.getLogger(__name__)
 
@@ -165,86 +153,3 @@ class _Drawing:
 
     def explanation(self) -> Explanation:
         return Explanation(self.counter.top(), self.sentences, self.counter)
-
-
-def explain_images(
-    explainer: Explainer,
-    paths: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    config: ExplainConfig | None = None,
-    progress: bool = True,
-) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Explain each image into ``out_dir``; returns the JSON records and the skipped (path, reason).
-
-    A bad image is skipped and reported, never fatal; the same seed gives the
-    same sentences for every image, so images are compared on equal terms.
-    Where each result goes is settled first (:func:`output_files`).
-    """
-    config = config or ExplainConfig()
-    classifier, translator, lm = explainer.classifier, explainer.translator, explainer.lm
-    records, skipped = [], []
-    outputs = output_files(paths, out_dir)
-    for path in tqdm(paths, desc="explain", unit="img", disable=not progress):
-        try:
-            image = load_rgb(path)
-        except BadImageError as exc:
-            skipped.append((str(path), str(exc)))
-            log.warning("skipped %s", exc)
-            continue
-        pixels = classifier.preprocess(image).unsqueeze(0).to(classifier.device)  # (1, 3, H, W)
-        with torch.inference_mode():
-            features, logits = classifier.features_and_logits(pixels)  # (1, T, D), (1, C)
-        explanation = explain_features(translator, lm, features[0], config)
-        prediction = top_classes(logits, classifier.class_names)[0]
-        record = {
-            "image": str(path),
-            **explanation.to_json(config.examples),
-            "prediction": prediction,
-            "sampling": asdict(config.sampling),
-        }
-        json_file, cloud_file = outputs[str(path)]
-        write_json(json_file, record)
-        if config.word_cloud and explanation.top_words:
-            red = class_vocabulary(prediction[0]["name"], ClassWordConfig(), config.words)
-            draw_word_cloud(dict(explanation.top_words), cloud_file, highlight=red, seed=config.sampling.seed)
-        records.append(record)
-    return records, skipped
-
-
-def output_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, tuple[Path, Path]]:
-    """Each image's JSON record and word cloud in ``out_dir``: ``NAME.json`` and ``NAME.png`` (:func:`output_names`).
-
-    Settled before any work: ``out_dir`` must be writable, and no output may
-    be one of the input files (``--out`` the image folder, holding ``x.png``).
-    """
-    out = check_writable(out_dir)
-    outputs = {path: (out / f"{name}.json", out / f"{name}.png") for path, name in output_names(paths).items()}
-    check_not_inputs([file for pair in outputs.values() for file in pair], paths)
-    return outputs
-
-
-def output_names(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
-    """A file name without suffix per image, unique even where case does not count (macOS, Windows).
-
-    The file's stem; where stems repeat (``x.jpg``, ``x.png``), its file name;
-    where those repeat too (``a/x.jpg``, ``b/x.jpg``), its path with the
-    folders joined by ``__``; and a number after any name still taken.
-    """
-    unique = list(dict.fromkeys(str(p) for p in paths))
-    stems = Counter(Path(p).stem.casefold() for p in unique)
-    files = Counter(Path(p).name.casefold() for p in unique)
-    names, taken = {}, set()
-    for path in unique:
-        if stems[Path(path).stem.casefold()] == 1:
-            base = Path(path).stem
-        elif files[Path(path).name.casefold()] == 1:
-            base = Path(path).name
-        else:
-            base = re.sub(r"[^A-Za-z0-9_.-]+", "__", path.strip("/"))
-        name, number = base, 1
-        while name.casefold() in taken:
-            number += 1
-            name = f"{base}-{number}"
-        taken.add(name.casefold())
-        names[path] = name
-    return names

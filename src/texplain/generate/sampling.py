@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformers.cache_utils import Cache
 
 from texplain.errors import TexplainError
@@ -46,6 +45,7 @@ from texplain.generate.static_decoder import decode_static
 from texplain.generate.stopping import StopRule
 from texplain.generate.word_boundaries import padded_word_tables, word_step
 from texplain.models.lm import FrozenLM
+from texplain.progress import tqdm
 
 log = logging.getLogger(__name__)
 

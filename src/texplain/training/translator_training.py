@@ -46,7 +46,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from texplain.atomic import building_folder, write_json
 from texplain.data.caption_shards import CaptionShards
@@ -63,6 +62,7 @@ from texplain.models.translator import (
     new_translator,
     save_translator,
 )
+from texplain.progress import tqdm
 from texplain.training.content_weights import content_weights
 from texplain.training.replicas import Replicas
 from texplain.training.schedule import warmup_cosine
