@@ -39,12 +39,12 @@ from pathlib import Path
 
 import torch
 
-from texplain.analysis.statistics import group_accuracy
 from texplain.atomic import write_json
 from texplain.cli import main
 from texplain.data.labelled import read_labelled
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.browser import chromium_path, screenshot_sections
+from texplain.statistics import group_accuracy
 from texplain.training.classifier_training import (
     ClassifierTrainConfig,
     label_indices,

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from texplain.atomic import write_json
-from texplain.data.world import make_shortcut_split, write_world
+from texplain.demo.splits import make_shortcut_split
+from texplain.demo.world_files import write_world
 
 HERE = Path(__file__).resolve().parent
 SIZES = (200, 2000)

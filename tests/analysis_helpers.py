@@ -14,10 +14,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from texplain.analysis.class_vocabulary import ClassOverride, ClassWordConfig
 from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
-from texplain.generate.words import WordConfig, WordCounter, rank_words
+from texplain.text.class_vocabulary import ClassOverride, ClassWordConfig
+from texplain.text.words import WordConfig, WordCounter, rank_words
 
 CLASSES = ["bird", "car", "dog"]
 

@@ -24,9 +24,9 @@ from texplain.analysis.only_background import (
     write_hidden_set,
 )
 from texplain.analysis.results import ResultsFolder
-from texplain.analysis.statistics import log_odds_dirichlet, wilson_interval
 from texplain.data.labelled import LabelledImage, read_labelled
 from texplain.errors import TexplainError
+from texplain.statistics import log_odds_dirichlet, wilson_interval
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from texplain.analysis.class_vocabulary import (
+from texplain.errors import TexplainError
+from texplain.text.class_vocabulary import (
     ClassOverride,
     ClassWordConfig,
     class_mentions,
@@ -16,8 +17,7 @@ from texplain.analysis.class_vocabulary import (
     names_class,
     word_index,
 )
-from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig
+from texplain.text.words import WordConfig
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ from texplain.generate.sampling import SamplingConfig
 
 def test_sampling_defaults_are_the_librarys():
     library = SamplingConfig()
-    assert (options.SAMPLES, options.TOP_P, options.MIN_WORDS, options.MAX_WORDS, options.SEED) == (
-        library.num_samples, library.top_p, library.min_words, library.max_words, library.seed)
+    assert (options.SAMPLES, options.TOP_P, options.MIN_WORDS, options.MAX_WORDS, options.SEED,
+            options.SAMPLE_BATCH) == (library.num_samples, library.top_p, library.min_words, library.max_words,
+                                      library.seed, library.batch_size)
     assert PRIOR_KINDS.split(",") == list(DEFAULT_KINDS)
 
 
@@ -43,7 +44,7 @@ def test_analyse_defaults_are_the_suspect_rules():
 
 
 def test_demo_defaults_are_the_demo_configs():
-    from texplain.demo import DemoConfig
+    from texplain.demo.run import DemoConfig
 
     config, parameters = DemoConfig(), inspect.signature(COMMANDS["demo"]).parameters
     shared = [name for name in parameters if name in DemoConfig.__dataclass_fields__]

@@ -12,7 +12,6 @@ import torch
 import texplain.analysis.explain_dataset as dataset_explain
 import texplain.analysis.results as results_module
 from conftest import tiny_vit
-from texplain.analysis.class_vocabulary import ClassWordConfig
 from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
 from texplain.analysis.lm_prior import LMPrior, PriorConfig
 from texplain.analysis.results import ResultsFolder
@@ -22,6 +21,7 @@ from texplain.generate.explain import ExplainConfig, explain_lm_alone
 from texplain.generate.sampling import SamplingConfig
 from texplain.models.explainer import Explainer
 from texplain.models.translator import new_translator
+from texplain.text.class_vocabulary import ClassWordConfig
 
 CLASSES = ["bird", "car", "dog"]
 SAMPLES = 6

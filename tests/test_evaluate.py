@@ -12,14 +12,7 @@ import torch
 
 from texplain.cli import main
 from texplain.errors import TexplainError
-from texplain.evaluation.harness import (
-    EvaluateConfig,
-    compare,
-    evaluate,
-    format_table,
-    match_images,
-    read_references,
-)
+from texplain.evaluation.harness import EvaluateConfig, evaluate
 from texplain.evaluation.metrics import (
     MeanPooledEncoder,
     Meteor,
@@ -29,8 +22,11 @@ from texplain.evaluation.metrics import (
     precision_at_k,
     reference_words,
 )
+from texplain.evaluation.references import match_images, read_references
+from texplain.evaluation.scores import compare
+from texplain.evaluation.table import format_table
 from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig
+from texplain.text.words import WordConfig
 
 
 def test_rouge_l_by_hand():

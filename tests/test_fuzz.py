@@ -32,12 +32,12 @@ from analysis_helpers import make_results
 from analysis_helpers import settings as results_settings
 from texplain import cli
 from texplain.analysis.analyse import analyse_results
-from texplain.analysis.class_vocabulary import load_overrides
 from texplain.analysis.results import ResultsFolder
 from texplain.data.captions import read_captions
 from texplain.data.images import load_rgb
 from texplain.data.labelled import read_labelled
 from texplain.errors import TexplainError
+from texplain.text.class_vocabulary import load_overrides
 
 pytestmark = pytest.mark.reliability
 

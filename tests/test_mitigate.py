@@ -12,7 +12,6 @@ from texplain import cli
 from texplain.analysis.lm_prior import LMPrior
 from texplain.analysis.suspects import ClassMerge, dominant_words
 from texplain.errors import TexplainError
-from texplain.generate.words import WordCounter
 from texplain.mitigation.harness import (
     MitigateConfig,
     check_classes,
@@ -26,6 +25,7 @@ from texplain.mitigation.selection import SelectionConfig
 from texplain.models.classifiers import save_classifier
 from texplain.models.translator import Translator, TranslatorConfig
 from texplain.report.mitigation_report import markdown_table
+from texplain.text.words import WordCounter
 from texplain.training.classifier_training import ClassifierTrainConfig
 
 

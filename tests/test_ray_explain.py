@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from conftest import tiny_vit
-from texplain.analysis.class_vocabulary import ClassWordConfig
 from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
 from texplain.analysis.lm_prior import PriorConfig
 from texplain.analysis.results import ResultsFolder
@@ -23,6 +22,7 @@ from texplain.generate.sampling import SamplingConfig
 from texplain.models.classifiers import save_classifier
 from texplain.models.explainer import load_explainer
 from texplain.models.translator import new_translator, save_translator
+from texplain.text.class_vocabulary import ClassWordConfig
 
 pytestmark = pytest.mark.distributed
 CLASSES = ["bird", "car", "dog"]

@@ -159,10 +159,10 @@ def items(images):
 
 
 def dataset_config():
-    from texplain.analysis.class_vocabulary import ClassWordConfig
     from texplain.analysis.explain_dataset import DatasetExplainConfig
     from texplain.generate.explain import ExplainConfig
     from texplain.generate.sampling import SamplingConfig
+    from texplain.text.class_vocabulary import ClassWordConfig
 
     sampling = SamplingConfig(num_samples=3, min_words=1, max_words=4, batch_size=3)
     return DatasetExplainConfig(explain=ExplainConfig(sampling=sampling, word_cloud=False), chunk_size=2,

@@ -23,8 +23,8 @@ from texplain.evaluation.sanity import (
 )
 from texplain.generate.explain import ExplainConfig, explain_features
 from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig
 from texplain.models.translator import Translator, TranslatorConfig
+from texplain.text.words import WordConfig
 
 VIT_PIXELS = (1, 3, 160, 160)
 

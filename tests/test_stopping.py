@@ -12,8 +12,8 @@ from texplain.errors import TexplainError
 from texplain.generate.explain import ExplainConfig, explain_features, explain_stream
 from texplain.generate.sampling import SamplingConfig
 from texplain.generate.stopping import StopRule, settled, uncertain_words
-from texplain.generate.words import WordConfig
 from texplain.models.lm import FrozenLM
+from texplain.text.words import WordConfig
 
 RULE = StopRule(k=10, confidence=0.95, tolerance=1, min_sentences=50)
 

@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_tokenizer
 from texplain.errors import TexplainError
-from texplain.models.word_context import (
+from texplain.training.word_context import (
     MIX,
     NULL,
     ContextRecipe,

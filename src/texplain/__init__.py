@@ -15,7 +15,7 @@ import importlib
 _EXPORTS = {
     "load_explainer": "texplain.models.explainer",
     "Explainer": "texplain.models.explainer",
-    "explain_images": "texplain.generate.explain",
+    "explain_images": "texplain.report.explained_images",
     "explain_features": "texplain.generate.explain",
     "ExplainConfig": "texplain.generate.explain",
     "SamplingConfig": "texplain.generate.sampling",

@@ -4,12 +4,12 @@
 :func:`~texplain.analysis.explain_dataset.explain_dataset` and gives:
 
 * per class (and per split, and all splits pooled) the pooled word counts,
-  with the class's vocabulary (:mod:`texplain.analysis.class_vocabulary`) merged into one
+  with the class's vocabulary (:mod:`texplain.text.class_vocabulary`) merged into one
   entry named after the class, so "seagull" and "duck" count as "bird";
 * each word's frequency with a Wilson interval and its lift over the LM
   prior (:mod:`texplain.analysis.lm_prior`);
 * split comparison (train vs test, paper Fig. 7): the words whose strength
-  shifts most, by log-odds z (:func:`~texplain.analysis.statistics.compare_counts`);
+  shifts most, by log-odds z (:func:`~texplain.statistics.compare_counts`);
 * suspects (:mod:`texplain.analysis.suspects`), each with the images where the word is strongest;
 * accuracy per group, per split, where groups are known.
 
@@ -24,19 +24,19 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from texplain.analysis.class_vocabulary import ClassWordConfig, class_vocabularies
 from texplain.analysis.lm_prior import LMPrior, lift
 from texplain.analysis.only_background import OnlyBackgroundClass, pair_rows, summarise
 from texplain.analysis.results import MANIFEST, ResultsFolder
-from texplain.analysis.statistics import (
+from texplain.analysis.suspects import ClassMerge, Suspect, SuspectRule, rank_suspects
+from texplain.errors import TexplainError, first_line
+from texplain.statistics import (
     LogOdds,
     compare_counts,
     group_accuracy,
     wilson_interval,
 )
-from texplain.analysis.suspects import ClassMerge, Suspect, SuspectRule, rank_suspects
-from texplain.errors import TexplainError, first_line
-from texplain.generate.words import WordConfig, WordCounter, rank_words
+from texplain.text.class_vocabulary import ClassWordConfig, class_vocabularies
+from texplain.text.words import WordConfig, WordCounter, rank_words
 
 ALL_SPLITS = "all"
 """Split key of a class's pool over every split."""

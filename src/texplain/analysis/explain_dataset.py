@@ -34,21 +34,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from tqdm.auto import tqdm
-
-from texplain.analysis.class_vocabulary import (
-    ClassWordConfig,
-    class_mentions,
-    class_vocabularies,
-    word_index,
-)
 from texplain.analysis.lm_prior import PriorConfig, explain_prior, null_features
 from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
 from texplain.generate.explain import ExplainConfig, Explanation, explain_stream
-from texplain.generate.words import rank_words
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
 from texplain.models.explainer import Explainer
@@ -62,6 +53,14 @@ from texplain.models.features import (
 )
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
+from texplain.text.class_vocabulary import (
+    ClassWordConfig,
+    class_mentions,
+    class_vocabularies,
+    word_index,
+)
+from texplain.text.words import rank_words
 
 log = logging.getLogger(__name__)
 

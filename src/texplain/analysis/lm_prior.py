@@ -52,9 +52,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from texplain.analysis.class_vocabulary import class_mentions
 from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig, WordCounter
+from texplain.text.class_vocabulary import class_mentions
+from texplain.text.words import WordConfig, WordCounter
 
 if TYPE_CHECKING:  # the models are needed to make a prior, not to read one
     from torch import Tensor

@@ -32,8 +32,8 @@ from texplain.data.files import check_not_inputs
 from texplain.data.images import load_image, load_rgb
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
-from texplain.generate.words import rank_words
 from texplain.optional import require
+from texplain.text.words import rank_words
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ class. Three tests make that precise, and every place that asks (the
 analysis of a data set, the demo's summary, mitigation's sample selection)
 uses them through this module:
 
-* **not the class**: the class's vocabulary (:mod:`.class_vocabulary`: its
+* **not the class**: the class's vocabulary (:mod:`texplain.text.class_vocabulary`: its
   name and WordNet relatives) is merged into one entry named after the class
   (:class:`ClassMerge`), so "seagull" and "duck" count as "bird" and never as
   a suspect;
@@ -15,7 +15,7 @@ uses them through this module:
 
 For a class (:func:`rank_suspects`) a suspect must also be over-represented
 against the other classes pooled *and* against the LM prior: both log-odds
-z-scores (:func:`~texplain.analysis.statistics.compare_counts`) at least
+z-scores (:func:`~texplain.statistics.compare_counts`) at least
 ``min_z``, the one against the prior the largest against any kind of null
 prefix; suspects are ranked by the weaker of the two. For one image
 (:func:`dominant_words`) there is nothing to compare against, so its words
@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from texplain.analysis.lm_prior import LMPrior, lift
-from texplain.analysis.statistics import compare_counts, wilson_interval
 from texplain.errors import TexplainError
+from texplain.statistics import compare_counts, wilson_interval
 
 
 @dataclass

@@ -31,7 +31,9 @@ def explain_dataset_command(
     top_p: options.TopP = options.TOP_P,
     min_words: options.MinWords = options.MIN_WORDS,
     max_words: options.MaxWords = options.MAX_WORDS,
-    sample_batch: Annotated[int, typer.Option(help="Sentences decoded together")] = 250,
+    sample_batch: Annotated[str, typer.Option(
+        help="Sentences decoded together, or auto: 250 on CPUs, as many as 40% of the GPU's free memory holds")
+    ] = options.SAMPLE_BATCH,
     examples: Annotated[int, typer.Option(help="Sample sentences kept per image")] = 5,
     chunk_size: Annotated[int, typer.Option(help="Images per Parquet part")] = 64,
     features: Annotated[Optional[Path], typer.Option(help="Feature store folder (default: OUT/features)")] = None,
@@ -78,7 +80,7 @@ def explain_dataset_command(
         config = DatasetExplainConfig(
             explain=ExplainConfig(
                 sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k,
-                                                 batch_size=sample_batch),
+                                                 batch_size=options.batch_size(sample_batch, "--sample-batch")),
                 examples=examples, word_cloud=False,
             ),
             chunk_size=chunk_size,

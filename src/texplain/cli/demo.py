@@ -27,7 +27,7 @@ def demo_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Run the whole pipeline offline on a synthetic world with a planted shortcut."""
-    from texplain.demo import DemoConfig, headline, run_demo
+    from texplain.demo.run import DemoConfig, headline, run_demo
 
     sampling = options.sampling_config(samples_mode, samples, options.TOP_P, options.MIN_WORDS, options.MAX_WORDS, seed,
                                        default=20)

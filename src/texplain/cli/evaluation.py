@@ -52,9 +52,10 @@ def evaluate_command(
 ) -> None:
     """Compare explanations with reference captions beside caption-only and shuffled baselines; sanity and causal checks."""
     from texplain.atomic import check_output_file, write_json
-    from texplain.evaluation.harness import EvaluateConfig, evaluate, select_references
-    from texplain.generate.words import WordConfig
+    from texplain.evaluation.harness import EvaluateConfig, evaluate
+    from texplain.evaluation.references import select_references
     from texplain.models.explainer import load_explainer
+    from texplain.text.words import WordConfig
 
     if json_out is not None:
         check_output_file(json_out)
@@ -80,7 +81,7 @@ def evaluate_command(
 
 def _echo_report(report: dict) -> None:
     """Counts and left-out images, the metric table, the sanity correlations and the causal drops."""
-    from texplain.evaluation.harness import format_table
+    from texplain.evaluation.table import format_table
 
     counts = report["images"]
     typer.echo(f"{counts['evaluated']} of {counts['requested']} images counted (references and a non-empty explanation)")

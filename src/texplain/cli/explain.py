@@ -30,16 +30,17 @@ def explain_command(
 ) -> None:
     """Explain an image or every image in a folder: JSON + word cloud per image."""
     from texplain.data.images import images_in
-    from texplain.generate.explain import ExplainConfig, explain_images, output_files
-    from texplain.generate.words import WordConfig
+    from texplain.generate.explain import ExplainConfig
     from texplain.models.explainer import load_explainer
+    from texplain.report.explained_images import output_files, write_explanations
+    from texplain.text.words import WordConfig
 
     config = ExplainConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k),
                            words=WordConfig(top_k=top_k))
     paths = images_in(target, skip=out)
-    output_files(paths, out)
+    outputs = output_files(paths, out)  # before the models load: a bad --out fails at once
     explainer = load_explainer(translator, classifier, lm, device, trust_code)
-    records, skipped = explain_images(explainer, paths, out, config)
+    records, skipped = write_explanations(explainer, outputs, config)
     for record in records:
         words = ", ".join(w["word"] for w in record["top_words"][:8])
         typer.echo(f"{record['image']}: {record['prediction'][0]['name']} | {words}")

@@ -24,7 +24,7 @@ def pretrain_lm_command(
 ) -> None:
     """Pretrain a small GPT-2-style LM on caption text only, prefix-ready (the fast CPU default LM)."""
     from texplain.data.captions import caption_groups, read_caption_pairs
-    from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
+    from texplain.training.caption_lm import CaptionLMConfig, pretrain_caption_lm
 
     groups = caption_groups(read_caption_pairs(captions, split))
     folder = pretrain_caption_lm(groups, out, CaptionLMConfig(epochs=epochs, seed=seed))
@@ -45,10 +45,12 @@ def train_command(
     finetune_epochs: Annotated[int, typer.Option(help="Epochs of phase 2")] = 5,
     lr: Annotated[float, typer.Option(help="Peak learning rate of phase 1")] = 1e-3,
     finetune_lr: Annotated[float, typer.Option(help="Peak learning rate of phase 2")] = 3e-4,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step, over all processes")] = 64,
+    batch_size: Annotated[str, typer.Option(
+        help="Pairs per step, over all processes, or auto: as many as each GPU holds (64 on CPUs)")] = "64",
     accumulation: Annotated[int, typer.Option(help="Micro-batches per step (gradient accumulation)")] = 1,
     mixed_precision: Annotated[Optional[str], typer.Option(
-        help="no, bf16 or fp16 on GPUs (default: the launcher's, else no); CPUs train in float32")] = None,
+        help="no, bf16 or fp16 on GPUs (default: the launcher's, else bf16 where the GPU has it); CPUs train in float32")
+    ] = None,
     prefix_len: Annotated[Optional[int], typer.Option(help="K, prefix slots (default: what the LM was pretrained with, else 8)")] = None,
     hidden: Annotated[int, typer.Option(help="Translator hidden width")] = 512,
     mode: Annotated[str, typer.Option(help="auto, pooled, token, resampler or flatten")] = "auto",
@@ -81,9 +83,9 @@ def train_command(
         load_classifier(classifier, feature_layer=feature_layer, trust_code=trust_code), load_lm(lm, trust_code=trust_code),
         phases, out,
         settings={"hidden": hidden, "mode": mode, "dropout": dropout, **({"prefix_len": prefix_len} if prefix_len else {})},
-        config=TrainConfig(batch_size=batch_size, seed=seed, device=device, accumulation=accumulation,
-                           mixed_precision=mixed_precision, feature_memory_gb=feature_memory,
-                           content_weight=content_weight),
+        config=TrainConfig(batch_size=options.batch_size(batch_size, "--batch-size"), seed=seed, device=device,
+                           accumulation=accumulation, mixed_precision=mixed_precision,
+                           feature_memory_gb=feature_memory, content_weight=content_weight),
         dev_pairs=dev_pairs, features=features, extraction=ExtractionConfig(fp16=fp16), resume=resume,
     )
     if int(os.environ.get("RANK", "0")) == 0:

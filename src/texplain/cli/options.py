@@ -33,6 +33,7 @@ TOP_K = 20
 STOP_K = 10
 SEED = 0
 DEVICE = "cpu"
+SAMPLE_BATCH = "auto"
 
 Translator = Annotated[Path, typer.Option(help="Translator checkpoint folder")]
 ClassifierName = Annotated[str, typer.Option(
@@ -118,8 +119,23 @@ def sampling_config(
                           adaptive=adaptive, stop=StopRule(k=stop_k), **more)
 
 
+def batch_size(value: str, option: str) -> int | str:
+    """A batch-size option's value: ``auto`` or a whole number of at least 1 (else one error line)."""
+    from texplain.errors import TexplainError
+
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise TexplainError(f"{option} {value!r}: give auto or a whole number of at least 1")
+    return size
+
+
 def class_word_config(class_words: Path | None, wordnet: bool):
-    """The :class:`~texplain.analysis.class_vocabulary.ClassWordConfig` of ``--class-words`` and ``--wordnet``."""
-    from texplain.analysis.class_vocabulary import ClassWordConfig, load_overrides
+    """The :class:`~texplain.text.class_vocabulary.ClassWordConfig` of ``--class-words`` and ``--wordnet``."""
+    from texplain.text.class_vocabulary import ClassWordConfig, load_overrides
 
     return ClassWordConfig(wordnet=wordnet, overrides=load_overrides(class_words) if class_words else {})

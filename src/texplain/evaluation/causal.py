@@ -29,9 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from texplain.analysis.class_vocabulary import names_class
 from texplain.attribution.gradcam import FILLS, region
 from texplain.generate.explain import (
     ExplainConfig,
@@ -42,6 +40,8 @@ from texplain.mitigation.masks import MaskConfig, cam_layer, localise, mask_batc
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
+from texplain.text.class_vocabulary import names_class
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ Word metrics stand in for the paper's rater study:
 - precision@k of the dominant words against the content words of the
   references, a word counting when its lemma or a WordNet synonym appears;
 - the Wu-Palmer similarity of a word to a class name in WordNet's is-a
-  hierarchy (whether it names the class is :func:`texplain.analysis.class_vocabulary.names_class`).
+  hierarchy (whether it names the class is :func:`texplain.text.class_vocabulary.names_class`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from texplain.errors import TexplainError, first_line
-from texplain.generate.words import WordConfig, sentence_words
+from texplain.text.words import WordConfig, sentence_words
 
 log = logging.getLogger(__name__)
 

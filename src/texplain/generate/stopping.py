@@ -35,9 +35,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from texplain.analysis.statistics import wilson_interval
 from texplain.errors import TexplainError
-from texplain.generate.words import rank_words
+from texplain.statistics import wilson_interval
+from texplain.text.words import rank_words
 
 TOLERANCE_SHARE = 0.3
 """The share of the top-k words the default rule lets stay uncertain (see the module docstring)."""

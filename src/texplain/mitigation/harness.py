@@ -40,9 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from texplain.analysis.statistics import group_accuracy
 from texplain.attribution.gradcam import region
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
@@ -51,6 +49,8 @@ from texplain.mitigation.selection import Selection, SelectionConfig, select_pro
 from texplain.models.classifiers import Classifier, load_classifier, replace_head, save_classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
+from texplain.statistics import group_accuracy
 from texplain.training.classifier_training import (
     ClassifierTrainConfig,
     label_indices,

@@ -1,7 +1,7 @@
 """Mitigation (paper Table 2), step one: explanations pick the training samples that lean on a shortcut.
 
 Every training image is explained (N sentences). Its words are counted per
-sentence, the class's vocabulary (:mod:`texplain.analysis.class_vocabulary`:
+sentence, the class's vocabulary (:mod:`texplain.text.class_vocabulary`:
 the name and its WordNet relatives) is merged into one entry named after the
 class, and each word's lift over the LM's own prior
 (:mod:`texplain.analysis.lm_prior`) is computed. The *dominant* words are those
@@ -19,12 +19,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from texplain.analysis.class_vocabulary import (
-    ClassWordConfig,
-    class_mentions,
-    class_vocabularies,
-    word_index,
-)
 from texplain.analysis.lm_prior import (
     LMPrior,
     PriorConfig,
@@ -35,11 +29,17 @@ from texplain.analysis.suspects import ClassMerge, dominant_words
 from texplain.errors import TexplainError
 from texplain.generate.explain import ExplainConfig, explain_stream
 from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig
 from texplain.models.classifiers import Classifier
 from texplain.models.features import ExtractionConfig, FeatureStore, extract_features
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.text.class_vocabulary import (
+    ClassWordConfig,
+    class_mentions,
+    class_vocabularies,
+    word_index,
+)
+from texplain.text.words import WordConfig
 
 
 @dataclass

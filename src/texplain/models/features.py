@@ -34,7 +34,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from texplain.atomic import write_json, writing
 from texplain.data.files import load_json
@@ -43,6 +42,7 @@ from texplain.errors import BadImageError, TexplainError
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
 from texplain.models.translator import same_name
+from texplain.progress import tqdm
 from texplain.weights import open_safetensors
 
 log = logging.getLogger(__name__)
@@ -295,15 +295,9 @@ def _write_chunk(
     feats: list[Tensor] = []
     rows: list[dict] = []
     bad: list[tuple[str, str]] = []
-    for batch in iter_batches(items, config.batch_size):
-        pixels, good = _readable(classifier, batch, bad)
-        if pixels is None:
-            continue
-        with torch.inference_mode():
-            tokens, logits = classifier.features_and_logits(pixels.to(classifier.device))  # (B, T, D), (B, C)
-        feats.append(tokens.to("cpu", torch.float16 if config.fp16 else torch.float32))
-        tops = top_classes(logits, classifier.class_names)
-        rows += [{"path": item.key, TOP5: top, **item.metadata} for item, top in zip(good, tops)]
+    for batch in classify_images(classifier, items, config.batch_size, bad):
+        feats.append(batch.features.to("cpu", torch.float16 if config.fp16 else torch.float32))
+        rows += [{"path": item.key, TOP5: top, **item.metadata} for item, top in zip(batch.items, batch.top5)]
     if not rows:
         return bad
     block = torch.cat(feats)  # (n, T, D)
@@ -317,6 +311,34 @@ def _write_chunk(
     store._add(rows)
     store._remember(stem, rows)
     return bad
+
+
+@dataclass
+class ClassifiedBatch:
+    """Images run through the classifier together: the readable items, their features and top-5 classes."""
+
+    items: list[ImageItem]
+    features: Tensor  # (B, T, D), on the classifier's device
+    top5: list[list[dict]]
+
+
+def classify_images(
+    classifier: Classifier, items: Iterable[ImageItem], batch_size: int, unreadable: list[tuple[str, str]] | None = None
+) -> Iterator[ClassifiedBatch]:
+    """Read, preprocess (the model's own), take features and top-5 classes: a batch of ``batch_size`` at a time.
+
+    The one way from image files to features: a store, ``texplain explain``
+    and ``texplain evaluate`` all read images through it. ``items`` may be a
+    stream; an unreadable image goes to ``unreadable`` as (key, reason), never
+    stopping the rest.
+    """
+    for batch in iter_batches(items, batch_size):
+        pixels, good = _readable(classifier, batch, unreadable)
+        if pixels is None:
+            continue
+        with torch.inference_mode():
+            tokens, logits = classifier.features_and_logits(pixels.to(classifier.device))  # (B, T, D), (B, C)
+        yield ClassifiedBatch(good, tokens, top_classes(logits, classifier.class_names))
 
 
 def readable_pixels(

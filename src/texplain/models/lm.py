@@ -63,7 +63,7 @@ class FrozenLM:
 
     @property
     def recipe(self) -> dict | None:
-        """How this LM was pretrained to read a prefix (:mod:`texplain.models.caption_lm`), or None."""
+        """How this LM was pretrained to read a prefix (:mod:`texplain.training.caption_lm`), or None."""
         return getattr(self.model.config, RECIPE_KEY, None)
 
     @property

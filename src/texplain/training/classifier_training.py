@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from texplain.data.images import load_rgb
 from texplain.data.labelled import LabelledImage
@@ -27,6 +26,7 @@ from texplain.models.classifiers import (
     head_name,
     logits_of,
 )
+from texplain.progress import tqdm
 from texplain.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from typing import Any
 import simplemma
 from wordcloud import STOPWORDS
 
+from texplain.data.wordnet import wordnet
 from texplain.errors import TexplainError
 
 CAPTION_FILLERS: frozenset[str] = frozenset({"image", "picture", "photo", "photograph", "pic"})
@@ -58,8 +59,9 @@ class WordConfig:
             dataset's boilerplate. Matched case-insensitively against both the
             word and its lemma; stored lowercased, deduplicated and sorted so
             that equal sets give equal configs.
-        lemmatise: Reduce words to their dictionary form with simplemma
-            (English), so that plural and singular nouns count together.
+        lemmatise: Reduce words to their dictionary form (simplemma, checked
+            against WordNet: :func:`_lemma`), so that plural and singular
+            nouns count together.
     """
 
     top_k: int = 20
@@ -98,8 +100,27 @@ def _stopwords(extra: tuple[str, ...]) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=65536)
 def _lemma(word: str) -> str:
-    """English dictionary form of a lowercase word; cached because captions repeat words."""
-    return simplemma.lemmatize(word, lang="en").lower()
+    """English dictionary form of a lowercase word: a WordNet lemma, or the word itself; cached (captions repeat words).
+
+    simplemma's lemma where WordNet lists it ("dogs" → "dog") or where it is
+    the word itself. Its English table also cuts some forms into non-words
+    ("playing" → "playe", "guarding" → "guarde", "mixed" → "mixe"); there
+    WordNet's own morphology gives the base form ("play", "guard", "mix"),
+    and where it has none the word stays as written ("kayakers"): a word a
+    user reads is always a word.
+    """
+    lemma = simplemma.lemmatize(word, lang="en").lower()
+    if lemma == word or lemma in _wordnet_lemmas():
+        return lemma
+    reader = wordnet()
+    bases = (reader.morphy(word, pos) for pos in (reader.VERB, reader.NOUN, reader.ADJ, reader.ADV))
+    return next((base for base in bases if base), word)
+
+
+@functools.lru_cache(maxsize=1)
+def _wordnet_lemmas() -> frozenset[str]:
+    """Every single-word lemma WordNet lists (about 150,000)."""
+    return frozenset(wordnet().all_lemma_names())
 
 
 def sentence_words(sentence: str, config: WordConfig) -> list[str]:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig, sentence_words
+from texplain.text.words import WordConfig, sentence_words
 
 NULL = -1
 """Word index of the null slot (the end-of-sentence embedding)."""

@@ -6,7 +6,7 @@ check's non-class word and evaluation's "top word names the class" all ask it.
 
 A bird classifier's explanations say "seagull", "duck" or "sparrow" as often
 as "bird"; none of them is a shortcut. A class's *vocabulary* is the set of
-normalised words (as :func:`~texplain.generate.words.sentence_words` makes them) that
+normalised words (as :func:`~texplain.text.words.sentence_words` makes them) that
 count as the class:
 
 * the class name: for a name of several words that WordNet knows as a phrase
@@ -36,8 +36,8 @@ from pathlib import Path
 
 from texplain.data.files import load_json, read_text
 from texplain.errors import TexplainError, first_line
-from texplain.generate.words import WordConfig, sentence_words
 from texplain.optional import require
+from texplain.text.words import WordConfig, sentence_words
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,20 @@ Steps (each cached in the output folder, so a second run only redraws):
    goes before Waterbirds) on the biased train split; measure accuracy per
    group;
 4. extract its features and train the translator on the captioned scenes;
-5. explain the balanced test images and their only-background versions
-   with :func:`~texplain.analysis.explain_dataset.explain_dataset`, as a
-   user's data set is explained;
+5. explain the balanced test images, a sample of the biased train images and
+   the test images' only-background versions with
+   :func:`~texplain.analysis.explain_dataset.explain_dataset`, as a user's
+   data set is explained;
 6. analyse them as ``texplain analyse`` does, pooled by the class the
    classifier predicts ("what it sees when it says bird"), and write the
-   same HTML report, with the demo's findings on top, and ``summary.json``.
+   same HTML report (train against test, and the only-background test
+   beside them), with the demo's findings on top, and ``summary.json``.
 
 A class's shortcut is found when its planted background word is among its
-shortcut suspects (:mod:`texplain.analysis.suspects`), the same suspects
-``texplain analyse`` lists.
+shortcut suspects (:mod:`texplain.analysis.suspects`) on the balanced test
+split, the same suspects ``texplain analyse --suspect-split test`` lists:
+on the biased train split any classifier's images would say their planted
+place, so train shows what shifts, not what the classifier uses.
 """
 
 from __future__ import annotations
@@ -30,39 +34,35 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from texplain.analysis.analyse import AnalysisConfig, DatasetAnalysis, analyse_folders
 from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
 from texplain.analysis.lm_prior import PriorConfig
 from texplain.analysis.results import MANIFEST, ResultsFolder
-from texplain.analysis.statistics import group_accuracy
 from texplain.atomic import write_json
 from texplain.data.captions import caption_groups, read_captions
 from texplain.data.labelled import read_labelled
-from texplain.data.world import (
-    DEFAULT_SHORTCUT_CLASSES,
-    make_caption_world,
-    make_shortcut_split,
-    planted_background,
-    write_world,
-)
-from texplain.data.world_captions import BACKGROUND_WORDS
+from texplain.demo.captions import BACKGROUND_WORDS
+from texplain.demo.splits import DEFAULT_SHORTCUT_CLASSES, make_caption_world, make_shortcut_split, planted_background
+from texplain.demo.world_files import write_world
 from texplain.errors import TexplainError
 from texplain.generate.explain import ExplainConfig
 from texplain.generate.sampling import SamplingConfig
-from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
 from texplain.models.classifiers import Classifier, load_classifier, replace_head, save_classifier
 from texplain.models.explainer import Explainer
 from texplain.models.features import ExtractionConfig
 from texplain.models.lm import FrozenLM, load_lm
 from texplain.models.translator import Translator, load_translator
+from texplain.progress import tqdm
 from texplain.report.html_report import ReportConfig, write_report
+from texplain.statistics import group_accuracy
+from texplain.training.caption_lm import CaptionLMConfig, pretrain_caption_lm
 from texplain.training.classifier_training import (
     ClassifierTrainConfig,
     label_indices,
@@ -78,7 +78,9 @@ SETTINGS_FILE = "demo_settings.json"
 OWNED = ("world", "lm", "classifier", "features", "translator", "results", "results_only_bg", "report", "summary.json",
          SETTINGS_FILE)
 RESULTS = {"split": "results", "only_bg": "results_only_bg"}
-"""Results folder of each explained world folder: the balanced test split, and the same images with the object hidden."""
+"""Results folder of each explained world folder: the labelled split, and its test images with the object hidden."""
+SUSPECT_SPLIT = "test"
+"""The split whose pools give the suspects and the summary: the balanced one."""
 VIT_KWARGS = {"patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3}
 MIN_TRAIN_PER_CLASS = 20
 
@@ -105,6 +107,8 @@ class DemoConfig:
     LM alone among them (:mod:`texplain.analysis.lm_prior`).
     caption_images: captioned scenes for the LM and the translator.
     train_images, test_images: the labelled split (train biased, test balanced).
+    explained_train: a seeded sample of the train split explained beside the
+    test split, so that the report compares the two (0: the test split alone).
     bias: fraction of each class's train images on its planted background;
     ``balanced=True`` makes train balanced (the control). samples: sentences
     per test image (the most, when ``adaptive``: see
@@ -121,6 +125,7 @@ class DemoConfig:
     caption_images: int = 1200
     train_images: int = 600
     test_images: int = 270
+    explained_train: int = 90
     bias: float = 0.95
     balanced: bool = False
     samples: int = 20
@@ -145,6 +150,8 @@ class DemoConfig:
             raise TexplainError(f"demo: image_size={self.image_size} is too small; use 32 or more")
         if self.classifier != "vit" and not _is_timm_model(self.classifier):
             raise TexplainError(f"demo: unknown classifier {self.classifier!r}; use vit or a timm architecture (e.g. resnet10t)")
+        if not 0 <= self.explained_train <= self.train_images:
+            raise TexplainError(f"demo: explained_train must be between 0 and train_images ({self.train_images})")
         if self.pretrain_epochs < 0:
             raise TexplainError("demo: pretrain_epochs must be 0 (no pretraining) or more")
         if self.samples < 1 or min(self.classifier_epochs, self.lm_epochs, self.translator_epochs) < 1:
@@ -172,8 +179,8 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     explainer = Explainer(classifier, _train_translator(config, classifier, lm, out, world, progress), lm).to(config.device)
     for name in ("split", "only_bg"):
         _explain(config, explainer, world[name], out / RESULTS[name], out / "features", progress)
-    folder, analysis, hidden = analyse_folders(out / RESULTS["split"], AnalysisConfig(by="predicted"),
-                                               out / RESULTS["only_bg"])
+    folder, analysis, hidden = analyse_folders(
+        out / RESULTS["split"], AnalysisConfig(by="predicted", suspect_split=SUSPECT_SPLIT), out / RESULTS["only_bg"])
     summary = _summarise(config, accuracy, analysis, hidden)
     write_json(out / "summary.json", summary)
     findings = tuple(headline(summary).splitlines())
@@ -320,27 +327,31 @@ def _train_translator(config: DemoConfig, classifier: Classifier, lm: FrozenLM, 
 
 
 def _explain(config: DemoConfig, explainer: Explainer, world: Path, results: Path, features: Path, progress: bool) -> None:
-    """Explain the test split of one labelled world folder into a results folder, unless that is complete."""
+    """Explain one labelled world folder's test split and sample of train into a results folder, unless complete."""
     if (results / MANIFEST).is_file() and ResultsFolder.open(results).complete:
         return
     sampling = SamplingConfig(num_samples=config.samples, adaptive=config.adaptive, seed=config.seed)
     explain = ExplainConfig(sampling=sampling, word_cloud=False)
     prior = PriorConfig(seed=config.seed) if results.name == RESULTS["split"] else None
-    explain_dataset(explainer, read_labelled(world / "labels.jsonl", split="test"), results,
-                    DatasetExplainConfig(explain=explain, prior=prior), features=features, progress=progress)
+    items = read_labelled(world / "labels.jsonl")
+    train = [i for i in items if i.split == "train"]
+    sample = set(random.Random(config.seed).sample(range(len(train)), min(config.explained_train, len(train))))
+    explained = [i for n, i in enumerate(train) if n in sample] + [i for i in items if i.split == "test"]
+    explain_dataset(explainer, explained, results, DatasetExplainConfig(explain=explain, prior=prior),
+                    features=features, progress=progress)
 
 
 def _summarise(config: DemoConfig, accuracy: dict, analysis: DatasetAnalysis, hidden: dict | None) -> dict:
-    """Per predicted class: its top words and suspects (from the analysis), the planted word's rank, shortcut_found."""
+    """Per predicted class on the test split: its top words and suspects (the analysis'), the planted word's rank."""
     classes = {}
     for name in config.classes:
         planted = BACKGROUND_WORDS[planted_background(name)]
         report = analysis.classes.get(name)
-        words = report.words["all"] if report else []
+        words = report.words.get(SUSPECT_SPLIT, []) if report else []
         suspects = [s.word for s in report.suspects] if report else []
         only_bg = hidden.get(name) if hidden else None
         classes[name] = {
-            "images": report.images["all"] if report else 0,
+            "images": report.images.get(SUSPECT_SPLIT, 0) if report else 0,
             "top_words": [{"word": w.word, "frequency": round(w.frequency, 4)} for w in words],
             "suspects": [s.to_json() for s in report.suspects] if report else [],
             "planted_background": planted,

@@ -38,20 +38,20 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from texplain.atomic import building_folder
 from texplain.errors import TexplainError
 from texplain.models.lm import IGNORE_INDEX, RECIPE_KEY
-from texplain.models.word_context import (
+from texplain.progress import tqdm
+from texplain.training.batching import length_batches
+from texplain.training.schedule import warmup_cosine
+from texplain.training.word_context import (
     ContextRecipe,
     WordTable,
     draw_context,
     sibling_words,
     word_context,
 )
-from texplain.training.batching import length_batches
-from texplain.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
