@@ -108,7 +108,7 @@ class ResultsFolder:
             return cls(folder, manifest)
         manifest = _checked_manifest(folder, load_json(path))
         if settings is not None and manifest["settings"] != settings:
-            key = next((k for k in settings if (manifest["settings"] or {}).get(k) != settings[k]), "other")
+            key = next((k for k in settings if (manifest["settings"] or {}).get(k) != settings[k]), "recorded")
             raise TexplainError(
                 f"{folder}: its rows were made with other {key.replace('_', ' ')} settings; resume with the "
                 "same settings or write to another --out (nothing was changed)"
@@ -219,6 +219,7 @@ PART_FILE = re.compile(rf"{PARTS}/part-(\d{{5,}})\.parquet")
 
 
 def _part_number(file: str) -> int:
+    """The number NNNNN of a listed part ``parts/part-NNNNN.parquet``."""
     return int(PART_FILE.fullmatch(file).group(1))
 
 
