@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 
 from texplain.analysis.lm_prior import LMPrior, lift
 from texplain.analysis.only_background import OnlyBackgroundClass, pair_rows, summarise
-from texplain.analysis.results import ResultsFolder
+from texplain.analysis.results import MANIFEST, ResultsFolder
 from texplain.analysis.suspects import ClassMerge, Suspect, SuspectRule, rank_suspects
-from texplain.errors import TexplainError
+from texplain.errors import TexplainError, first_line
 from texplain.statistics import (
     LogOdds,
     compare_counts,
@@ -171,8 +171,7 @@ class DatasetAnalysis:
 def analyse_results(results: ResultsFolder, config: AnalysisConfig | None = None) -> DatasetAnalysis:
     """Aggregate a results folder per class and split, compare splits, rank suspects; see the module docstring."""
     config = config or AnalysisConfig()
-    settings = results.settings
-    words = WordConfig(**settings["words"])
+    class_names, words, class_words = _recorded_settings(results)
     pools = pool_results(results, config.by, words)
     if not pools:
         raise TexplainError(f"{results.folder}: no explained images yet; run texplain explain-dataset first")
@@ -180,11 +179,8 @@ def analyse_results(results: ResultsFolder, config: AnalysisConfig | None = None
     splits = sorted({split for split, _ in pools if split != ALL_SPLITS}, key=_split_order)
     notes: list[str] = []
     compare = _comparison(config.compare, splits, notes)
-    indexed = set(settings["class_names"])
-    vocabularies = class_vocabularies(
-        list(dict.fromkeys([*settings["class_names"], *names])),
-        ClassWordConfig.from_json(settings["class_words"]), words,
-    )
+    indexed = set(class_names)
+    vocabularies = class_vocabularies(list(dict.fromkeys([*class_names, *names])), class_words, words)
     prior = results.prior()
     if prior is None:
         notes.append("no LM prior in these results: lifts are not shown and suspects are not checked against it")
@@ -221,6 +217,18 @@ def analyse_results(results: ResultsFolder, config: AnalysisConfig | None = None
     return DatasetAnalysis(classes, splits, compare, accuracy_by_group(results), prior_words, notes, config, vocabularies,
                            sentences_per_image(results),
                            prior.frequencies_by_kind([w.word for w in prior_words]) if prior else {})
+
+
+def _recorded_settings(results: ResultsFolder) -> tuple[list[str], WordConfig, ClassWordConfig]:
+    """The class names, word settings and class-word settings the rows were made with, as the manifest records them."""
+    settings = results.settings or {}
+    try:
+        class_names = settings["class_names"]
+        if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
+            raise TypeError("class_names is not a list of names")
+        return class_names, WordConfig(**settings["words"]), ClassWordConfig.from_json(settings["class_words"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TexplainError(f"{results.folder / MANIFEST}: its settings are damaged ({first_line(exc)})") from exc
 
 
 def sentences_per_image(results: ResultsFolder) -> dict[str, float]:

@@ -173,13 +173,23 @@ class LMPrior:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> LMPrior:
+        """Rebuild a prior from :meth:`to_dict` output; anything else is a one-line error."""
         try:
-            by_kind = {kind: PriorSample(WordCounter.from_dict(d["counts"]), dict(d.get("mentions", {})))
+            by_kind = {str(kind): PriorSample(WordCounter.from_dict(d["counts"]), _mentions(d.get("mentions", {})))
                        for kind, d in data.get("by_kind", {}).items()}
-            return cls(WordCounter.from_dict(data["counts"]), dict(data.get("mentions", {})), tuple(data.get("kinds", ())),
-                       by_kind)
-        except (KeyError, TypeError, AttributeError) as exc:
+            kinds = data.get("kinds", [])
+            if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+                raise TypeError(f"kinds must be a list of names, not {kinds!r}")
+            return cls(WordCounter.from_dict(data["counts"]), _mentions(data.get("mentions", {})), tuple(kinds), by_kind)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise TexplainError(f"LM prior is malformed: {exc}") from exc
+
+
+def _mentions(value: object) -> dict[str, int]:
+    """Class mentions as written: class name → a count of sentences (a whole number, 0 or more)."""
+    if not isinstance(value, dict) or not all(type(c) is int and c >= 0 for c in value.values()):
+        raise TypeError(f"mentions must map class names to counts, not {str(value)[:60]}")
+    return dict(value)
 
 
 FREQUENCY_CAP = 0.999

@@ -44,7 +44,8 @@ def explain_dataset_command(
     allow_unknown_labels: Annotated[bool, typer.Option(help="Explain labels the classifier does not have")] = False,
     seed: options.Seed = options.SEED,
     device: options.Device = options.DEVICE,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (actors on a Ray cluster)")] = "local",
+    engine: Annotated[str, typer.Option(
+        is_eager=True, help="local (this process) or ray (actors on a Ray cluster)")] = "local",
     address: Annotated[Optional[str], typer.Option(
         help="With --engine ray: the cluster, host:port or ray://host:port (default: RAY_ADDRESS, else a local one)")] = None,
     actors: Annotated[Optional[int], typer.Option(
@@ -64,30 +65,36 @@ def explain_dataset_command(
         raise TexplainError(f"--engine {engine}: choose local or ray")
     if engine == "local" and (address or actors):
         raise TexplainError("--address and --actors are for --engine ray")
+    check_writable(out)
     runner = None
     if engine == "ray":
         from texplain.analysis.ray_engine import RayEngine
+        from texplain.analysis.results import RAY_FILES
 
-        runner = RayEngine(str(translator), classifier, lm, device, address, actors, cpus_per_actor, trust_code)
+        runner = RayEngine(str(translator), classifier, lm, device, address, actors, cpus_per_actor, trust_code,
+                           temp_dir=str(out / RAY_FILES))
         runner.connect()
-    items = read_labelled(source, split=split)
-    check_writable(out)
-    kinds = tuple(k.strip() for k in prior.split(",") if k.strip())
-    config = DatasetExplainConfig(
-        explain=ExplainConfig(
-            sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k,
-                                             batch_size=options.batch_size(sample_batch, "--sample-batch")),
-            examples=examples, word_cloud=False,
-        ),
-        chunk_size=chunk_size,
-        class_words=options.class_word_config(class_words, wordnet),
-        prior=None if kinds == ("none",) else PriorConfig(kinds=kinds, seed=seed),
-        allow_unknown_labels=allow_unknown_labels,
-        extraction=ExtractionConfig(fp16=fp16),
-    )
-    # Under Ray the actors explain; this process names the settings and makes the LM prior, on its CPU.
-    explainer = load_explainer(translator, classifier, lm, "cpu" if runner else device, trust_code)
-    result = explain_dataset(explainer, items, out, config, features=features, engine=runner)
+    try:
+        items = read_labelled(source, split=split, skip=out)
+        kinds = tuple(k.strip() for k in prior.split(",") if k.strip())
+        config = DatasetExplainConfig(
+            explain=ExplainConfig(
+                sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k,
+                                                 batch_size=options.batch_size(sample_batch, "--sample-batch")),
+                examples=examples, word_cloud=False,
+            ),
+            chunk_size=chunk_size,
+            class_words=options.class_word_config(class_words, wordnet),
+            prior=None if kinds == ("none",) else PriorConfig(kinds=kinds, seed=seed),
+            allow_unknown_labels=allow_unknown_labels,
+            extraction=ExtractionConfig(fp16=fp16),
+        )
+        # Under Ray the actors explain; this process names the settings and makes the LM prior, on its CPU.
+        explainer = load_explainer(translator, classifier, lm, "cpu" if runner else device, trust_code)
+        result = explain_dataset(explainer, items, out, config, features=features, engine=runner)
+    finally:
+        if runner is not None:
+            runner.close()  # a Ray instance started here stops, and its files go
     for path, reason in result.skipped:
         typer.echo(f"skipped {path}: {reason}", err=True)
     typer.echo(f"{result.written} images explained now, {result.total} in {out}; {len(result.skipped)} skipped")
@@ -103,7 +110,8 @@ def hide_foreground_command(
     from texplain.analysis.only_background import write_hidden_set
     from texplain.data.labelled import read_labelled
 
-    hidden = write_hidden_set(read_labelled(source, split=split), masks, out)
+    listing = source / "metadata.json" if source.is_dir() else source
+    hidden = write_hidden_set(read_labelled(source, split=split, skip=out), masks, out, inputs=[listing])
     typer.echo(f"{len(hidden)} images with the foreground hidden; explain them with "
                f"texplain explain-dataset {out / 'labels.jsonl'}")
 

@@ -51,14 +51,14 @@ def evaluate_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Compare explanations with reference captions beside caption-only and shuffled baselines; sanity and causal checks."""
-    from texplain.atomic import check_writable, write_json
+    from texplain.atomic import check_output_file, write_json
     from texplain.evaluation.harness import EvaluateConfig, evaluate
     from texplain.evaluation.references import select_references
     from texplain.models.explainer import load_explainer
     from texplain.text.words import WordConfig
 
     if json_out is not None:
-        check_writable(json_out.parent)
+        check_output_file(json_out)
     config = EvaluateConfig(
         sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k,
                                          default=EVALUATE_SAMPLES),
@@ -134,9 +134,11 @@ def rating_score_command(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the scores to this JSON file")] = None,
 ) -> None:
     """Score filled-in rating forms: precision@k of the words and top-word/class agreement."""
-    from texplain.atomic import write_json
+    from texplain.atomic import check_output_file, write_json
     from texplain.evaluation.rating import read_answers, score_answers
 
+    if json_out is not None:
+        check_output_file(json_out)
     scores = score_answers([read_answers(path) for path in answers])
     pooled = scores["pooled"]
     typer.echo(f"{pooled['images']} images, {scores['raters']} rater(s): precision@k {_fmt(pooled['precision'])}, "

@@ -35,11 +35,11 @@ def explain_command(
     from texplain.report.explained_images import output_files, write_explanations
     from texplain.text.words import WordConfig
 
-    paths = images_in(target)
-    outputs = output_files(paths, out)  # before the models load: a bad --out fails at once
-    explainer = load_explainer(translator, classifier, lm, device, trust_code)
     config = ExplainConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k),
                            words=WordConfig(top_k=top_k))
+    paths = images_in(target, skip=out)
+    outputs = output_files(paths, out)  # before the models load: a bad --out fails at once
+    explainer = load_explainer(translator, classifier, lm, device, trust_code)
     records, skipped = write_explanations(explainer, outputs, config)
     for record in records:
         words = ", ".join(w["word"] for w in record["top_words"][:8])

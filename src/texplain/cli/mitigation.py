@@ -42,7 +42,8 @@ def mitigate_command(
     test_split: Annotated[str, typer.Option(help="Split to measure on")] = "test",
     methods: Annotated[str, typer.Option(help="Comma-separated: erm,randmask,randmask_all,masktune,jtt,dfr,texplain")] = "erm,randmask,randmask_all,masktune,jtt,dfr,texplain",
     seeds: Annotated[int, typer.Option(help="Number of seeds (seed, seed+1, ...)")] = 3,
-    seed: Annotated[int, typer.Option(help="First seed (sampling and the first fine-tuning run)")] = options.SEED,
+    seed: Annotated[int, typer.Option(
+        min=0, max=options.MAX_SEED, help="First seed (sampling and the first fine-tuning run)")] = options.SEED,
     samples: options.Samples = MITIGATE_SAMPLES,
     samples_mode: options.SamplesMode = None,
     stop_k: options.StopK = options.STOP_K,
@@ -72,7 +73,7 @@ def mitigate_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Mitigate a shortcut: fine-tune on the training samples explained by a non-class word, masked there."""
-    from texplain.atomic import check_writable, write_json
+    from texplain.atomic import check_output_file, check_writable, write_json
     from texplain.data.labelled import read_labelled
     from texplain.mitigation.harness import MitigateConfig, run_mitigation
     from texplain.mitigation.masks import MaskConfig
@@ -85,6 +86,8 @@ def mitigate_command(
     from texplain.training.classifier_training import ClassifierTrainConfig
 
     check_writable(out)
+    if json_file is not None:
+        check_output_file(json_file)
     classifier_folder = _resolve(demo, classifier, "classifier", "classifier")
     data_file = _resolve(demo, data, "world/split/labels.jsonl", "data")
     if seeds < 1:

@@ -68,17 +68,20 @@ def train_command(
     device: options.Device = options.DEVICE,
 ) -> None:
     """Train a translator from a classifier's features to an LM's prefix on (image, caption) pairs."""
+    from texplain.atomic import check_writable
     from texplain.models.classifiers import load_classifier
     from texplain.models.features import ExtractionConfig
     from texplain.models.lm import load_lm
     from texplain.training.translator_training import TrainConfig, fit_translator
 
+    check_writable(out)
     phases = [_phase("train", captions, split, limit, epochs, lr)]
     if finetune_captions:
         phases.append(_phase("finetune", finetune_captions, split, limit, finetune_epochs, finetune_lr))
     dev_pairs = _dev_pairs(captions, dev_split, limit) if dev_split else []
     _, history = fit_translator(
-        load_classifier(classifier, feature_layer=feature_layer, trust_code=trust_code), load_lm(lm), phases, out,
+        load_classifier(classifier, feature_layer=feature_layer, trust_code=trust_code), load_lm(lm, trust_code=trust_code),
+        phases, out,
         settings={"hidden": hidden, "mode": mode, "dropout": dropout, **({"prefix_len": prefix_len} if prefix_len else {})},
         config=TrainConfig(batch_size=options.batch_size(batch_size, "--batch-size"), seed=seed, device=device,
                            accumulation=accumulation, mixed_precision=mixed_precision,

@@ -17,6 +17,15 @@ from typing import Annotated, Optional
 import typer
 
 SAMPLES = 1000
+MAX_SAMPLES = 100_000
+"""The most sentences per image (-n, and the cap of --samples auto): 100 times the paper's 1000.
+
+A settled top 10 needs a few hundred sentences (docs/architecture.md); a
+number past this bound is a slip, and would hold the run for days.
+"""
+MAX_SEED = 2**32 - 1
+"""The largest --seed: every random generator texplain seeds (torch, numpy) takes 0 … 2**32 - 1."""
+DEVICE_KINDS = ("cpu", "cuda", "mps")
 TOP_P = 0.95
 MIN_WORDS = 5
 MAX_WORDS = 20
@@ -33,7 +42,8 @@ ClassifierName = Annotated[str, typer.Option(
 ClassifierOverride = Annotated[Optional[str], typer.Option(
     "--classifier", "-c", help="Default: the classifier the translator was trained for")]
 TrustCode = Annotated[bool, typer.Option(
-    "--trust-code", help="Let a classifier folder or translator run the Python code its recipe names (only for folders you trust)")]
+    "--trust-code", help="Let a classifier folder or translator run the Python code its recipe names, and a Hugging Face "
+                         "model its own code (auto_map); only for models you trust")]
 LMOverride = Annotated[Optional[str], typer.Option(help="Default: the language model the translator was trained for")]
 Fp16 = Annotated[bool, typer.Option(help="Store features as float16 (half the disk; a store keeps the dtype it was made with)")]
 FeatureLayer = Annotated[str, typer.Option(help="Module whose output (or NAME:input) is the feature; default: penultimate")]
@@ -47,8 +57,36 @@ MaxWords = Annotated[int, typer.Option(help="Most words per sentence")]
 TopK = Annotated[int, typer.Option(help="Dominant words kept per image")]
 ClassWords = Annotated[Optional[Path], typer.Option(help="JSON/YAML of extra words per class (they count as the class)")]
 WordNet = Annotated[bool, typer.Option(help="Expand class names with WordNet synonyms, hyponyms, hypernyms")]
-Seed = Annotated[int, typer.Option(help="Random seed: the same seed gives the same sentences")]
-Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps")]
+
+
+def check_device(ctx: typer.Context, value: str) -> str:
+    """``--device``, checked as it is parsed: a kind torch runs on here (imported only then).
+
+    With ``--engine ray`` the device is the actors', on other machines:
+    only its kind is checked here.
+    """
+    import torch
+
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_KINDS:
+        raise typer.BadParameter(f"{value!r}: choose cpu, cuda, cuda:N or mps")
+    if ctx.params.get("engine") == "ray":
+        return value
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(f"{value}: this machine has no CUDA GPU that torch can use; use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise typer.BadParameter(f"{value}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                                 f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise typer.BadParameter(f"{value}: this machine has no MPS (Apple GPU) that torch can use; use cpu")
+    return value
+
+
+Seed = Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Random seed: the same seed gives the same sentences")]
+Device = Annotated[str, typer.Option(callback=check_device, help="cpu, cuda, cuda:1, mps")]
 
 
 def sampling_config(
@@ -74,8 +112,8 @@ def sampling_config(
         if samples != default and samples != count:
             raise TexplainError(f"--samples {count} and -n {samples} disagree: give the number of sentences once")
         samples = count
-    if samples < 1:
-        raise TexplainError(f"sentences per image must be at least 1, got {samples}"
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise TexplainError(f"sentences per image must be at least 1 and at most {MAX_SAMPLES:,}, got {samples}"
                             + (" (the cap of --samples auto)" if adaptive else ""))
     return SamplingConfig(num_samples=samples, top_p=top_p, min_words=min_words, max_words=max_words, seed=seed,
                           adaptive=adaptive, stop=StopRule(k=stop_k), **more)

@@ -146,7 +146,7 @@ class MiniLMEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.name = "all-MiniLM-L6-v2"
         self.batch_size = batch_size
-        self._model = SentenceTransformer(str(folder), device="cpu")
+        self._model = SentenceTransformer(str(folder), device="cpu", trust_remote_code=False)
 
     def encode(self, texts: Sequence[str]) -> Tensor:
         """Texts → (N, 384) unit vectors."""
@@ -170,8 +170,8 @@ class MeanPooledEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            self._model = AutoModel.from_pretrained(str(folder)).eval()
+            self._tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+            self._model = AutoModel.from_pretrained(str(folder), trust_remote_code=False).eval()
         except (OSError, ValueError) as exc:
             raise TexplainError(f"BERT {folder}: cannot load ({first_line(exc)})") from exc
         self.name = f"mean-pooled {Path(folder).name}"

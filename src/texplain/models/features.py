@@ -41,6 +41,7 @@ from texplain.data.images import decode_rgb, load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
+from texplain.models.translator import same_name
 from texplain.progress import tqdm
 from texplain.weights import open_safetensors
 
@@ -199,6 +200,8 @@ def open_store(folder: str | os.PathLike, classifier: Classifier, config: Extrac
     if (folder / META_FILE).is_file():
         store = FeatureStore(folder)
         for key in ("classifier", "feature_layer", "fp16"):
+            if key == "classifier" and isinstance(store.meta.get(key), str) and same_name(store.meta[key], meta[key]):
+                continue  # one classifier folder, named by another path (relative, absolute, a link)
             if store.meta.get(key) != meta[key]:
                 raise TexplainError(
                     f"{folder}: feature store was made with {key}={store.meta.get(key)!r}, not {meta[key]!r}; "

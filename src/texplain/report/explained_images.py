@@ -8,6 +8,7 @@ settings. Where each image's files go is settled before any work
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from texplain.atomic import check_writable, write_json
+from texplain.atomic import NAME_MAX, check_writable, write_json
 from texplain.data.files import check_not_inputs
 from texplain.generate.explain import ExplainConfig, explain_stream
 from texplain.models.explainer import Explainer
@@ -105,7 +106,9 @@ def output_names(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
 
     The file's stem; where stems repeat (``x.jpg``, ``x.png``), its file name;
     where those repeat too (``a/x.jpg``, ``b/x.jpg``), its path with the
-    folders joined by ``__``; and a number after any name still taken.
+    folders joined by ``__``; and a number after any name still taken. A
+    name too long for a file name with its ``.json`` is cut and ends in a
+    hash of the image's path instead.
     """
     unique = list(dict.fromkeys(str(p) for p in paths))
     stems = Counter(Path(p).stem.casefold() for p in unique)
@@ -118,6 +121,10 @@ def output_names(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
             base = Path(path).name
         else:
             base = re.sub(r"[^A-Za-z0-9_.-]+", "__", path.strip("/"))
+        if len(base.encode("utf-8", "surrogateescape")) > NAME_MAX - len(".json-9999"):
+            digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+            cut = base.encode("utf-8", "surrogateescape")[: NAME_MAX - len(".json-9999") - len(digest) - 1]
+            base = f"{cut.decode('utf-8', 'ignore')}-{digest}"
         name, number = base, 1
         while name.casefold() in taken:
             number += 1
