@@ -15,9 +15,7 @@ from texplain.models.config import ExtractionConfig
 from texplain.text.config import ClassWordConfig
 
 KINDS = ("blank", "mean", "shuffled", "lm")
-
-
-DEFAULT_KINDS = KINDS
+"""The kinds of null prefix (:mod:`.lm_prior`): a grey image's features, the mean feature, shuffled features, none (the LM alone)."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class PriorConfig:
     says half the time from one it says a third of the time.
     """
 
-    kinds: tuple[str, ...] = DEFAULT_KINDS
+    kinds: tuple[str, ...] = KINDS
     shuffled: int = 4
     pool: int = 32
     seed: int = 0

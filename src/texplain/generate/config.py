@@ -17,7 +17,6 @@ from texplain.text.config import WordConfig
 DECODINGS = ("auto", "eager", "static")
 """``auto``: static on CUDA, else eager; ``eager`` and ``static`` force one decoder (the static one runs on CPUs too)."""
 
-
 TOLERANCE_SHARE = 0.3
 """The share of the top-k words the default rule lets stay uncertain (:mod:`.stopping` says why)."""
 

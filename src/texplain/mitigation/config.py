@@ -16,13 +16,9 @@ from texplain.text.config import ClassWordConfig, WordConfig
 from texplain.training.config import ClassifierTrainConfig
 
 LOCALISERS = ("word", "class")
-
-
 MASK_FILLS = ("shuffle", "mean", "blur", "noise", "zero")
 """``shuffle`` (the region of a random training image), the image-based fills of
 :func:`~texplain.attribution.gradcam.mask_image` (its ``FILLS``) and ``zero`` (the preprocessing's mean)."""
-
-
 HEAT_METHODS = ("keep", "gradcam", "occlusion")
 
 
