@@ -20,7 +20,7 @@ short keeps what it measured:
    each after a first chunk (graph capture, features), without the LM prior.
 4. ``train_smollm2``: translator training into SmolLM2 in bf16 with
    ``--batch-size auto`` on the demo's captions, pairs/s after a warm-up epoch.
-5. ``explain_smollm2``: ``explain-dataset -n 1000`` images/s with that translator.
+5. ``explain_smollm2``: ``explain-dataset --samples 1000`` images/s with that translator.
 6. ``overlap``: top-10 words of the static and the eager decoder on the same
    50 test images (caption LM, N = 1000), beside two static draws with
    different seeds (what sampling noise alone gives).
@@ -79,29 +79,27 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from sampling import make_prefix, time_generate  # noqa: E402  (benchmarks/sampling.py's calls)
 
-from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset  # noqa: E402
+from texplain.analysis.config import DatasetExplainConfig
+from texplain.analysis.explain_dataset import explain_dataset
 from texplain.atomic import write_json  # noqa: E402
 from texplain.data.captions import read_captions  # noqa: E402
 from texplain.data.labelled import read_labelled  # noqa: E402
 from texplain.data.wordnet import cache_root, ensure_wordnet  # noqa: E402
-from texplain.demo.run import DemoConfig, run_demo  # noqa: E402
+from texplain.demo.config import DemoConfig
+from texplain.demo.run import run_demo
 from texplain.generate import static_decoder  # noqa: E402
-from texplain.generate.explain import ExplainConfig, explain_stream  # noqa: E402
-from texplain.generate.sampling import (  # noqa: E402
-    SamplingConfig,
-    _token_budget,
-    sample_token_ids,
-    sampling_plan,
-)
+from texplain.generate.config import ExplainConfig, SamplingConfig
+from texplain.generate.explain import explain_stream
+from texplain.generate.sampling import _token_budget, sample_token_ids, sampling_plan
 from texplain.generate.static_decoder import decoding_model  # noqa: E402
 from texplain.generate.word_boundaries import count_token_words  # noqa: E402
 from texplain.models.explainer import Explainer, load_explainer  # noqa: E402
 from texplain.models.features import extract_features  # noqa: E402
 from texplain.models.lm import FrozenLM, load_lm  # noqa: E402
 from texplain.models.translator import new_translator  # noqa: E402
-from texplain.text.class_vocabulary import ClassWordConfig  # noqa: E402
-from texplain.text.words import WordConfig  # noqa: E402
-from texplain.training.translator_training import Phase, TrainConfig, train_translator  # noqa: E402
+from texplain.text.config import ClassWordConfig, WordConfig
+from texplain.training.config import Phase, TrainConfig
+from texplain.training.translator_training import train_translator
 from texplain.weights import load_torch_state  # noqa: E402
 
 RESULTS = HERE / "results" / "gpu"
@@ -316,7 +314,7 @@ def _demo(args, device: torch.device, work: Path, state: dict) -> dict:
     settings = dict(out=work / "demo", device=str(device))
     if args.quick:
         settings |= dict(caption_images=120, train_images=60, test_images=27, image_size=32, pretrain_epochs=1,
-                         classifier_epochs=1, lm_epochs=1, translator_epochs=1, samples=5)
+                         classifier_epochs=1, lm_epochs=1, translator_epochs=1, sampling=SamplingConfig(num_samples=5))
     config = DemoConfig(**settings)
     began = time.perf_counter()
     try:

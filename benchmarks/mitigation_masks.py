@@ -34,9 +34,10 @@ from texplain.atomic import write_json
 from texplain.attribution.gradcam import region
 from texplain.data.labelled import read_labelled
 from texplain.demo.captions import BACKGROUND_WORDS
-from texplain.demo.run import DemoConfig
+from texplain.demo.config import DemoConfig
 from texplain.demo.splits import make_shortcut_split
-from texplain.mitigation.masks import MASK_FILLS, MaskConfig, cam_layer, localise, mask_batch
+from texplain.mitigation.config import MASK_FILLS, MaskConfig
+from texplain.mitigation.masks import cam_layer, localise, mask_batch
 from texplain.models.explainer import load_explainer
 from texplain.training.classifier_training import label_indices, load_pixels
 

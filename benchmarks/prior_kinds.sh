@@ -16,7 +16,7 @@ for run in "$@"; do
   for prior in blank,mean,shuffled lm; do
     out="$work/$(basename "$run")-${prior//,/-}"
     texplain explain-dataset "$run/world/split/labels.jsonl" --split test -c "$run/classifier" --translator "$run/translator" \
-        --lm "$run/lm" -n 20 --seed "$seed" --prior "$prior" --out "$out/results" > "$out.log" 2>&1
+        --lm "$run/lm" --samples 20 --seed "$seed" --prior "$prior" --out "$out/results" > "$out.log" 2>&1
     texplain analyse "$out/results" --by predicted --out "$out/report" >> "$out.log" 2>&1
     python - "$run" "$prior" "$out/report/analysis.json" >> "$rows" <<'PY'
 import json, sys

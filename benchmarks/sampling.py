@@ -38,16 +38,12 @@ import torch
 import transformers
 
 from texplain.atomic import write_json
+from texplain.generate.config import SamplingConfig
 from texplain.generate.device_plan import EAGER_ROWS
-from texplain.generate.sampling import (
-    SamplingConfig,
-    sample_sentences,
-    sample_token_ids,
-    sampling_plan,
-)
+from texplain.generate.sampling import sample_sentences, sample_token_ids, sampling_plan
 from texplain.generate.word_boundaries import count_token_words
 from texplain.models.lm import FrozenLM, load_lm
-from texplain.training.caption_lm import CaptionLMConfig
+from texplain.training.config import CaptionLMConfig
 
 RESULTS = Path(__file__).parent / "results" / "sampling.json"
 

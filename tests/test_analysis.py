@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from analysis_helpers import PRIOR_COUNTS, make_results
-from texplain.analysis.analyse import AnalysisConfig, analyse_results
+from texplain.analysis.analyse import analyse_results
+from texplain.analysis.config import AnalysisConfig
 from texplain.analysis.only_background import (
     hide_foreground,
     pair_rows,

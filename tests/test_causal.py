@@ -22,10 +22,10 @@ import torch
 
 from colour_world import BLUE, GREY, SIZE, colour_grid, train_words
 from texplain.evaluation.causal import causal_check
-from texplain.generate.explain import ExplainConfig, explain_features
-from texplain.generate.sampling import SamplingConfig
-from texplain.mitigation.masks import MaskConfig
-from texplain.text.words import WordConfig
+from texplain.generate.config import ExplainConfig, SamplingConfig
+from texplain.generate.explain import explain_features
+from texplain.mitigation.config import MaskConfig
+from texplain.text.config import WordConfig
 
 
 def picture(patch: bool) -> torch.Tensor:

@@ -8,8 +8,6 @@ import pytest
 
 from texplain.errors import TexplainError
 from texplain.text.class_vocabulary import (
-    ClassOverride,
-    ClassWordConfig,
     class_mentions,
     class_vocabularies,
     class_vocabulary,
@@ -17,7 +15,7 @@ from texplain.text.class_vocabulary import (
     names_class,
     word_index,
 )
-from texplain.text.words import WordConfig
+from texplain.text.config import ClassOverride, ClassWordConfig, WordConfig
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,17 @@ from PIL import Image
 
 from conftest import TINY_DEMO
 from texplain import cli
-from texplain.analysis.analyse import AnalysisConfig, analyse_folders
-from texplain.demo.run import (
-    DemoConfig,
-    _generate_world,
-    _pretrained_classifier,
-    run_demo,
-    untrained_classifier,
-)
+from texplain.analysis.analyse import analyse_folders
+from texplain.analysis.config import AnalysisConfig
+from texplain.demo.config import DemoConfig
+from texplain.demo.run import _generate_world, _pretrained_classifier, run_demo, untrained_classifier
 from texplain.errors import TexplainError
+from texplain.generate.config import SamplingConfig
 from texplain.models.classifiers import load_classifier
 
 # The demo's classifier (a resnet10t pretrained on the captioned scenes' objects) at a
 # smaller test split: small enough for CI (about 1.5 minutes each on two cores).
-GROUND_TRUTH = dict(test_images=90, samples=10)
+GROUND_TRUTH = dict(test_images=90, sampling=SamplingConfig(num_samples=10))
 
 
 @pytest.mark.slow
@@ -116,7 +113,7 @@ def test_bad_output_folder_and_size_exit_2(tmp_path, capsys):
 
 def test_a_pretrained_cnn_demo_saves_a_classifier_with_the_split_classes(tmp_path):
     config = DemoConfig(out=tmp_path, classifier="test_resnet", pretrain_epochs=1, caption_images=150, train_images=90,
-                        test_images=45, samples=3, classifier_epochs=1, lm_epochs=1, translator_epochs=1)
+                        test_images=45, sampling=SamplingConfig(num_samples=3), classifier_epochs=1, lm_epochs=1, translator_epochs=1)
     summary = run_demo(config, progress=False)
     classifier = load_classifier(str(tmp_path / "classifier"))
     assert classifier.build["spec"] == "timm:test_resnet"

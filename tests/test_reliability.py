@@ -29,7 +29,7 @@ from texplain.models.classifiers import CLASSIFIER_CONFIG, load_classifier, save
 
 pytestmark = pytest.mark.reliability
 
-FAST = ["-n", "4", "--min-words", "1", "--max-words", "4"]
+FAST = ["--samples", "4", "--min-words", "1", "--max-words", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_the_command_line_refuses_a_hostile_classifier_folder(models, images, tm
     one_line_error(code, err, "--trust-code")
     (tmp_path / "labels.jsonl").write_text("\n".join(
         json.dumps({"path": str(p), "label": "class_0", "split": s}) for p, s in zip(images, ["train", "test"] * 2)))
-    code, err = run(["mitigate", "--out", tmp_path / "m", "-c", folder, "--data", tmp_path / "labels.jsonl",
+    code, err = run(["mitigate", "--out", tmp_path / "m", "-c", folder, tmp_path / "labels.jsonl",
                      "--methods", "erm", "--seeds", "1"], capsys)
     one_line_error(code, err, "--trust-code")
     assert not marker.exists()
@@ -159,10 +159,9 @@ def items(images):
 
 
 def dataset_config():
-    from texplain.analysis.explain_dataset import DatasetExplainConfig
-    from texplain.generate.explain import ExplainConfig
-    from texplain.generate.sampling import SamplingConfig
-    from texplain.text.class_vocabulary import ClassWordConfig
+    from texplain.analysis.config import DatasetExplainConfig
+    from texplain.generate.config import ExplainConfig, SamplingConfig
+    from texplain.text.config import ClassWordConfig
 
     sampling = SamplingConfig(num_samples=3, min_words=1, max_words=4, batch_size=3)
     return DatasetExplainConfig(explain=ExplainConfig(sampling=sampling, word_cloud=False), chunk_size=2,
@@ -476,7 +475,7 @@ def test_a_jpeg_above_the_limit_is_decoded_at_a_reduced_size_and_a_png_refused(i
 # Usage errors: one line too.
 
 @pytest.mark.parametrize("args,message", [
-    (["explain", "x.jpg", "--translator", "t", "--out", "o", "-n", "many"], "-n"),
+    (["explain", "x.jpg", "--translator", "t", "--out", "o", "--samples", "many"], "--samples"),
     (["explain", "x.jpg", "--translator", "t", "--out", "o", "--bogus"], "--bogus"),
     (["explain", "x.jpg", "--out", "o"], "--translator"),
     (["explian"], "explian"),
@@ -524,7 +523,8 @@ def leftovers(folder: Path) -> list[Path]:
 def test_a_full_disk_during_a_feature_shard_keeps_the_shards_before_it(images, tmp_path, monkeypatch):
     import safetensors.torch
 
-    from texplain.models.features import ExtractionConfig, FeatureStore, extract_features
+    from texplain.models.config import ExtractionConfig
+    from texplain.models.features import FeatureStore, extract_features
 
     paths, folder, config = [str(p) for p in images[:4]], tmp_path / "features", ExtractionConfig(shard_size=2)
     monkeypatch.setattr(safetensors.torch, "save_file", fails_on_call(2, safetensors.torch.save_file))
@@ -540,9 +540,11 @@ def test_a_full_disk_during_a_feature_shard_keeps_the_shards_before_it(images, t
 def test_a_full_disk_during_a_training_checkpoint_keeps_the_last_one(images, tiny_lm, tmp_path, monkeypatch):
     from conftest import CAPTIONS
     from texplain.data.captions import CaptionPair
+    from texplain.models.config import TranslatorConfig
     from texplain.models.features import extract_features
-    from texplain.models.translator import Translator, TranslatorConfig
-    from texplain.training.translator_training import Phase, TrainConfig, train_translator
+    from texplain.models.translator import Translator
+    from texplain.training.config import Phase, TrainConfig
+    from texplain.training.translator_training import train_translator
 
     store, _ = extract_features(tiny_vit(), [str(p) for p in images], tmp_path / "features", progress=False)
     pairs = [CaptionPair(images[i], CAPTIONS[i]) for i in range(8)]
@@ -1131,8 +1133,8 @@ EXPLAIN = ["explain", "x.jpg", "--translator", "t", "--out", "{tmp}/o"]
     ([*EXPLAIN, "--device", "cuda:1"], "cuda:1: this machine has no CUDA GPU"),
     (["train", "-c", "c", "--lm", "l", "--captions", "c.jsonl", "--out", "{tmp}/t", "--device", "tpu"], "'tpu'"),
     (["mitigate", "--demo", "d", "--out", "{tmp}/m", "--device", "cuda"], "no CUDA GPU"),
-    ([*EXPLAIN, "-n", "99999999999999999999"], "at most 100,000"),
-    ([*EXPLAIN, "--samples", "auto", "-n", "100001"], "at most 100,000"),
+    ([*EXPLAIN, "--samples", "99999999999999999999"], "at most 100,000"),
+    ([*EXPLAIN, "--samples", "auto:100001"], "at most 100,000"),
     (["mitigate", "--demo", "d", "--out", "{tmp}/m", "--samples", "1000000000"], "at most 100,000"),
 ])
 def test_out_of_range_seeds_devices_and_sample_counts_are_one_line_before_any_work(

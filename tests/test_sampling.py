@@ -22,12 +22,9 @@ from transformers import (
 )
 
 from texplain.errors import TexplainError
+from texplain.generate.config import SamplingConfig
 from texplain.generate.nucleus import nucleus_filter, sample_nucleus
-from texplain.generate.sampling import (
-    SamplingConfig,
-    sample_sentences,
-    sample_token_ids,
-)
+from texplain.generate.sampling import sample_sentences, sample_token_ids
 from texplain.generate.word_boundaries import count_token_words, word_start_mask
 from texplain.models.lm import FrozenLM
 

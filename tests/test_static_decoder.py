@@ -16,13 +16,14 @@ from scipy.stats import chi2_contingency, chisquare
 from test_sampling import PIECES, WIDTH, decoded_words, prefix, tiny_bert, tiny_gpt2, tiny_llama, word_tokenizer
 from texplain.errors import TexplainError
 from texplain.generate import static_decoder
+from texplain.generate.config import ExplainConfig, SamplingConfig
 from texplain.generate.device_plan import EAGER_ROWS, decode_plan, rows_that_fit
-from texplain.generate.explain import ExplainConfig, explain_features, explain_stream
+from texplain.generate.explain import explain_features, explain_stream
 from texplain.generate.nucleus import fast_nucleus, inverse_nucleus, nucleus_filter, sample_nucleus
-from texplain.generate.sampling import SamplingConfig, sample_rows, sample_token_ids
+from texplain.generate.sampling import sample_rows, sample_token_ids
 from texplain.generate.static_decoder import CHECK_EVERY, StaticDecoder
 from texplain.models.lm import FrozenLM
-from texplain.text.words import WordConfig
+from texplain.text.config import WordConfig
 
 
 def static(**kwargs) -> SamplingConfig:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from texplain.analysis.config import SuspectRule
 from texplain.analysis.lm_prior import LMPrior, PriorSample
-from texplain.analysis.suspects import ClassMerge, SuspectRule, dominant_words, rank_suspects
+from texplain.analysis.suspects import ClassMerge, dominant_words, rank_suspects
 from texplain.errors import TexplainError
 from texplain.statistics import compare_counts
 from texplain.text.words import WordCounter

@@ -9,14 +9,14 @@ from conftest import CAPTIONS, tiny_vit
 from texplain.cli import options
 from texplain.data.captions import CaptionPair
 from texplain.errors import TexplainError
+from texplain.models.config import TranslatorConfig
 from texplain.models.features import extract_features
-from texplain.models.translator import Translator, TranslatorConfig
+from texplain.models.translator import Translator
 from texplain.training import translator_training
+from texplain.training.config import Phase, TrainConfig
 from texplain.training.replicas import Replicas
 from texplain.training.translator_training import (
     CPU_AUTO_BATCH,
-    Phase,
-    TrainConfig,
     _FeatureBank,
     _micro_batch,
     _probe_step,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from texplain.errors import TexplainError
-from texplain.text.words import WordConfig, WordCounter, count_words, sentence_words
+from texplain.text.config import WordConfig
+from texplain.text.words import WordCounter, count_words, sentence_words
 
 SENTENCES = [
     "A dog runs on the grass.",

@@ -10,15 +10,10 @@ import pytest
 from PIL import Image
 
 from texplain.demo.captions import BACKGROUND_WORDS, PLURALS
+from texplain.demo.config import DEFAULT_SHORTCUT_CLASSES
 from texplain.demo.sampling import make_scene
 from texplain.demo.scenes import BACKGROUNDS, CLASSES, NOISE_SIGMA
-from texplain.demo.splits import (
-    DEFAULT_SHORTCUT_CLASSES,
-    PLANTED_BACKGROUNDS,
-    make_caption_world,
-    make_shortcut_split,
-    planted_background,
-)
+from texplain.demo.splits import PLANTED_BACKGROUNDS, make_caption_world, make_shortcut_split, planted_background
 from texplain.demo.world_files import write_world
 from texplain.errors import TexplainError
 

@@ -24,10 +24,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+from texplain.analysis.config import AnalysisConfig
 from texplain.analysis.lm_prior import LMPrior, lift
 from texplain.analysis.only_background import OnlyBackgroundClass, pair_rows, summarise
 from texplain.analysis.results import MANIFEST, ResultsFolder
-from texplain.analysis.suspects import ClassMerge, Suspect, SuspectRule, rank_suspects
+from texplain.analysis.suspects import ClassMerge, Suspect, rank_suspects
 from texplain.errors import TexplainError, first_line
 from texplain.statistics import (
     LogOdds,
@@ -35,50 +36,15 @@ from texplain.statistics import (
     group_accuracy,
     wilson_interval,
 )
-from texplain.text.class_vocabulary import ClassWordConfig, class_vocabularies
-from texplain.text.words import WordConfig, WordCounter, rank_words
+from texplain.text.class_vocabulary import class_vocabularies
+from texplain.text.config import ClassWordConfig, WordConfig
+from texplain.text.words import WordCounter, rank_words
 
 ALL_SPLITS = "all"
 """Split key of a class's pool over every split."""
 
-GROUPINGS = ("label", "predicted")
 
 
-@dataclass
-class AnalysisConfig:
-    """How a results folder is analysed.
-
-    Attributes:
-        by: pool images by their ``label`` (what the class's images evoke) or
-            by the class the classifier ``predicted`` (what it sees when it
-            says that class).
-        top_words: words listed (and drawn) per class and split.
-        suspects: when a word is a suspect, and how many are kept
-            (:class:`~texplain.analysis.suspects.SuspectRule`).
-        compare: the two splits compared per class; None compares train and
-            test when both are present.
-        shifts: words listed per direction of a split comparison.
-        examples: images shown per suspect (where the word is strongest).
-        suspect_split: pool only this split for the suspects; None pools all.
-    """
-
-    by: str = "label"
-    top_words: int = 20
-    suspects: SuspectRule = field(default_factory=SuspectRule)
-    compare: tuple[str, str] | None = None
-    shifts: int = 10
-    examples: int = 3
-    suspect_split: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.by not in GROUPINGS:
-            raise TexplainError(f"analysis: by must be label or predicted, got {self.by!r}")
-        if min(self.top_words, self.shifts, self.examples) < 1:
-            raise TexplainError("analysis: top_words, shifts and examples must be at least 1")
-        if self.compare is not None:
-            self.compare = tuple(self.compare)
-            if len(self.compare) != 2 or self.compare[0] == self.compare[1]:
-                raise TexplainError(f"analysis: compare needs two different splits, got {self.compare!r}")
 
 
 @dataclass

@@ -52,14 +52,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from texplain.analysis.config import PriorConfig
 from texplain.errors import TexplainError
 from texplain.text.class_vocabulary import class_mentions
-from texplain.text.words import WordConfig, WordCounter
+from texplain.text.config import WordConfig
+from texplain.text.words import WordCounter
 
 if TYPE_CHECKING:  # the models are needed to make a prior, not to read one
     from torch import Tensor
 
-    from texplain.generate.explain import ExplainConfig
+    from texplain.generate.config import ExplainConfig
     from texplain.models.classifiers import Classifier
     from texplain.models.features import FeatureStore
     from texplain.models.lm import FrozenLM
@@ -67,40 +69,12 @@ if TYPE_CHECKING:  # the models are needed to make a prior, not to read one
 
 log = logging.getLogger(__name__)
 
-KINDS = ("blank", "mean", "shuffled", "lm")
-DEFAULT_KINDS = KINDS
 BLANK_GREY = (128, 128, 128)
 BLANK_SIZE = 224
 SMOOTHING = 0.5
 """Pseudo-count added to a word's prior count, so a word the prior never says has a finite lift."""
 
 
-@dataclass(frozen=True)
-class PriorConfig:
-    """Which null prefixes make the prior.
-
-    kinds: any of ``blank``, ``mean``, ``shuffled``, ``lm``. shuffled: how many
-    shuffled feature sets. pool: how many images' features the shuffled ones
-    draw their coordinates from (memory is pool x T x D). seed: for the shuffle.
-    samples: sentences per null prefix, or the data set's N when that is
-    more. Each null prefix gets the data set's other sampling settings. The
-    prior is sampled once per data set, and a suspect's z-score against it is
-    bounded by its size: a few dozen sentences could not tell a word the LM
-    says half the time from one it says a third of the time.
-    """
-
-    kinds: tuple[str, ...] = DEFAULT_KINDS
-    shuffled: int = 4
-    pool: int = 32
-    seed: int = 0
-    samples: int = 200
-
-    def __post_init__(self) -> None:
-        unknown = [k for k in self.kinds if k not in KINDS]
-        if unknown or not self.kinds:
-            raise TexplainError(f"prior: kinds must be among {', '.join(KINDS)}, got {', '.join(self.kinds) or 'none'}")
-        if self.shuffled < 1 or self.pool < 2 or self.samples < 1:
-            raise TexplainError("prior: shuffled and samples must be at least 1 and pool at least 2")
 
 
 @dataclass

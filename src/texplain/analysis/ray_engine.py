@@ -36,7 +36,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from texplain.analysis.explain_dataset import Chunk, DatasetExplainConfig, Explained, explain_chunk
+from texplain.analysis.config import DatasetExplainConfig
+from texplain.analysis.explain_dataset import Chunk, Explained, explain_chunk
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError, first_line
 from texplain.optional import require

@@ -27,37 +27,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from texplain.analysis.config import SuspectRule
 from texplain.analysis.lm_prior import LMPrior, lift
-from texplain.errors import TexplainError
 from texplain.statistics import compare_counts, wilson_interval
-
-
-@dataclass
-class SuspectRule:
-    """When a non-class word is a suspect.
-
-    Attributes:
-        min_frequency: in at least this fraction of the sentences.
-        min_lift: its odds at least this many times those after a null prefix
-            (only where there is a prior). A modest bar: the z-score against
-            the prior already asks for significance.
-        min_z: (classes only) log-odds z against the other classes and against
-            the LM prior both at least this.
-        limit: suspects kept per class.
-        confidence: level of the Wilson intervals.
-    """
-
-    min_frequency: float = 0.05
-    min_lift: float = 1.25
-    min_z: float = 1.96
-    limit: int = 5
-    confidence: float = 0.95
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_frequency <= 1.0 or self.min_lift < 0:
-            raise TexplainError("suspects: min_frequency must be in [0, 1] and min_lift non-negative")
-        if self.limit < 1 or not 0.0 < self.confidence < 1.0:
-            raise TexplainError("suspects: limit must be at least 1 and confidence in (0, 1)")
 
 
 class ClassMerge:

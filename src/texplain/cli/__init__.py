@@ -30,7 +30,7 @@ import sys
 
 import typer
 
-from texplain.cli import dataset, demo, evaluation, explain, mitigation, models
+from texplain.cli import dataset, demo, evaluation, explain, mitigation, models, options
 from texplain.errors import TexplainError, first_line
 
 app = typer.Typer(
@@ -55,10 +55,7 @@ COMMANDS = {
     "mitigate": mitigation.mitigate_command,
 }
 for _name, _command in COMMANDS.items():
-    app.command(_name)(_command)
-
-UsageError = typer.BadParameter.__base__
-"""Click's UsageError, from the Click that this typer uses (typer vendors Click since 0.26)."""
+    app.command(_name, cls=options.Command)(_command)
 
 INPUT_ERRORS = (TexplainError, OSError, ValueError)
 """What the top level reports as the user's problem, in one line (see the module docstring)."""
@@ -73,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="texplain", standalone_mode=False)
-    except UsageError as exc:
+    except options.UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
             exc.show()  # no arguments at all: the help, not an error
         else:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from texplain.demo.config import DEFAULT_SHORTCUT_CLASSES
 from texplain.demo.sampling import check_count, check_names, check_seed, check_size, make_scene, scene_seeds
 from texplain.demo.scenes import BACKGROUNDS, CLASSES, Scene
 from texplain.errors import TexplainError
@@ -31,7 +32,6 @@ PLANTED_BACKGROUNDS: dict[str, str] = {
 }
 """Each class's shortcut background in :func:`make_shortcut_split`; one class per background."""
 
-DEFAULT_SHORTCUT_CLASSES = ("bird", "car", "dog")
 
 def planted_background(cls: str) -> str:
     """The background that ``make_shortcut_split`` plants under class ``cls`` in training."""

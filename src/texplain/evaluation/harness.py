@@ -8,7 +8,7 @@ figure comes in three rows:
 - ``null_prefix``: a caption-only LM that sees no image. By default the
   translator applied to the mean feature of the evaluated images (it knows
   the dataset, not the image); ``zero`` uses all-zero features, ``empty`` the
-  LM started from its end-of-sentence token alone (:data:`NULL_PREFIXES`);
+  LM started from its end-of-sentence token alone (:data:`~texplain.evaluation.config.NULL_PREFIXES`);
 - ``shuffled``: each image explained with another image's features (a seeded
   derangement), scored against the first image's captions.
 
@@ -33,15 +33,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from texplain.errors import TexplainError
-from texplain.evaluation.causal import CAUSAL_FILLS, causal_checks
+from texplain.evaluation.causal import causal_checks
+from texplain.evaluation.config import NULL_PREFIXES, EvaluateConfig
 from texplain.evaluation.sanity import (
     derangement,
     randomisation_cascade,
@@ -50,86 +50,23 @@ from texplain.evaluation.sanity import (
     shuffled_pairing,
 )
 from texplain.evaluation.scores import caption_metrics, compare, rounded, word_metrics
-from texplain.generate.explain import ExplainConfig, Explanation, explain_features, explain_lm_alone, explain_stream
-from texplain.generate.sampling import SamplingConfig
-from texplain.mitigation.masks import MaskConfig
+from texplain.generate.explain import Explanation, explain_features, explain_lm_alone, explain_stream
 from texplain.models.classifiers import Classifier
+from texplain.models.config import ExtractionConfig
 from texplain.models.explainer import Explainer
-from texplain.models.features import ExtractionConfig, ImageItem, classify_images, readable_pixels
+from texplain.models.features import ImageItem, classify_images, readable_pixels
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
 from texplain.progress import tqdm
-from texplain.text.words import WordConfig
 
 log = logging.getLogger(__name__)
 
-NULL_PREFIXES: dict[str, str] = {
-    "mean": "translator applied to the mean feature of the evaluated images (knows the dataset, not the image)",
-    "zero": "translator applied to all-zero features",
-    "empty": "the LM with an empty prefix (its end-of-sentence token alone)",
-}
 
 SHUFFLED = "each image explained with another image's features (seeded derangement), scored against its own captions"
 
 EXAMPLE_SENTENCES = 3
 
 
-@dataclass
-class EvaluateConfig:
-    """What ``evaluate`` samples and measures.
-
-    sampling: N, p, sentence length and seed for every explanation (the
-    baselines use the same). words: how sentences become words. precision_k:
-    the k of precision@k. correlation_k: top words per side in the rank
-    correlations. null_prefix: ``mean``, ``zero`` or ``empty`` (see
-    :data:`NULL_PREFIXES`). minilm: score MiniLM cosine. bert: a BERT-like
-    folder for the paper's mean-pooled cosine (None: skipped with a note).
-    sanity_images, causal_images: how many of the images the sanity and causal
-    checks use (0 turns them off); cascade: run the randomisation cascade.
-    mask_heat, mask_threshold, mask_fill: how the causal check finds the
-    word's region (one of :data:`~texplain.mitigation.masks.HEAT_METHODS`) and
-    masks it (one of :data:`~texplain.evaluation.causal.CAUSAL_FILLS`). seed: shuffling,
-    weight randomisation and noise masks.
-    """
-
-    sampling: SamplingConfig = field(
-        default_factory=lambda: SamplingConfig(num_samples=50, min_words=5, max_words=30, batch_size=100)
-    )
-    words: WordConfig = field(default_factory=WordConfig)
-    precision_k: int = 10
-    correlation_k: int = 10
-    null_prefix: str = "mean"
-    minilm: bool = True
-    bert: Path | None = None
-    sanity_images: int = 8
-    cascade: bool = True
-    causal_images: int = 8
-    mask_heat: str = "keep"
-    mask_threshold: float = 0.5
-    mask_fill: str = "zero"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.null_prefix not in NULL_PREFIXES:
-            raise TexplainError(f"evaluate: null prefix {self.null_prefix!r}: choose one of {', '.join(NULL_PREFIXES)}")
-        if self.precision_k < 1 or self.correlation_k < 2:
-            raise TexplainError("evaluate: precision_k must be at least 1 and correlation_k at least 2")
-        if self.sanity_images < 0 or self.causal_images < 0:
-            raise TexplainError("evaluate: sanity_images and causal_images must be 0 or more")
-        if self.bert is not None and not Path(self.bert).exists():
-            raise TexplainError(f"evaluate: --bert {self.bert}: no such folder")
-        if self.mask_fill not in CAUSAL_FILLS:
-            raise TexplainError(f"evaluate: mask fill {self.mask_fill!r}: choose one of {', '.join(CAUSAL_FILLS)}")
-        _ = self.mask  # MaskConfig checks the heat and the threshold
-
-    @property
-    def explain(self) -> ExplainConfig:
-        return ExplainConfig(sampling=self.sampling, words=self.words, word_cloud=False)
-
-    @property
-    def mask(self) -> MaskConfig:
-        """How the causal check finds and hides the region behind a word."""
-        return MaskConfig(threshold=self.mask_threshold, fill=self.mask_fill, heat=self.mask_heat)
 
 
 @dataclass
@@ -220,7 +157,7 @@ def image_features(
 
 
 def null_explanation(translator: Translator, lm: FrozenLM, features: Tensor, config: EvaluateConfig) -> Explanation:
-    """The caption-only baseline: sentences from a prefix that carries no image (see :data:`NULL_PREFIXES`)."""
+    """The caption-only baseline: sentences from a prefix that carries no image (see :data:`~texplain.evaluation.config.NULL_PREFIXES`)."""
     if config.null_prefix == "empty":
         return explain_lm_alone(lm, config.explain)
     mean = features.mean(0)  # (T, D)

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from texplain.errors import TexplainError, first_line
-from texplain.text.words import WordConfig, sentence_words
+from texplain.text.config import WordConfig
+from texplain.text.words import sentence_words
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ from texplain.atomic import write_text
 from texplain.data.files import load_json
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
+from texplain.evaluation.config import RATING_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def read_records(source: str | os.PathLike) -> list[dict]:
     return records
 
 
-def rating_items(records: Sequence[dict], k: int = 10) -> tuple[list[RatingItem], list[tuple[str, str]]]:
+def rating_items(records: Sequence[dict], k: int = RATING_WORDS) -> tuple[list[RatingItem], list[tuple[str, str]]]:
     """Items to rate from explanation records; records without words are skipped as (image, reason)."""
     if k < 1:
         raise TexplainError(f"rating: k must be at least 1, got {k}")
@@ -107,7 +108,7 @@ def rating_items(records: Sequence[dict], k: int = 10) -> tuple[list[RatingItem]
     return items, skipped
 
 
-def export_rating(records: Sequence[dict], out: str | os.PathLike, k: int = 10) -> tuple[int, list[tuple[str, str]]]:
+def export_rating(records: Sequence[dict], out: str | os.PathLike, k: int = RATING_WORDS) -> tuple[int, list[tuple[str, str]]]:
     """Write ``ratings.csv`` and ``form.html`` into ``out``; returns the items written and the skipped (image, reason)."""
     from texplain.report.templates import render_template
 

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from texplain.generate.explain import ExplainConfig, Explanation, explain_features, explain_stream
+from texplain.generate.config import ExplainConfig
+from texplain.generate.explain import Explanation, explain_features, explain_stream
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator

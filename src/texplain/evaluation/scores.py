@@ -35,7 +35,7 @@ from texplain.evaluation.metrics import (
 from texplain.generate.explain import Explanation
 from texplain.progress import tqdm
 from texplain.text.class_vocabulary import names_class
-from texplain.text.words import WordConfig
+from texplain.text.config import WordConfig
 
 CONDITIONS = ("explanation", "null_prefix", "shuffled")
 BASELINES = ("null_prefix", "shuffled")

@@ -12,7 +12,7 @@ Two decoders draw the same distribution (:mod:`.sampling`):
   :data:`MEMORY_SHARE` of the free GPU memory holds (at most
   :data:`STATIC_MAX_ROWS`).
 
-:class:`~.sampling.SamplingConfig` says ``decoding="auto"`` and
+:class:`~.config.SamplingConfig` says ``decoding="auto"`` and
 ``batch_size="auto"`` by default; :func:`decode_plan` turns them into a
 :class:`DecodePlan`. Translator training sizes ``--batch-size auto`` with
 :func:`rows_that_fit` and takes its precision from :func:`gpu_dtype`.
@@ -31,10 +31,8 @@ from texplain.generate.prefix_cache import encode_prefix
 from texplain.models.lm import FrozenLM
 
 if TYPE_CHECKING:
-    from texplain.generate.sampling import SamplingConfig
+    from texplain.generate.config import SamplingConfig
 
-DECODINGS = ("auto", "eager", "static")
-"""``auto``: static on CUDA, else eager; ``eager`` and ``static`` force one decoder (the static one runs on CPUs too)."""
 
 EAGER_ROWS = 250
 """Rows of the eager decoder's batches under ``batch_size="auto"``: tuned on a 2-core CPU."""

@@ -14,30 +14,18 @@ import torch
 from torch import Tensor
 
 from texplain.errors import TexplainError
+from texplain.generate.config import ExplainConfig, SamplingConfig
 from texplain.generate.device_plan import DecodePlan
-from texplain.generate.sampling import SamplingConfig, new_generator, sample_rows, sample_sentences, sampling_plan
+from texplain.generate.sampling import new_generator, sample_rows, sample_sentences, sampling_plan
 from texplain.generate.stopping import settled
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
 from texplain.progress import tqdm
-from texplain.text.words import WordConfig, WordCounter
+from texplain.text.words import WordCounter
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ExplainConfig:
-    """What one explanation holds.
-
-    sampling: nucleus sampling settings (N, p, length, seed). words: how
-    sentences become words (top_k is the number of words kept). examples:
-    sample sentences kept in the JSON. word_cloud: draw the PNG.
-    """
-
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    words: WordConfig = field(default_factory=WordConfig)
-    examples: int = 5
-    word_cloud: bool = True
 
 
 @dataclass

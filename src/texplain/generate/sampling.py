@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 from transformers.cache_utils import Cache
 
 from texplain.errors import TexplainError
-from texplain.generate.device_plan import DECODINGS, DecodePlan, decode_plan
+from texplain.generate.config import SamplingConfig
+from texplain.generate.device_plan import DecodePlan, decode_plan
 from texplain.generate.nucleus import sample_nucleus
 from texplain.generate.prefix_cache import (
     SharedPrefixLayer,
@@ -42,7 +42,6 @@ from texplain.generate.prefix_cache import (
     encode_prefix,
 )
 from texplain.generate.static_decoder import decode_static
-from texplain.generate.stopping import StopRule
 from texplain.generate.word_boundaries import padded_word_tables, word_step
 from texplain.models.lm import FrozenLM
 from texplain.progress import tqdm
@@ -58,84 +57,6 @@ steps, so dropping at one eighth is cheaper than either extreme.
 """
 
 
-@dataclass
-class SamplingConfig:
-    """How many sentences to sample from one prefix, and how.
-
-    Attributes:
-        num_samples: Sentences per prefix (the paper's N = 1000).
-        top_p: Nucleus mass in (0, 1]: each token is drawn from the smallest
-            set of most probable tokens whose probability reaches ``top_p``
-            (the paper's 0.95); 1 samples from the full distribution.
-        temperature: Logits are divided by this (> 0) before the nucleus is
-            taken; 1 leaves the LM's distribution as it is.
-        min_words: End-of-sentence is forbidden until a sentence has this
-            many words. The paper's sentences have 20-30 words; the default
-            is a caption's length (5-20), since a caption LM forced past its
-            caption's end writes fragments of its prior.
-        max_words: A sentence is cut where its ``max_words + 1``-th word would
-            begin, so it never has more than ``max_words`` words.
-        batch_size: Sentences decoded together, or ``"auto"``: 250 on CPUs,
-            on GPUs as many as 40% of the free memory holds (at most 8192;
-            :mod:`.device_plan`). Memory grows as batch_size x sentence length
-            x the LM's cache width. Several images share a batch.
-        seed: Seed of each image's generator (when the caller gives none),
-            so that the same seed gives the same sentences.
-        adaptive: Draw in rounds of ``round_size`` sentences and stop an image
-            once its top words are settled (:mod:`.stopping`); ``num_samples``
-            is then the most an image gets.
-        round_size: Sentences an image draws per round when adaptive.
-        stop: When an adaptive image is settled (:class:`~.stopping.StopRule`).
-        max_tokens: Hard limit on tokens per sentence, against a model that
-            keeps writing word pieces; ``None`` means three per word
-            (``3 * max_words``). It is also kept within the LM's positions.
-        decoding: ``"auto"`` (the static decoder on CUDA GPUs, the eager one
-            elsewhere), ``"eager"`` or ``"static"``. Both draw the exact
-            nucleus distribution, each deterministic for a seed on one device,
-            but from different random numbers: their sentences differ.
-    """
-
-    num_samples: int = 1000
-    top_p: float = 0.95
-    temperature: float = 1.0
-    min_words: int = 5
-    max_words: int = 20
-    batch_size: int | str = "auto"
-    seed: int = 0
-    max_tokens: int | None = None
-    adaptive: bool = False
-    round_size: int = 25
-    stop: StopRule = field(default_factory=StopRule)
-    decoding: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise TexplainError(f"sampling: num_samples must be at least 1, got {self.num_samples}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise TexplainError(f"sampling: top_p must be in (0, 1], got {self.top_p}")
-        if not self.temperature > 0.0:
-            raise TexplainError(f"sampling: temperature must be positive, got {self.temperature}")
-        if self.min_words < 0:
-            raise TexplainError(f"sampling: min_words must be at least 0, got {self.min_words}")
-        if self.max_words < 1:
-            raise TexplainError(f"sampling: max_words must be at least 1, got {self.max_words}")
-        if self.min_words > self.max_words:
-            raise TexplainError(f"sampling: min_words ({self.min_words}) is more than max_words ({self.max_words})")
-        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise TexplainError(f"sampling: batch_size must be auto or at least 1, got {self.batch_size!r}")
-        if self.decoding not in DECODINGS:
-            raise TexplainError(f"sampling: decoding must be one of {', '.join(DECODINGS)}, got {self.decoding!r}")
-        if self.max_tokens is not None and self.max_tokens < self.max_words:
-            raise TexplainError(f"sampling: max_tokens ({self.max_tokens}) is less than max_words ({self.max_words})")
-        if isinstance(self.stop, dict):
-            self.stop = StopRule(**self.stop)
-        if self.round_size < 1:
-            raise TexplainError(f"sampling: round_size must be at least 1, got {self.round_size}")
-
-    @property
-    def token_budget(self) -> int:
-        """Most tokens one sentence may have (before the LM's position limit)."""
-        return self.max_tokens if self.max_tokens is not None else 3 * self.max_words
 
 
 def sample_sentences(

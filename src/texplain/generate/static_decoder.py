@@ -52,7 +52,7 @@ from texplain.generate.word_boundaries import padded_word_tables, word_step
 from texplain.models.lm import FrozenLM
 
 if TYPE_CHECKING:
-    from texplain.generate.sampling import SamplingConfig
+    from texplain.generate.config import SamplingConfig
 
 log = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from texplain.data.images import decode_rgb, load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
+from texplain.models.config import ExtractionConfig
 from texplain.models.translator import same_name
 from texplain.progress import tqdm
 from texplain.weights import open_safetensors
@@ -56,22 +57,6 @@ CACHED_SHARDS = 4
 """Shards whose whole rows :meth:`FeatureStore.row` keeps after reading them (reads go shard by shard)."""
 
 
-@dataclass
-class ExtractionConfig:
-    """How features are extracted.
-
-    batch_size: images per forward pass. fp16: store features as float16
-    (half the disk, enough precision for a translator's input).
-    shard_size: images per safetensors shard.
-    """
-
-    batch_size: int = 32
-    fp16: bool = False
-    shard_size: int = 1024
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.shard_size < 1:
-            raise TexplainError("feature extraction: batch_size and shard_size must be at least 1")
 
 
 @dataclass

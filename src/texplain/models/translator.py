@@ -46,66 +46,14 @@ from texplain.atomic import write_json, writing
 from texplain.data.files import load_json
 from texplain.errors import TexplainError, first_line
 from texplain.models.classifiers import Classifier, feature_source
+from texplain.models.config import TranslatorConfig
 from texplain.models.lm import FrozenLM
 from texplain.weights import load_safetensors, open_safetensors
 
 WEIGHTS_FILE = "translator.safetensors"
 CONFIG_FILE = "translator.json"
-MODES = ("auto", "pooled", "token", "resampler", "flatten")
 
 
-@dataclass
-class TranslatorConfig:
-    """Shape and size of the translator.
-
-    in_tokens, in_dim: the feature shape (T, D). lm_dim: the LM's embedding
-    width d. prefix_len: K, prefix slots handed to the LM (a prefix-ready
-    LM's recipe says how many it reads). hidden: width of the MLP's hidden
-    layers. mode: ``pooled``, ``token``, ``resampler``, ``flatten`` or
-    ``auto`` (flatten when T = 1, else pooled). dropout: before the last
-    layer; feature_dropout: on the input features, both against overfitting
-    small caption sets. residual, start_token: see the module docstring.
-    """
-
-    in_tokens: int
-    in_dim: int
-    lm_dim: int
-    prefix_len: int = 8
-    hidden: int = 512
-    mode: str = "auto"
-    dropout: float = 0.1
-    feature_dropout: float = 0.0
-    residual: bool = True
-    start_token: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("in_tokens", "in_dim", "lm_dim", "prefix_len", "hidden"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise TexplainError(f"translator {name} must be a whole number, not {getattr(self, name)!r}")
-        for name in ("dropout", "feature_dropout"):
-            if not isinstance(getattr(self, name), (int, float)) or isinstance(getattr(self, name), bool):
-                raise TexplainError(f"translator {name} must be a number, not {getattr(self, name)!r}")
-        for name in ("residual", "start_token"):
-            if not isinstance(getattr(self, name), bool):
-                raise TexplainError(f"translator {name} must be true or false, not {getattr(self, name)!r}")
-        if not isinstance(self.mode, str) or self.mode not in MODES:
-            raise TexplainError(f"translator mode {self.mode!r}: choose one of {', '.join(MODES)}")
-        for name in ("in_tokens", "in_dim", "lm_dim", "prefix_len", "hidden"):
-            if int(getattr(self, name)) < 1:
-                raise TexplainError(f"translator {name} must be at least 1, not {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.feature_dropout < 1.0:
-            raise TexplainError(f"translator dropouts must be in [0, 1), not {self.dropout} and {self.feature_dropout}")
-
-    @property
-    def resolved_mode(self) -> str:
-        if self.mode != "auto":
-            return self.mode
-        return "flatten" if self.in_tokens == 1 else "pooled"
-
-    @property
-    def output_len(self) -> int:
-        """Positions of the prefix the LM reads: K slots, and the start token when there is one."""
-        return self.prefix_len + int(self.start_token)
 
 
 @dataclass

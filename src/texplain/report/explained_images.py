@@ -21,11 +21,14 @@ from torch import Tensor
 
 from texplain.atomic import NAME_MAX, check_writable, write_json
 from texplain.data.files import check_not_inputs
-from texplain.generate.explain import ExplainConfig, explain_stream
+from texplain.generate.config import ExplainConfig
+from texplain.generate.explain import explain_stream
+from texplain.models.config import ExtractionConfig
 from texplain.models.explainer import Explainer
-from texplain.models.features import ExtractionConfig, ImageItem, classify_images
+from texplain.models.features import ImageItem, classify_images
 from texplain.report.wordcloud import draw_word_cloud
-from texplain.text.class_vocabulary import ClassWordConfig, class_vocabulary
+from texplain.text.class_vocabulary import class_vocabulary
+from texplain.text.config import ClassWordConfig
 
 log = logging.getLogger(__name__)
 

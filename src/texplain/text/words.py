@@ -20,7 +20,7 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import simplemma
@@ -28,6 +28,7 @@ from wordcloud import STOPWORDS
 
 from texplain.data.wordnet import wordnet
 from texplain.errors import TexplainError
+from texplain.text.config import WordConfig, require_int
 
 CAPTION_FILLERS: frozenset[str] = frozenset({"image", "picture", "photo", "photograph", "pic"})
 """Words a captioning model says about the medium rather than the content.
@@ -46,50 +47,6 @@ _TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
-@dataclass
-class WordConfig:
-    """How sentences become counted words.
-
-    Attributes:
-        top_k: How many words :meth:`WordCounter.top` returns by default.
-        min_length: Words shorter than this many characters (after
-            lemmatising) are dropped; the default removes stray letters left by
-            contractions and initials.
-        extra_stopwords: Words to drop besides :data:`STOP_WORDS`, e.g. a
-            dataset's boilerplate. Matched case-insensitively against both the
-            word and its lemma; stored lowercased, deduplicated and sorted so
-            that equal sets give equal configs.
-        lemmatise: Reduce words to their dictionary form (simplemma, checked
-            against WordNet: :func:`_lemma`), so that plural and singular
-            nouns count together.
-    """
-
-    top_k: int = 20
-    min_length: int = 2
-    extra_stopwords: tuple[str, ...] = ()
-    lemmatise: bool = True
-
-    def __post_init__(self) -> None:
-        _require_int("top_k", self.top_k, minimum=1)
-        _require_int("min_length", self.min_length, minimum=1)
-        if not isinstance(self.extra_stopwords, (tuple, list, set, frozenset)):
-            raise TexplainError(
-                f"extra_stopwords must be a tuple of words, got {self.extra_stopwords!r}"
-            )
-        if not all(isinstance(word, str) and word.strip() for word in self.extra_stopwords):
-            raise TexplainError(
-                f"extra_stopwords must hold non-empty strings, got {self.extra_stopwords!r}"
-            )
-        normalised = {word.strip().lower() for word in self.extra_stopwords}
-        self.extra_stopwords = tuple(sorted(normalised))
-        if not isinstance(self.lemmatise, bool):
-            raise TexplainError(f"lemmatise must be true or false, got {self.lemmatise!r}")
-
-
-def _require_int(name: str, value: Any, minimum: int) -> None:
-    """Raise a one-line error unless ``value`` is an int (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise TexplainError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @functools.lru_cache(maxsize=64)
@@ -205,7 +162,7 @@ class WordCounter:
         """The ``k`` (default ``config.top_k``) most frequent words as (word, frequency)."""
         if k is None:
             k = self.config.top_k
-        _require_int("k", k, minimum=0)
+        require_int("k", k, minimum=0)
         return list(self.frequencies().items())[:k]
 
     def merge(self, other: WordCounter) -> None:
@@ -246,11 +203,11 @@ class WordCounter:
             config = WordConfig(**config_fields)
         except TypeError as error:
             raise TexplainError(f"word counts have a bad config: {error}") from error
-        _require_int("n_sentences", n_sentences, minimum=0)
+        require_int("n_sentences", n_sentences, minimum=0)
         for word, count in counts.items():
             if not isinstance(word, str):
                 raise TexplainError(f"word counts are malformed: word {word!r} is not a string")
-            _require_int(f"count of {word!r}", count, minimum=1)
+            require_int(f"count of {word!r}", count, minimum=1)
             if count > n_sentences:
                 raise TexplainError(
                     f"word counts are malformed: {word!r} is in {count} sentences "

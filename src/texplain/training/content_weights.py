@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from texplain.errors import TexplainError
-from texplain.text.words import WordConfig, content_word_spans
+from texplain.text.config import WordConfig
+from texplain.text.words import content_word_spans
 
 
 def content_weights(tokenizer, captions: Sequence[str], ids: Tensor, mask: Tensor, content_weight: float) -> Tensor:

@@ -54,7 +54,8 @@ from texplain.errors import TexplainError
 from texplain.generate.device_plan import free_memory, rows_that_fit
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
-from texplain.models.features import ExtractionConfig, FeatureStore, ImageItem, extract_into, open_store
+from texplain.models.config import ExtractionConfig
+from texplain.models.features import FeatureStore, ImageItem, extract_into, open_store
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import (
     Translator,
@@ -63,6 +64,7 @@ from texplain.models.translator import (
     save_translator,
 )
 from texplain.progress import tqdm
+from texplain.training.config import Phase, TrainConfig
 from texplain.training.content_weights import content_weights
 from texplain.training.replicas import Replicas
 from texplain.training.schedule import warmup_cosine
@@ -91,74 +93,8 @@ LOSS_EVERY = 25
 """Steps between reads of the running loss (each read waits for the GPU)."""
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation settings shared by all phases.
-
-    batch_size: pairs per optimizer step, over all processes, or ``"auto"``:
-    on a GPU the most a micro-batch of each process holds in memory (at most
-    :data:`AUTO_MAX_BATCH`) times processes and micro-batches; on a CPU
-    :data:`CPU_AUTO_BATCH`. The size chosen is logged and kept in the
-    checkpoint, so that a resumed run keeps it. weight_decay:
-    AdamW's. warmup_steps: linear warm-up at the start of each phase (capped
-    at a tenth of the phase). clip: gradient-norm clipping. max_tokens:
-    caption tokens kept (EOS included). seed: shuffling and dropout. device:
-    where the translator and LM run (under a launcher: ``cuda`` is each
-    process's own GPU). accumulation: micro-batches per step (gradients add
-    up; batch norm sees one micro-batch at a time). mixed_precision:
-    ``bf16``, ``fp16`` or ``no`` on GPUs; None takes the launcher's, else
-    bfloat16 on a GPU that has it, else float32; CPUs train in float32.
-    feature_memory_gb: the training set's
-    features are held in memory when they take no more than this, else read
-    per batch from the memory-mapped store. content_weight: how much more
-    the tokens of content words weigh in the training loss than other tokens
-    (:mod:`texplain.training.content_weights`; the dev loss stays unweighted).
-    """
-
-    batch_size: int | str = 64
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    clip: float = 1.0
-    max_tokens: int = 40
-    seed: int = 0
-    device: str = "cpu"
-    accumulation: int = 1
-    mixed_precision: str | None = None
-    feature_memory_gb: float = 4.0
-    content_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not self.content_weight > 0:
-            raise TexplainError(f"training: content_weight must be positive, got {self.content_weight}")
-        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise TexplainError(f"training: batch_size must be auto or at least 1, got {self.batch_size!r}")
-        if self.max_tokens < 2 or self.accumulation < 1:
-            raise TexplainError("training: accumulation must be ≥ 1 and max_tokens ≥ 2")
-        if self.clip <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
-            raise TexplainError("training: clip must be > 0, weight_decay and warmup_steps ≥ 0")
-        if isinstance(self.batch_size, int) and self.accumulation > self.batch_size:
-            raise TexplainError(f"training: {self.accumulation} micro-batches cannot share a batch of {self.batch_size}")
 
 
-@dataclass
-class Phase:
-    """One stage of training: its (image, caption) pairs, epochs and peak learning rate.
-
-    ``streams``: streamed caption sets whose pairs join ``pairs`` once their
-    features are extracted (:func:`fit_translator`).
-    """
-
-    name: str
-    pairs: Sequence[CaptionPair]
-    epochs: int
-    lr: float = 1e-3
-    streams: Sequence[CaptionShards] = ()
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0 or self.lr <= 0:
-            raise TexplainError(f"training phase {self.name}: epochs must be ≥ 0 and lr > 0")
-        if self.epochs and not self.pairs and not self.streams:
-            raise TexplainError(f"training phase {self.name}: no (image, caption) pairs")
 
 
 @dataclass
