@@ -18,12 +18,14 @@ import torch
 
 from texplain.atomic import write_json
 from texplain.data.captions import read_captions
-from texplain.generate.sampling import SamplingConfig, sample_sentences
+from texplain.generate.config import SamplingConfig
+from texplain.generate.sampling import sample_sentences
 from texplain.models.classifiers import load_classifier
 from texplain.models.features import extract_features
 from texplain.models.lm import load_lm
 from texplain.models.translator import new_translator
-from texplain.training.translator_training import Phase, TrainConfig, train_translator
+from texplain.training.config import Phase, TrainConfig
+from texplain.training.translator_training import train_translator
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k" / "captions.tsv"
 

@@ -8,17 +8,12 @@ import torch
 from PIL import Image
 
 from texplain.data.labelled import LabelledImage
-from texplain.mitigation.bench import MitigateConfig
+from texplain.mitigation.config import MitigateConfig
 from texplain.mitigation.runner import load_bench, run_mitigation
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.mitigation_report import markdown_table
-from texplain.training.classifier_training import (
-    ClassifierTrainConfig,
-    label_indices,
-    load_pixels,
-    predict,
-    train_classifier,
-)
+from texplain.training.classifier_training import label_indices, load_pixels, predict, train_classifier
+from texplain.training.config import ClassifierTrainConfig
 from texplain.training.frozen_front import cut_inputs
 
 CLASSES = ["dark", "light"]

@@ -8,15 +8,11 @@ from torch import nn
 
 from texplain.errors import TexplainError
 from texplain.models.classifiers import load_classifier, save_classifier
-from texplain.models.translator import (
-    Provenance,
-    Translator,
-    TranslatorConfig,
-    load_translator,
-    save_translator,
-)
+from texplain.models.config import TranslatorConfig
+from texplain.models.translator import Provenance, Translator, load_translator, save_translator
 from texplain.training import classifier_training
-from texplain.training.classifier_training import ClassifierTrainConfig, train_classifier
+from texplain.training.classifier_training import train_classifier
+from texplain.training.config import ClassifierTrainConfig
 from texplain.training.frozen_front import front_is_a_chain, last_stage, split_at, trained_modules
 
 

@@ -13,7 +13,8 @@ from texplain.attribution.gradcam import class_cam, feature_cam, token_grid, wor
 from texplain.attribution.word_score import word_log_prob, word_token_rows
 from texplain.errors import TexplainError
 from texplain.models.classifiers import Classifier
-from texplain.models.translator import Translator, TranslatorConfig
+from texplain.models.config import TranslatorConfig
+from texplain.models.translator import Translator
 
 
 class RedBlue(nn.Module):

@@ -10,7 +10,8 @@ from texplain.attribution.fills import mask_batch
 from texplain.attribution.gradcam import finer_layer
 from texplain.attribution.heat import region
 from texplain.errors import TexplainError
-from texplain.mitigation.masks import MaskConfig, cam_layer, localise
+from texplain.mitigation.config import MaskConfig
+from texplain.mitigation.masks import cam_layer, localise
 from texplain.models.classifiers import load_classifier
 
 OBJECT = (slice(8, 24), slice(8, 24))

@@ -14,18 +14,19 @@ from texplain.analysis.suspects import ClassMerge, dominant_words
 from texplain.attribution.fills import mask_batch
 from texplain.attribution.keep import keep_heat
 from texplain.attribution.occlusion import occlusion_heat
-from texplain.cli.mitigation import mitigate_command
 from texplain.errors import TexplainError
-from texplain.generate.words import WordCounter
-from texplain.mitigation.bench import MitigateConfig, check_classes, save_checkpoint
+from texplain.mitigation.bench import check_classes, save_checkpoint
+from texplain.mitigation.config import MaskConfig, MitigateConfig, SelectionConfig
 from texplain.mitigation.holdout import holdout_positions
-from texplain.mitigation.masks import MaskConfig
 from texplain.mitigation.runner import check_translator, summarise_runs
-from texplain.mitigation.selection import SelectionConfig, _Explained, choose
+from texplain.mitigation.selection import _Explained, choose
 from texplain.models.classifiers import load_classifier, save_classifier
-from texplain.models.translator import Translator, TranslatorConfig
+from texplain.models.config import TranslatorConfig
+from texplain.models.translator import Translator
 from texplain.report.mitigation_report import markdown_table
-from texplain.training.classifier_training import ClassifierTrainConfig, train_classifier
+from texplain.text.words import WordCounter
+from texplain.training.classifier_training import train_classifier
+from texplain.training.config import ClassifierTrainConfig
 
 
 @pytest.fixture
@@ -156,7 +157,7 @@ def test_mitigate_command_end_to_end(tiny_demo, tmp_path):
     code = cli.main([
         "mitigate", "--demo", str(tiny_demo), "--out", str(out), "--json", str(table), "--seeds", "2",
         "--samples", "4", "--min-frequency", "0", "--min-lift", "0", "--min-per-class", "0", "--epochs", "1",
-        "--batch-size", "8", "--limit", "40",
+        "--batch-size", "8", "--limit", "40", "--select", "not-class",  # 40 images of 4 sentences show no suspect
     ])
     assert code == 0
     numbers = json.loads(table.read_text())
@@ -183,7 +184,7 @@ def test_class_words_and_head_only_reach_the_command(tiny_demo, tmp_path, capsys
     """--finetune head keeps the features (and the checkpoint says so); words given as class words stop counting against a sample."""
     common = ["mitigate", "--demo", str(tiny_demo), "--methods", "texplain", "--seeds", "1", "--samples", "4",
               "--min-frequency", "0", "--min-lift", "0", "--min-per-class", "0", "--epochs", "1", "--batch-size", "8",
-              "--limit", "12"]
+              "--limit", "12", "--select", "not-class"]
     assert cli.main([*common, "--out", str(tmp_path / "plain"), "--json", str(tmp_path / "plain.json"), "--finetune", "head"]) == 0
     checkpoint = json.loads((tmp_path / "plain" / "checkpoints" / "texplain-seed0" / "classifier.json").read_text())
     assert checkpoint["features_of"] == str(tiny_demo / "classifier")
@@ -276,21 +277,3 @@ def test_the_report_marks_classes_whose_shortcut_was_not_found():
     assert "| climbing | rock | rock (4) | 4 of 6 | 50.0 ± 10.0 | 50.0 ± 10.0 | +0.0 |" in table
     assert "| throwing (no shortcut found) | none | none | 0 of 4 |" in table
     assert "by the suspects rule: the median class is the first word of 0% of its images" in table
-
-
-def test_mitigate_defaults_are_the_mitigation_configs():
-    import inspect
-
-    config, parameters = MitigateConfig(), inspect.signature(mitigate_command).parameters
-    selection, finetune = config.selection, config.finetune
-    expected = {
-        "select": selection.rule, "select_threshold": selection.threshold, "min_frequency": selection.min_frequency,
-        "min_lift": selection.min_lift, "samples": selection.sampling.num_samples, "finetune": finetune.trainable,
-        "epochs": finetune.epochs, "patience": finetune.patience, "lr": finetune.lr, "backbone_lr": finetune.backbone_lr,
-        "batch_size": finetune.batch_size, "holdout": config.holdout, "masktune_epochs": config.masktune_epochs,
-        "jtt_epochs": config.jtt_epochs, "jtt_upweight": config.jtt_upweight, "min_per_class": config.min_per_class,
-        "seeds": len(config.seeds), "methods": ",".join(config.methods), "heat": config.mask.heat,
-        "grid": config.mask.grid, "window": config.mask.window, "threshold": config.mask.threshold,
-        "fill": config.mask.fill, "localise": config.mask.localise, "cam_layer": config.mask.layer,
-    }
-    assert {name: parameters[name].default for name in expected} == expected

@@ -10,14 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import tiny_vit
 from texplain.errors import TexplainError
-from texplain.models.translator import (
-    Provenance,
-    Translator,
-    TranslatorConfig,
-    contiguous_average,
-    load_translator,
-    save_translator,
-)
+from texplain.models.config import TranslatorConfig
+from texplain.models.translator import Provenance, Translator, contiguous_average, load_translator, save_translator
 
 
 @pytest.mark.parametrize("tokens,mode,resolved", [(17, "auto", "pooled"), (1, "auto", "flatten"), (5, "flatten", "flatten"),

@@ -14,85 +14,22 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from texplain.analysis.statistics import group_accuracy
 from texplain.attribution.heat import region
 from texplain.errors import TexplainError
-from texplain.mitigation.masks import MaskConfig
-from texplain.mitigation.selection import SelectionConfig
+from texplain.mitigation.config import MitigateConfig
 from texplain.models.classifiers import Classifier, load_classifier, save_classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
-from texplain.training.classifier_training import ClassifierTrainConfig, TrainingHistory, predict, train_classifier
+from texplain.statistics import group_accuracy
+from texplain.training.classifier_training import TrainingHistory, predict, train_classifier
 from texplain.training.frozen_front import cut_inputs, front_is_a_chain, last_stage, skipping, split_at
-
-METHODS = ("erm", "randmask", "randmask_all", "masktune", "jtt", "dfr", "texplain")
-"""Every method, in the table's order (:mod:`.runner` maps each to its file)."""
-
-
-@dataclass
-class MitigateConfig:
-    """Everything the methods need besides the models and the data.
-
-    methods: which of :data:`METHODS` to run. seeds: one fine-tuning
-    run per seed and method. finetune: what learns (``trainable``: the last
-    stages by default, at a tenth of the head's lr), at most how many epochs,
-    lr, batch, decay and patience of every fine-tuning (its seed is replaced
-    per run). holdout: the share of the training split held out for early
-    stopping and DFR (:mod:`.holdout`). masktune_epochs: MaskTune's
-    fine-tuning epochs (one, as MaskTune). jtt_epochs: how long JTT's
-    identification model trains (briefly, so that it errs); jtt_upweight:
-    how many times JTT counts an error. dfr_steps, dfr_lr, dfr_subsets:
-    DFR's logistic regression on each balanced subset (full-batch steps and
-    learning rate), and how many subsets are averaged. min_per_class: fine-tuning sets need this many samples of
-    every class. examples: masked examples saved for the report.
-    trust_code: let the classifier folder's recipe run code from outside
-    texplain (:func:`~texplain.models.classifiers.load_classifier`).
-    """
-
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
-    finetune: ClassifierTrainConfig = field(default_factory=lambda: ClassifierTrainConfig(
-        epochs=5, batch_size=32, lr=1e-3, trainable="last-stages", backbone_lr=0.1))
-    methods: tuple[str, ...] = METHODS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    holdout: float = 0.15
-    masktune_epochs: int = 1
-    jtt_epochs: int = 1
-    jtt_upweight: int = 6
-    dfr_steps: int = 300
-    dfr_lr: float = 1e-2
-    dfr_subsets: int = 10
-    min_per_class: int = 1
-    examples: int = 6
-    device: str = "cpu"
-    trust_code: bool = False
-
-    def __post_init__(self) -> None:
-        self.methods = tuple(self.methods)
-        self.seeds = tuple(self.seeds)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise TexplainError(f"mitigation: unknown method {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise TexplainError("mitigation: give at least one seed, each once")
-        if min(self.masktune_epochs, self.jtt_epochs, self.jtt_upweight, self.dfr_steps, self.dfr_subsets) < 1:
-            raise TexplainError("mitigation: masktune_epochs, jtt_epochs, jtt_upweight, dfr_steps and dfr_subsets must be >= 1")
-        if self.min_per_class < 0 or self.examples < 0 or self.dfr_lr <= 0:
-            raise TexplainError("mitigation: min_per_class and examples must be >= 0 and dfr_lr > 0")
-        if not 0.0 <= self.holdout < 1.0:
-            raise TexplainError(f"mitigation: holdout must be in [0, 1), got {self.holdout}")
-
-    def to_json(self) -> dict:
-        settings = asdict(self)
-        settings["selection"]["class_words"] = self.selection.class_words.to_json()
-        return settings
 
 
 @dataclass
@@ -240,7 +177,8 @@ class Method(Protocol):
     label: str
 
     def prepare(self, bench: Bench) -> dict:
-        """Work every seed shares; returns what the result records about it."""
+        """Work every seed shares; returns what the result records about it (by default none: nothing)."""
+        return {}
 
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
         """The classifier this method gives for ``seed``, and what the run records beside its scores."""

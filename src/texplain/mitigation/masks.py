@@ -1,6 +1,6 @@
 """Mitigation, step two: where a sample's shortcut word (or, for MaskTune, its class) is, as a heat map.
 
-Three ways (:data:`HEAT_METHODS`), each in :mod:`texplain.attribution`:
+Three ways (:data:`~texplain.mitigation.config.HEAT_METHODS`), each in :mod:`texplain.attribution`:
 ``keep`` (the default: what each window of a grid says on its own, which finds
 a redundant background; :mod:`~texplain.attribution.keep`), Grad-CAM of the
 word through the translator and the LM, or of the class logit
@@ -20,72 +20,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from texplain.attribution.fills import FILLS
 from texplain.attribution.gradcam import class_cam, finer_layer, word_cam
 from texplain.attribution.keep import keep_heat
 from texplain.attribution.occlusion import occlusion_heat
 from texplain.attribution.word_score import word_log_prob, word_token_rows
 from texplain.errors import TexplainError
+from texplain.mitigation.config import MaskConfig
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
 
 log = logging.getLogger(__name__)
 
-LOCALISERS = ("word", "class")
-HEAT_METHODS = ("keep", "gradcam", "occlusion")
 MIN_SIDE = 8
 """Cells a side the ``auto`` Grad-CAM layer's map has at least."""
-
-
-@dataclass
-class MaskConfig:
-    """Where and how a sample is masked.
-
-    localise: ``word`` (the non-class word, TExplain's) or ``class`` (the
-    labelled class's logit, MaskTune's). heat: ``keep`` (each ``window`` x
-    ``window`` window of a ``grid`` x ``grid`` grid scored alone),
-    ``gradcam`` or ``occlusion`` (hiding each cell of the grid in turn).
-    layer: where Grad-CAM's map is taken: ``auto`` (the deepest stage with a map of at
-    least :data:`MIN_SIDE` cells a side), ``features`` (the classifier's
-    feature layer) or a module name. threshold: the masked region is where the
-    heat map reaches it. fill: one of :data:`~texplain.attribution.fills.FILLS`.
-    """
-
-    localise: str = "word"
-    threshold: float = 0.5
-    fill: str = "shuffle"
-    heat: str = "keep"
-    layer: str = "auto"
-    grid: int = 8
-    window: int = 2
-
-    def __post_init__(self) -> None:
-        if self.localise not in LOCALISERS:
-            raise TexplainError(f"mask localise {self.localise!r}: choose word or class")
-        if self.fill not in FILLS:
-            raise TexplainError(f"mask fill {self.fill!r}: choose one of {', '.join(FILLS)}")
-        if not 0.0 < self.threshold <= 1.0:
-            raise TexplainError(f"mask threshold must be in (0, 1], got {self.threshold}")
-        if self.heat not in HEAT_METHODS or self.grid < 2:
-            raise TexplainError(f"mask heat {self.heat!r}: choose {', '.join(HEAT_METHODS)} (grid at least 2)")
-        if self.heat == "keep" and not 1 <= self.window < self.grid:
-            raise TexplainError(f"mask window {self.window}: keep needs at least 1 cell and fewer than the grid's {self.grid}")
-        if not self.layer.strip():
-            raise TexplainError("mask layer: give auto, features or a module name")
-
-    def where(self, layer: str | None) -> str:
-        """Where the heat map comes from, in words; ``layer`` is Grad-CAM's module (None: the feature layer)."""
-        if self.heat == "gradcam":
-            return f"Grad-CAM at {layer or 'the feature layer'}"
-        if self.heat == "occlusion":
-            return f"each cell of the {self.grid} x {self.grid} grid hidden"
-        return f"each {self.window} x {self.window}-cell window of the {self.grid} x {self.grid} grid kept alone"
 
 
 def cam_layer(classifier: Classifier, pixels: Tensor, mask: MaskConfig) -> str | None:

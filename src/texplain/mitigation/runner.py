@@ -30,7 +30,8 @@ import torch
 
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
-from texplain.mitigation.bench import Bench, Method, MitigateConfig, check_not_original
+from texplain.mitigation.bench import Bench, Method, check_not_original
+from texplain.mitigation.config import MitigateConfig
 from texplain.mitigation.holdout import holdout_positions
 from texplain.mitigation.methods.dfr import DFR
 from texplain.mitigation.methods.erm import ERM

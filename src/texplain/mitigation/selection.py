@@ -1,7 +1,7 @@
 """Mitigation (paper Table 2), step one: explanations pick the training samples that lean on a shortcut.
 
 Every training image is explained (N sentences). Its words are counted per
-sentence, the class's vocabulary (:mod:`texplain.analysis.class_vocabulary`:
+sentence, the class's vocabulary (:mod:`texplain.text.class_vocabulary`:
 the name and its WordNet relatives) is merged into one entry named after the
 class, and each word's lift over the LM's own prior
 (:mod:`texplain.analysis.lm_prior`) is computed. The image's *dominant* words
@@ -39,70 +39,19 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from texplain.analysis.class_vocabulary import (
-    ClassWordConfig,
-    class_mentions,
-    class_vocabularies,
-    word_index,
-)
-from texplain.analysis.lm_prior import (
-    LMPrior,
-    PriorConfig,
-    explain_prior,
-    null_features,
-)
-from texplain.analysis.suspects import ClassMerge, DominantWord, SuspectRule, dominant_words, rank_suspects
+from texplain.analysis.lm_prior import LMPrior, explain_prior, null_features
+from texplain.analysis.suspects import ClassMerge, DominantWord, dominant_words, rank_suspects
 from texplain.errors import TexplainError
-from texplain.generate.explain import ExplainConfig, explain_stream
-from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig
+from texplain.generate.explain import explain_stream
+from texplain.mitigation.config import SelectionConfig
 from texplain.models.classifiers import Classifier
-from texplain.models.features import ExtractionConfig, FeatureStore, extract_features
+from texplain.models.config import ExtractionConfig
+from texplain.models.features import FeatureStore, extract_features
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.text.class_vocabulary import class_mentions, class_vocabularies, word_index
 
 log = logging.getLogger(__name__)
-
-RULES = ("auto", "suspects", "not-class")
-
-
-@dataclass
-class SelectionConfig:
-    """How training images are explained and judged shortcut-reliant.
-
-    sampling: how each image's sentences are drawn (a few: every training
-    image is explained). min_frequency: a dominant word is in at least this
-    fraction of the image's sentences. min_lift: and its odds at least this
-    many times those after a null prefix (the lift of
-    :mod:`texplain.analysis.lm_prior`). prior: which null prefixes make the
-    LM prior. class_words: how class names become vocabularies. rule: one of
-    :data:`RULES` (see the module docstring). top: ``suspects`` picks a
-    sample whose first ``top`` dominant words hold a suspect; threshold: or,
-    when set, whose sentences say a suspect at least this often (lift not
-    asked). suspects: the class-level rule for suspects.
-    """
-
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=20))
-    min_frequency: float = 0.1
-    min_lift: float = 1.5
-    prior: PriorConfig = field(default_factory=PriorConfig)
-    class_words: ClassWordConfig = field(default_factory=ClassWordConfig)
-    rule: str = "auto"
-    top: int = 3
-    threshold: float | None = None
-    suspects: SuspectRule = field(default_factory=SuspectRule)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_frequency <= 1.0 or self.min_lift < 0:
-            raise TexplainError("selection: min_frequency must be in [0, 1] and min_lift non-negative")
-        if self.rule not in RULES:
-            raise TexplainError(f"selection rule {self.rule!r}: choose {', '.join(RULES)}")
-        if self.top < 1 or (self.threshold is not None and not 0.0 < self.threshold <= 1.0):
-            raise TexplainError("selection: top must be at least 1 and the threshold in (0, 1]")
-
-    def explain_config(self) -> ExplainConfig:
-        """The sampling and word settings every training image (and the prior) is explained with."""
-        return ExplainConfig(sampling=self.sampling, words=WordConfig(top_k=50), word_cloud=False)
 
 
 @dataclass

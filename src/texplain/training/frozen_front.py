@@ -29,14 +29,13 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from texplain.errors import TexplainError
 from texplain.models.classifiers import INPUT_SUFFIX, capture, head_name, logits_of
+from texplain.progress import tqdm
+from texplain.training.config import TRAINABLE
 
 log = logging.getLogger(__name__)
-
-TRAINABLE = ("head", "last-stages", "all")
 
 
 def last_stage(module: nn.Module) -> str:

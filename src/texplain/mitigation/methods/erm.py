@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from texplain.mitigation.bench import Bench
+from texplain.mitigation.bench import Bench, Method
 from texplain.models.classifiers import Classifier
 
 
-class ERM:
+class ERM(Method):
     """The original classifier; the same for every seed."""
 
     name = "erm"
     label = "ERM"
-
-    def prepare(self, bench: Bench) -> dict:
-        return {}
 
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
         return bench.classifier, {"fine_tuned_on": 0}

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import torch
 
-from texplain.mitigation.bench import Bench
+from texplain.mitigation.bench import Bench, Method
 from texplain.models.classifiers import Classifier, replace_head
 
 
-class JTT:
+class JTT(Method):
     """Up-weight what a briefly trained identification model gets wrong."""
 
     name = "jtt"
     label = "JTT"
-
-    def prepare(self, bench: Bench) -> dict:
-        return {}
 
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
         pixels, tuned = bench.train_pixels, torch.tensor(bench.tuned, dtype=torch.long)

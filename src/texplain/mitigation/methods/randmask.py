@@ -11,21 +11,18 @@ from __future__ import annotations
 import torch
 
 from texplain.attribution.fills import mask_batch
-from texplain.mitigation.bench import Bench
+from texplain.mitigation.bench import Bench, Method
 from texplain.mitigation.methods.texplain import TExplain
 from texplain.models.classifiers import Classifier
 
 
-class RandMask:
+class RandMask(Method):
     """Random masks on TExplain's number of samples (``every=False``) or on every sample."""
 
     def __init__(self, texplain: TExplain, every: bool) -> None:
         self.texplain, self.every = texplain, every
         self.name = "randmask_all" if every else "randmask"
         self.label = "RandMask (all)" if every else "RandMask (same number)"
-
-    def prepare(self, bench: Bench) -> dict:
-        return {}
 
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
         generator = torch.Generator().manual_seed(seed)

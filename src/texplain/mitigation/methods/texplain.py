@@ -63,8 +63,10 @@ class TExplain:
         log.info("selected %d of %d training images (%.1f%%) by rule %s", len(picked), len(labels),
                  100 * self.selection.fraction, self.selection.rule)
         if not picked:
-            raise TexplainError("TExplain: no training sample was picked, nothing to mask "
-                                "(lower --min-frequency or --min-lift, or sample more sentences)")
+            hint = ("no class has a shortcut suspect; try --select not-class, " if self.selection.rule == "suspects"
+                    else "")
+            raise TexplainError(f"TExplain: no training sample was picked by rule {self.selection.rule}, nothing to mask "
+                                f"({hint}lower --min-frequency or --min-lift, or sample more sentences)")
         self.heats, zero = heat_maps(bench.classifier, bench.translator, bench.lm, bench.train_pixels, picked,
                                      self.selection.words, bench.train_labels, config.mask, bench.progress)
         if not self.heats:
