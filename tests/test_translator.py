@@ -33,11 +33,12 @@ USER_ONLY_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}<user>
 @pytest.mark.parametrize("start_token", [True, False])
 @pytest.mark.parametrize("start_len", [1, 3])
 def test_output_shape(tokens, mode, resolved, start_token, start_len):
-    config = TranslatorConfig(in_tokens=tokens, in_dim=12, lm_dim=8, prefix_len=4, hidden=16, mode=mode, start_token=start_token,
-                              start_len=start_len)
+    config = TranslatorConfig(in_tokens=tokens, in_dim=12, lm_dim=8, prefix_len=4, hidden=16, mode=mode,
+                              start_token=start_token, start_len=start_len)
     translator = Translator(config).train()
     assert config.resolved_mode == resolved
-    assert translator(torch.randn(3, tokens, 12)).shape == (3, config.output_len, 8) == (3, 4 + start_len * start_token, 8)
+    shape = translator(torch.randn(3, tokens, 12)).shape
+    assert shape == (3, config.output_len, 8) == (3, 4 + start_len * start_token, 8)
 
 
 @pytest.mark.parametrize("mode", ["pooled", "token", "resampler"])
@@ -164,7 +165,8 @@ def test_the_start_is_where_the_lm_alone_writes_captions(tiny_lm, tiny_lm_folder
     assert anchor == "chat"
     assert lm.tokenizer.decode(ids) == f"<system>{CAPTION_STYLE}</system><user>{CAPTION_REQUEST}</user><assistant>"
     no_system = chat_lm(tiny_lm_folder, template=NO_SYSTEM_TEMPLATE)
-    assert no_system.tokenizer.decode(start_tokens(no_system)[1]) == f"<user>{CAPTION_STYLE} {CAPTION_REQUEST}</user><assistant>"
+    in_user_turn = no_system.tokenizer.decode(start_tokens(no_system)[1])
+    assert in_user_turn == f"<user>{CAPTION_STYLE} {CAPTION_REQUEST}</user><assistant>"
     assert start_tokens(lm, "eos") == ("eos", [lm.eos_token_id])
     plain = chat_lm(tiny_lm_folder, template=None)
     assert start_tokens(plain) == ("eos", [plain.eos_token_id])  # its beginning of text is its end of sentence
@@ -191,7 +193,8 @@ def test_a_chat_lm_translator_records_its_start_and_the_lm_alone_uses_it(tiny_lm
     translator = new_translator(tiny_vit(), lm, (101, 64), prefix_len=3, hidden=16).eval()
     assert translator.config.anchor == "chat" and translator.config.start_len == len(ids) > 1
     start = lm.embed_tokens(torch.tensor(ids))
-    assert torch.equal(translator.start, start) and torch.equal(translator.null, lm.embed_tokens(torch.tensor(lm.eos_token_id)))
+    assert torch.equal(translator.start, start)
+    assert torch.equal(translator.null, lm.embed_tokens(torch.tensor(lm.eos_token_id)))
     assert torch.equal(translator(torch.randn(2, 101, 64))[:, 3:], start.expand(2, -1, -1))
     save_translator(translator, tmp_path / "t")
     again = load_translator(tmp_path / "t")

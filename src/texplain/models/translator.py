@@ -248,7 +248,8 @@ def new_translator(classifier: Classifier, lm: FrozenLM, token_shape: tuple[int,
     provenance = Provenance(classifier=_absolute(classifier.feature_spec), feature_layer=classifier.feature_layer,
                             lm=_absolute(lm.spec), lm_recipe=lm.recipe)
     with torch.no_grad():
-        embeddings = lm.embed_tokens(torch.tensor([lm.eos_token_id, *start], device=lm.device)).float().cpu()  # (1+S, d)
+        ids = torch.tensor([lm.eos_token_id, *start], device=lm.device)
+        embeddings = lm.embed_tokens(ids).float().cpu()  # (1 + S, d): the null slot, then the start
     return Translator(config, provenance).anchor(embeddings[0], embeddings[1:])
 
 
