@@ -136,6 +136,8 @@ def test_a_translator_refuses_an_lm_of_another_recipe(tiny_lm):
     classifier = tiny_vit(3)
     translator = new_translator(classifier, tiny_lm, (101, 64), hidden=16)
     assert translator.provenance.lm_recipe == tiny_lm.recipe and translator.config.prefix_len == tiny_lm.recipe["slots"]
+    eos = tiny_lm.embed_tokens(torch.tensor([tiny_lm.eos_token_id]))  # a caption LM's null slot and start, as before
+    assert translator.config.anchor == "eos" and torch.equal(translator.start, eos) and torch.equal(translator.null, eos[0])
     translator.check_lm(tiny_lm)
     translator.provenance.lm_recipe = {"format": "word-slots", "slots": 3, "start": "eos"}
     with pytest.raises(TexplainError, match="prefix recipe"):
