@@ -68,8 +68,11 @@ RESULTS = HERE / "results"
 def main() -> None:
     args = _arguments()
     if args.unmeasured:
-        write_json(args.results / "steering" / f"{args.variant}.json",
-                   {"variant": args.variant, "note": args.note, "unmeasured": args.unmeasured})
+        result = args.results / "steering" / f"{args.variant}.json"
+        if result.is_file() and "unmeasured" not in json.loads(result.read_text()):
+            print(f"{args.variant}: measured already, kept")
+            return
+        write_json(result, {"variant": args.variant, "note": args.note, "unmeasured": args.unmeasured})
         _write_table(args.results)
         return
     torch.set_num_threads(args.threads)

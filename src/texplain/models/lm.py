@@ -214,7 +214,7 @@ ANCHORS = ("auto", "eos", "bos", "chat")
 
 CAPTION_STYLE = ("You write one short sentence about who is in a photo and what they are doing, "
                  "such as: A person is doing something somewhere .")
-"""The system turn of a chat LM's start: a caption's form (the Flickr8k and COCO tokenized style), no content."""
+"""The system turn of a chat LM's start: a caption's form without content (Flickr8k's: a space before the stop)."""
 CAPTION_REQUEST = "Caption this photo."
 """The user's turn of a chat LM's start; the assistant's turn that follows is the caption."""
 
@@ -227,8 +227,8 @@ def start_tokens(lm: FrozenLM, anchor: str = "auto", style: str = CAPTION_STYLE)
     alone. ``eos``: the end-of-sentence token, as a prefix-ready caption LM
     was pretrained (and GPT-2's beginning of text). ``bos``: the
     beginning-of-text token. ``chat``: the LM's own chat template, its system
-    turn saying what a caption is like (``style``; in the user's
-    turn where the template has no system role), the user asking for one
+    turn saying what a caption is like (``style``; in the user's turn where
+    the template has no system role), the user asking for one
     (:data:`CAPTION_REQUEST`) and the assistant's turn begun, so that the
     caption's end-of-sentence token is where an instruct model ends its turn.
     ``auto``: ``eos`` for a prefix-ready LM, ``chat`` for a tokenizer with a
