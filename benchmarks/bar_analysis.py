@@ -39,19 +39,14 @@ from pathlib import Path
 
 import torch
 
-from texplain.analysis.statistics import group_accuracy
 from texplain.atomic import write_json
 from texplain.cli import main
 from texplain.data.labelled import read_labelled
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.browser import chromium_path, screenshot_sections
-from texplain.training.classifier_training import (
-    ClassifierTrainConfig,
-    label_indices,
-    load_pixels,
-    predict,
-    train_classifier,
-)
+from texplain.statistics import group_accuracy
+from texplain.training.classifier_training import label_indices, load_pixels, predict, train_classifier
+from texplain.training.config import ClassifierTrainConfig
 
 CLASSES = ["climbing", "diving", "fishing", "pole vaulting", "racing", "throwing"]
 PLACES = {
@@ -140,7 +135,7 @@ def run(argv: list[str] | None = None) -> int:
     samples = "10" if args.quick else str(args.samples)
     check(main([
         "explain-dataset", str(bar_listing(args, out)), "--translator", translator, "-c", str(out / "classifier"),
-        "--out", str(out / "results"), "-n", samples, "--class-words", str(class_words), "--device", args.device,
+        "--out", str(out / "results"), "--samples", samples, "--class-words", str(class_words), "--device", args.device,
         *(["--min-words", "5", "--max-words", "15"] if args.quick else []),
     ]))
     check(main(["analyse", str(out / "results"), "--out", str(out / "report"), "--title", "BAR: what the classifier sees"]))

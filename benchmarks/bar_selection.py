@@ -19,12 +19,14 @@ from pathlib import Path
 
 import torch
 
-from texplain.analysis.class_vocabulary import ClassWordConfig, load_overrides
 from texplain.atomic import write_json
 from texplain.data.labelled import read_labelled
-from texplain.mitigation.selection import SelectionConfig, select_problematic
+from texplain.mitigation.config import SelectionConfig
+from texplain.mitigation.selection import select_problematic
 from texplain.models.explainer import load_explainer
 from texplain.models.features import FeatureStore
+from texplain.text.class_vocabulary import load_overrides
+from texplain.text.config import ClassWordConfig
 
 HERE = Path(__file__).resolve().parent
 

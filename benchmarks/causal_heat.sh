@@ -17,7 +17,7 @@ mkdir -p "$here/results/causal_heat"
 work=$(mktemp -d)
 for heat in keep gradcam; do for fill in zero mean; do
   texplain evaluate --captions "$run/world/split/captions.jsonl" --split test --images-dir "$run/world/split" \
-      -c "$run/classifier" --translator "$run/translator" --lm "$run/lm" --limit "$images" -n 20 \
+      -c "$run/classifier" --translator "$run/translator" --lm "$run/lm" --limit "$images" --samples 20 \
       --sanity-images 0 --no-cascade --no-minilm --causal-images "$images" --mask-heat "$heat" \
       --mask-fill "$fill" --json "$work/report.json" | grep "^causal" | sed "s/^/$heat, $fill fill: /"
   python -c "import json, sys; json.dump(json.load(open(sys.argv[1]))['causal'], open(sys.argv[2], 'w'), indent=2)" \

@@ -36,13 +36,15 @@ from PIL import Image
 from texplain.analysis.results import ResultsFolder
 from texplain.atomic import write_json
 from texplain.data.captions import CaptionPair
-from texplain.generate.explain import ExplainConfig, explain_features
-from texplain.generate.sampling import SamplingConfig
+from texplain.generate.config import ExplainConfig, SamplingConfig
+from texplain.generate.explain import explain_features
 from texplain.models.classifiers import load_classifier
-from texplain.models.features import ExtractionConfig, FeatureStore, extract_features, readable_pixels
+from texplain.models.config import ExtractionConfig
+from texplain.models.features import FeatureStore, extract_features, readable_pixels
 from texplain.models.lm import load_lm
 from texplain.models.translator import new_translator
-from texplain.training.translator_training import Phase, TrainConfig, train_translator
+from texplain.training.config import Phase, TrainConfig
+from texplain.training.translator_training import train_translator
 
 HERE = Path(__file__).resolve().parent
 WORDS = ("a man dog woman child red blue small large standing sitting running near on the grass water street beach "

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from texplain.atomic import write_json
-from texplain.data.world import make_shortcut_split, write_world
+from texplain.demo.splits import make_shortcut_split
+from texplain.demo.world_files import write_world
 
 HERE = Path(__file__).resolve().parent
 SIZES = (200, 2000)
@@ -67,7 +68,7 @@ def _measure(args: argparse.Namespace, labels: Path, out: Path) -> dict:
     """Run explain-dataset in a child process; its peak RSS (MB), seconds and results size."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "texplain", "explain-dataset", str(labels), "--translator",
-               str(args.demo / "translator"), "--out", str(out), "-n", str(args.samples), "--prior", "none"]
+               str(args.demo / "translator"), "--out", str(out), "--samples", str(args.samples), "--prior", "none"]
     started = time.perf_counter()
     # a fresh interpreter per size, so that ru_maxrss of its children is this run's alone
     probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL,"

@@ -42,11 +42,13 @@ import torch
 from texplain.atomic import write_json
 from texplain.data.captions import read_captions
 from texplain.data.labelled import read_labelled
-from texplain.generate.explain import ExplainConfig, explain_features, explain_stream
-from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig, WordCounter
+from texplain.generate.config import ExplainConfig, SamplingConfig
+from texplain.generate.explain import explain_features, explain_stream
+from texplain.models.config import ExtractionConfig
 from texplain.models.explainer import load_explainer
-from texplain.models.features import ExtractionConfig, extract_features
+from texplain.models.features import extract_features
+from texplain.text.config import WordConfig
+from texplain.text.words import WordCounter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sampling import time_generate  # noqa: E402  (the generate call of benchmarks/sampling.py)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from texplain.atomic import write_text
 from texplain.data.captions import read_captions
-from texplain.generate.explain import ExplainConfig, explain_images
-from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig
+from texplain.generate.config import ExplainConfig, SamplingConfig
 from texplain.models.explainer import load_explainer
+from texplain.report.explained_images import explain_images
+from texplain.text.config import WordConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k" / "captions.tsv"
 

@@ -33,10 +33,11 @@ import torch
 from texplain.atomic import write_json
 from texplain.attribution.gradcam import region
 from texplain.data.labelled import read_labelled
-from texplain.data.world import make_shortcut_split
-from texplain.data.world_captions import BACKGROUND_WORDS
-from texplain.demo import DemoConfig
-from texplain.mitigation.masks import MASK_FILLS, MaskConfig, cam_layer, localise, mask_batch
+from texplain.demo.captions import BACKGROUND_WORDS
+from texplain.demo.config import DemoConfig
+from texplain.demo.splits import make_shortcut_split
+from texplain.mitigation.config import MASK_FILLS, MaskConfig
+from texplain.mitigation.masks import cam_layer, localise, mask_batch
 from texplain.models.explainer import load_explainer
 from texplain.training.classifier_training import label_indices, load_pixels
 

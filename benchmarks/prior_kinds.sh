@@ -16,12 +16,12 @@ for run in "$@"; do
   for prior in blank,mean,shuffled lm; do
     out="$work/$(basename "$run")-${prior//,/-}"
     texplain explain-dataset "$run/world/split/labels.jsonl" --split test -c "$run/classifier" --translator "$run/translator" \
-        --lm "$run/lm" -n 20 --seed "$seed" --prior "$prior" --out "$out/results" > "$out.log" 2>&1
+        --lm "$run/lm" --samples 20 --seed "$seed" --prior "$prior" --out "$out/results" > "$out.log" 2>&1
     texplain analyse "$out/results" --by predicted --out "$out/report" >> "$out.log" 2>&1
     python - "$run" "$prior" "$out/report/analysis.json" >> "$rows" <<'PY'
 import json, sys
-from texplain.data.world import planted_background
-from texplain.data.world_captions import BACKGROUND_WORDS
+from texplain.demo.splits import planted_background
+from texplain.demo.captions import BACKGROUND_WORDS
 run, prior, analysis = sys.argv[1:]
 settings = json.load(open(f"{run}/demo_settings.json"))["settings"]
 classes = json.load(open(analysis))["classes"]

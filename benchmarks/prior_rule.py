@@ -24,18 +24,18 @@ from pathlib import Path
 
 from bar_analysis import PLACES
 
-from texplain.analysis.analyse import AnalysisConfig, analyse_folders
-from texplain.analysis.class_vocabulary import ClassWordConfig, class_vocabularies, word_index
-from texplain.analysis.lm_prior import LMPrior, PriorConfig, explain_prior, null_features
+from texplain.analysis.analyse import analyse_folders
+from texplain.analysis.config import AnalysisConfig, PriorConfig
+from texplain.analysis.lm_prior import LMPrior, explain_prior, null_features
 from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
-from texplain.data.world import planted_background
-from texplain.data.world_captions import BACKGROUND_WORDS
-from texplain.generate.explain import ExplainConfig
-from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig
+from texplain.demo.captions import BACKGROUND_WORDS
+from texplain.demo.splits import planted_background
+from texplain.generate.config import ExplainConfig, SamplingConfig
 from texplain.models.explainer import load_explainer
 from texplain.models.features import FeatureStore
+from texplain.text.class_vocabulary import class_vocabularies, word_index
+from texplain.text.config import ClassWordConfig, WordConfig
 
 RESULTS = Path(__file__).parent / "results"
 

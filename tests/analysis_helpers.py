@@ -14,10 +14,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from texplain.analysis.class_vocabulary import ClassOverride, ClassWordConfig
 from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
-from texplain.generate.words import WordConfig, WordCounter, rank_words
+from texplain.text.config import ClassOverride, ClassWordConfig, WordConfig
+from texplain.text.words import WordCounter, rank_words
 
 CLASSES = ["bird", "car", "dog"]
 
@@ -83,7 +83,7 @@ def demo_runs(tiny_demo: Path, base: Path) -> dict[str, Path]:
     from texplain.cli import main
 
     out = {"results": base / "results", "hidden": base / "hidden", "report": base / "report"}
-    common = ["--translator", str(tiny_demo / "translator"), "-n", "3", "--min-words", "3", "--max-words", "10",
+    common = ["--translator", str(tiny_demo / "translator"), "--samples", "3", "--min-words", "3", "--max-words", "10",
               "--chunk-size", "40"]
     assert main(["explain-dataset", str(tiny_demo / "world/split/labels.jsonl"), "--out", str(out["results"]),
                  "--prior", "blank,mean,shuffled", *common]) == 0

@@ -14,7 +14,8 @@ from torch import nn
 from texplain.data.captions import CaptionPair
 from texplain.models.classifiers import Classifier
 from texplain.models.translator import Translator, new_translator
-from texplain.training.translator_training import Phase, TrainConfig, train_translator
+from texplain.training.config import Phase, TrainConfig
+from texplain.training.translator_training import train_translator
 
 SIZE = 32
 BLUE = torch.tensor([0.0, 0.1, 1.0])[:, None, None]

@@ -13,6 +13,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from texplain.generate.config import SamplingConfig  # noqa: E402
+
 # Tiny models run faster on one thread, and a busy second core cannot stall them.
 torch.set_num_threads(1)
 
@@ -45,7 +47,8 @@ def tiny_lm_folder(tmp_path_factory) -> Path:
     Pretrained rather than random: a random LM gives near-uniform outputs
     whatever its prefix, so nothing could be learned through it.
     """
-    from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
+    from texplain.training.caption_lm import pretrain_caption_lm
+    from texplain.training.config import CaptionLMConfig
 
     folder = tmp_path_factory.mktemp("lm") / "caption-lm"
     config = CaptionLMConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=300, epochs=40, batch_size=16, lr=1e-2,
@@ -81,8 +84,9 @@ def images(tmp_path_factory) -> list[Path]:
     return paths
 
 
-TINY_DEMO = dict(caption_images=150, train_images=90, test_images=45, samples=3, classifier="vit", pretrain_epochs=0,
-                 classifier_epochs=1, lm_epochs=1, translator_epochs=1)
+TINY_DEMO = dict(caption_images=150, train_images=90, test_images=45, explained_train=15,
+                 sampling=SamplingConfig(num_samples=3), classifier="vit", pretrain_epochs=0, classifier_epochs=1, lm_epochs=1,
+                 translator_epochs=1)
 """The ``tiny_demo`` fixture's settings: a whole demo at toy sizes, with the small ViT (its tokens exercise the token path)."""
 
 
@@ -93,7 +97,8 @@ def tiny_demo(tmp_path_factory) -> Path:
     Later steps (dataset explanation, evaluation, mitigation) test on it: every
     artifact is real, only small. Its summary's figures mean little at this size.
     """
-    from texplain.demo import DemoConfig, run_demo
+    from texplain.demo.config import DemoConfig
+    from texplain.demo.run import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     run_demo(DemoConfig(out=out, **TINY_DEMO), progress=False)

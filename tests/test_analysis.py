@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from analysis_helpers import PRIOR_COUNTS, make_results
-from texplain.analysis.analyse import AnalysisConfig, analyse_results
+from texplain.analysis.analyse import analyse_results
+from texplain.analysis.config import AnalysisConfig
 from texplain.analysis.only_background import (
     hide_foreground,
     pair_rows,
@@ -24,9 +25,9 @@ from texplain.analysis.only_background import (
     write_hidden_set,
 )
 from texplain.analysis.results import ResultsFolder
-from texplain.analysis.statistics import log_odds_dirichlet, wilson_interval
 from texplain.data.labelled import LabelledImage, read_labelled
 from texplain.errors import TexplainError
+from texplain.statistics import log_odds_dirichlet, wilson_interval
 
 
 @pytest.fixture(scope="module")

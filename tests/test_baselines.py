@@ -8,10 +8,12 @@ import torch
 from PIL import Image
 
 from texplain.data.labelled import LabelledImage
-from texplain.mitigation.harness import MitigateConfig, run_mitigation
+from texplain.mitigation.config import MitigateConfig
+from texplain.mitigation.harness import run_mitigation
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.mitigation_report import markdown_table
-from texplain.training.classifier_training import ClassifierTrainConfig, label_indices, load_pixels, train_classifier
+from texplain.training.classifier_training import label_indices, load_pixels, train_classifier
+from texplain.training.config import ClassifierTrainConfig
 
 CLASSES = ["dark", "light"]
 

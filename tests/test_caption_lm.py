@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from texplain.errors import TexplainError
-from texplain.generate.sampling import SamplingConfig, sample_sentences
-from texplain.models import caption_lm
-from texplain.models.caption_lm import METADATA_FILE, CaptionLMConfig, pretrain_caption_lm
+from texplain.generate.config import SamplingConfig
+from texplain.generate.sampling import sample_sentences
 from texplain.models.lm import load_lm
-from texplain.models.word_context import ContextRecipe
+from texplain.training import caption_lm
+from texplain.training.caption_lm import METADATA_FILE, pretrain_caption_lm
+from texplain.training.config import CaptionLMConfig, ContextRecipe
 
 SUBJECTS = ["a dog", "a black dog", "two children", "a man in a red shirt", "a girl", "a cat", "a bird", "a boy"]
 ACTIONS = ["runs on the grass", "jumps in the water", "sits on a bench", "climbs a rock", "plays in the snow", "rides a bike"]

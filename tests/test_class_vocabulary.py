@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from texplain.analysis.class_vocabulary import (
-    ClassOverride,
-    ClassWordConfig,
+from texplain.errors import TexplainError
+from texplain.text.class_vocabulary import (
     class_mentions,
     class_vocabularies,
     class_vocabulary,
@@ -16,8 +15,7 @@ from texplain.analysis.class_vocabulary import (
     names_class,
     word_index,
 )
-from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig
+from texplain.text.config import ClassOverride, ClassWordConfig, WordConfig
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,10 @@ import torch
 
 from texplain.errors import TexplainError
 from texplain.models.classifiers import load_classifier, save_classifier
-from texplain.models.translator import (
-    Provenance,
-    Translator,
-    TranslatorConfig,
-    load_translator,
-    save_translator,
-)
-from texplain.training.classifier_training import (
-    ClassifierTrainConfig,
-    train_classifier,
-)
+from texplain.models.config import TranslatorConfig
+from texplain.models.translator import Provenance, Translator, load_translator, save_translator
+from texplain.training.classifier_training import train_classifier
+from texplain.training.config import ClassifierTrainConfig
 
 
 def _cnn_and_data():

@@ -24,11 +24,13 @@ def _pixels(classifier, n: int = 2):
 
 def test_tiny_vit_hook_gives_all_tokens():
     vit = tiny_vit()
-    feats, logits = vit.features_and_logits(_pixels(vit))
+    x = _pixels(vit)
+    feats, logits = vit.features_and_logits(x)
     patches = (vit.module.patch_embed.img_size[0] // vit.module.patch_embed.patch_size[0]) ** 2
     assert vit.feature_layer == "norm"
     assert feats.shape == (2, patches + 1, vit.module.embed_dim)  # P + 1 tokens
-    assert logits.shape == (2, 3)
+    assert torch.allclose(feats, vit.module.forward_features(x))  # timm's tokens after the final norm
+    assert torch.allclose(logits, vit.module(x))
 
 
 def test_tiny_cnn_hook_gives_spatial_map():
@@ -47,10 +49,12 @@ def test_named_layer_and_hooks_removed_even_on_error():
     assert feats.shape[-1] == vit.module.embed_dim
     block = vit.module.blocks[0]
     assert not block._forward_hooks
+    hooks_inside = []
     with pytest.raises((RuntimeError, AssertionError)):
         with capture(vit.module, "blocks.0"):
-            assert block._forward_hooks
+            hooks_inside.append(len(block._forward_hooks))
             vit.module(torch.zeros(1, 3, 7, 7))  # wrong size: the forward pass raises
+    assert hooks_inside == [1]
     assert not block._forward_hooks
 
 
@@ -61,13 +65,19 @@ def test_unknown_layer_is_refused():
 
 def test_torchvision_and_plain_module():
     tv = load_classifier("torchvision:resnet18", pretrained=False, num_classes=5)
-    feats, logits = tv.features_and_logits(_pixels(tv, 1))
-    assert tv.feature_layer == "avgpool:input" and feats.shape == (1, 49, 512) and logits.shape == (1, 5)
+    x = _pixels(tv, 1)
+    feats, logits = tv.features_and_logits(x)
+    assert tv.feature_layer == "avgpool:input" and feats.shape == (1, 49, 512)
+    spatial = nn.Sequential(*list(tv.module.children())[:-2])(x)  # (1, 512, 7, 7): layer4's map, before the pool
+    assert torch.allclose(feats, spatial.flatten(2).transpose(1, 2))
+    assert torch.allclose(logits, tv.module(x))
 
     net = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
     own = Classifier.from_module(net, class_names=["cat", "dog"])
-    feats, logits = own.features_and_logits(_pixels(own, 1))
-    assert own.feature_layer == "5:input" and feats.shape == (1, 1, 8) and logits.shape == (1, 2)
+    x = _pixels(own, 1)
+    feats, logits = own.features_and_logits(x)
+    assert own.feature_layer == "5:input" and feats.shape == (1, 1, 8)
+    assert torch.allclose(feats[:, 0], net[:5](x)) and torch.allclose(logits, net(x))
 
 
 def test_hf_vit_from_folder(tmp_path):
@@ -78,9 +88,12 @@ def test_hf_vit_from_folder(tmp_path):
     ViTForImageClassification(config).save_pretrained(tmp_path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
     hf = load_classifier(f"hf:{tmp_path}")
-    feats, logits = hf.features_and_logits(_pixels(hf))
+    x = _pixels(hf)
+    feats, logits = hf.features_and_logits(x)
     assert hf.feature_layer == "vit.layernorm"
-    assert feats.shape == (2, 17, 16) and logits.shape == (2, 3)
+    assert feats.shape == (2, 17, 16)  # 16 patches + CLS
+    assert torch.allclose(feats, hf.module.vit(x).last_hidden_state)  # the encoder's normed tokens
+    assert torch.allclose(logits, hf.module(x).logits)
     assert hf.class_names == ["cat", "dog", "bird"]
 
 

@@ -40,7 +40,7 @@ def test_explain_folder_end_to_end(trained, images, tmp_path, capsys):
         shutil.copy(p, folder / p.name)
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     code = cli.main(["explain", str(folder), "--translator", str(trained / "translator"), "--out", str(tmp_path / "out"),
-                     "-n", "12", "--min-words", "2", "--max-words", "8", "--seed", "1"])
+                     "--samples", "12", "--min-words", "2", "--max-words", "8", "--seed", "1"])
     captured = capsys.readouterr()
     assert code == 0
     assert "broken.png" in captured.err and "2 explained, 1 skipped" in captured.out
@@ -51,7 +51,7 @@ def test_explain_folder_end_to_end(trained, images, tmp_path, capsys):
 
     again = tmp_path / "again"
     assert cli.main(["explain", str(images[0]), "--translator", str(trained / "translator"), "--out", str(again),
-                     "-n", "12", "--min-words", "2", "--max-words", "8", "--seed", "1"]) == 0
+                     "--samples", "12", "--min-words", "2", "--max-words", "8", "--seed", "1"]) == 0
     assert json.loads((again / f"{images[0].stem}.json").read_text())["sentences"] == record["sentences"]
 
 
@@ -66,9 +66,9 @@ def test_explain_folder_end_to_end(trained, images, tmp_path, capsys):
         (["train", "--classifier", "{classifier}", "--lm", "{lm}", "--captions", "{bad_captions}", "--out", "{out}"],
          "bad.jsonl:2"),
         (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "0"], "at least 1"),
-        (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "auto", "-n", "-5"],
-         "the cap of --samples auto"),
-        (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "many"], "give auto or a number"),
+        (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "auto:0"],
+         "at least 1"),
+        (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "many"], "auto or auto:N"),
         (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "30", "-n", "40"], "disagree"),
         (["explain", "{image}", "--translator", "{translator}", "--out", "{out}", "--samples", "auto", "--stop-k", "100000"],
          "can never settle"),
@@ -88,14 +88,15 @@ def test_bad_input_gives_one_line_and_exit_2(trained, images, tiny_lm_folder, tm
 
 def test_adaptive_explain_records_the_sentences_it_used(trained, images, tmp_path):
     assert cli.main(["explain", str(images[0]), "--translator", str(trained / "translator"), "--out", str(tmp_path),
-                     "--samples", "auto", "-n", "100", "--stop-k", "3", "--min-words", "2", "--max-words", "8"]) == 0
+                     "--samples", "auto:100", "--stop-k", "3", "--min-words", "2", "--max-words", "8"]) == 0
     record = json.loads((tmp_path / f"{images[0].stem}.json").read_text())
     assert record["sampling"]["adaptive"] and 50 <= record["n_sentences"] <= 100 and record["n_sentences"] % 25 == 0
 
 
 def test_explain_dataset_reads_a_float16_store_only_when_told(trained, images, tmp_path, capsys):
     from texplain.models.classifiers import load_classifier
-    from texplain.models.features import ExtractionConfig, extract_features
+    from texplain.models.config import ExtractionConfig
+    from texplain.models.features import extract_features
 
     classifier = load_classifier(str(trained / "classifier"))
     extract_features(classifier, [str(p) for p in images[:3]], tmp_path / "f", ExtractionConfig(fp16=True), progress=False)
@@ -103,7 +104,7 @@ def test_explain_dataset_reads_a_float16_store_only_when_told(trained, images, t
     labels.write_text("".join(json.dumps({"path": str(p), "label": classifier.class_names[0], "split": "test"}) + "\n"
                               for p in images[:3]))
     common = ["explain-dataset", str(labels), "--translator", str(trained / "translator"), "--features", str(tmp_path / "f"),
-              "-n", "3", "--min-words", "2", "--max-words", "6", "--prior", "none"]
+              "--samples", "3", "--min-words", "2", "--max-words", "6", "--prior", "none"]
     assert cli.main([*common, "--out", str(tmp_path / "wrong")]) == 2
     assert "fp16=True, not False" in capsys.readouterr().err.strip().splitlines()[-1]
     assert cli.main([*common, "--out", str(tmp_path / "right"), "--fp16"]) == 0

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig, content_word_spans
+from texplain.text.config import WordConfig
+from texplain.text.words import content_word_spans
 from texplain.training.content_weights import content_weights
 
 

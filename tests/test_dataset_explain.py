@@ -12,16 +12,17 @@ import torch
 import texplain.analysis.explain_dataset as dataset_explain
 import texplain.analysis.results as results_module
 from conftest import tiny_vit
-from texplain.analysis.class_vocabulary import ClassWordConfig
-from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
-from texplain.analysis.lm_prior import LMPrior, PriorConfig
+from texplain.analysis.config import DatasetExplainConfig, PriorConfig
+from texplain.analysis.explain_dataset import explain_dataset
+from texplain.analysis.lm_prior import LMPrior
 from texplain.analysis.results import ResultsFolder
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
-from texplain.generate.explain import ExplainConfig, explain_lm_alone
-from texplain.generate.sampling import SamplingConfig
+from texplain.generate.config import ExplainConfig, SamplingConfig
+from texplain.generate.explain import explain_lm_alone
 from texplain.models.explainer import Explainer
 from texplain.models.translator import new_translator
+from texplain.text.config import ClassWordConfig
 
 CLASSES = ["bird", "car", "dog"]
 SAMPLES = 6
@@ -208,8 +209,9 @@ def test_unreadable_images_are_skipped_and_recorded(models, items, tmp_path):
 
 
 def test_adaptive_sampling_round_trips_through_parquet_and_the_report(models, items, tmp_path):
-    from texplain.analysis.analyse import AnalysisConfig, analyse_folders
-    from texplain.generate.stopping import StopRule
+    from texplain.analysis.analyse import analyse_folders
+    from texplain.analysis.config import AnalysisConfig
+    from texplain.generate.config import StopRule
     from texplain.report.html_report import write_report
 
     sampling = SamplingConfig(num_samples=40, min_words=2, max_words=8, round_size=10, seed=3, adaptive=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -10,19 +11,17 @@ from PIL import Image
 
 from conftest import TINY_DEMO
 from texplain import cli
-from texplain.demo import (
-    DemoConfig,
-    _generate_world,
-    _pretrained_classifier,
-    run_demo,
-    untrained_classifier,
-)
+from texplain.analysis.analyse import analyse_folders
+from texplain.analysis.config import AnalysisConfig
+from texplain.demo.config import DemoConfig
+from texplain.demo.run import _generate_world, _pretrained_classifier, run_demo, untrained_classifier
 from texplain.errors import TexplainError
+from texplain.generate.config import SamplingConfig
 from texplain.models.classifiers import load_classifier
 
 # The demo's classifier (a resnet10t pretrained on the captioned scenes' objects) at a
 # smaller test split: small enough for CI (about 1.5 minutes each on two cores).
-GROUND_TRUTH = dict(test_images=90, samples=10)
+GROUND_TRUTH = dict(test_images=90, sampling=SamplingConfig(num_samples=10))
 
 
 @pytest.mark.slow
@@ -58,12 +57,11 @@ def test_second_run_reuses_every_step(tiny_demo):
 
 
 def test_summary_is_the_analysis_of_the_results(tiny_demo):
-    """The demo's summary comes from the same analysis (and suspects) as `texplain analyse` on its results."""
-    from texplain.analysis.analyse import AnalysisConfig, analyse_folders
-
+    """The demo's summary comes from the same analysis (and suspects) as `texplain analyse` on its test split."""
     summary = json.loads((tiny_demo / "summary.json").read_text())
-    _, analysis, hidden = analyse_folders(tiny_demo / "results", AnalysisConfig(by="predicted"), tiny_demo / "results_only_bg")
-    predicted = {name: report.images["all"] for name, report in analysis.classes.items()}
+    _, analysis, hidden = analyse_folders(tiny_demo / "results", AnalysisConfig(by="predicted", suspect_split="test"),
+                                          tiny_demo / "results_only_bg")
+    predicted = {name: report.images.get("test", 0) for name, report in analysis.classes.items()}
     assert sum(predicted.values()) == 45  # every test image, pooled by its predicted class
     for name, result in summary["classes"].items():
         assert result["planted_background"] == {"bird": "water", "car": "snow", "dog": "sand"}[name]
@@ -74,13 +72,27 @@ def test_summary_is_the_analysis_of_the_results(tiny_demo):
         assert result["shortcut_found"] == (result["planted_background"] in words)
         assert result["planted_rank"] == (words.index(result["planted_background"]) + 1 if result["shortcut_found"] else None)
         top = [(w["word"], w["frequency"]) for w in result["top_words"]]
-        assert top == ([(w.word, round(w.frequency, 4)) for w in report.words["all"]] if report else [])
+        assert top == ([(w.word, round(w.frequency, 4)) for w in report.words.get("test", [])] if report else [])
         assert all(0 < f <= 1 for _, f in top) and [f for _, f in top] == sorted((f for _, f in top), reverse=True)
     accuracy = summary["accuracy"]
     assert set(accuracy["per_group"]) == {f"{c}|{b}" for c in summary["classes"] for b in ("water", "snow", "sand")}
     assert accuracy["worst_group"] == min(accuracy["per_group"].values()) <= accuracy["average"]
     assert sum(accuracy["group_sizes"].values()) == 45
     assert (tiny_demo / "report" / "index.html").is_file()
+
+
+def test_the_demo_explains_a_sample_of_train_and_reports_train_against_test(tiny_demo):
+    """Train images explained beside test (a seeded sample), so that the report shows the split comparison."""
+    from texplain.analysis.results import ResultsFolder
+
+    splits = Counter(row["split"] for row in ResultsFolder.open(tiny_demo / "results").iter_rows(["split"]))
+    assert splits == {"train": 15, "test": 45}
+    _, analysis, _ = analyse_folders(tiny_demo / "results", AnalysisConfig(by="predicted", suspect_split="test"))
+    assert analysis.compare == ("train", "test")
+    assert not any("no split comparison" in note for note in analysis.notes)
+    html = (tiny_demo / "report" / "index.html").read_text()
+    assert "What shifts between train and test" in html
+    assert "Only background" in html
 
 
 def test_size_too_small_is_refused():
@@ -101,7 +113,7 @@ def test_bad_output_folder_and_size_exit_2(tmp_path, capsys):
 
 def test_a_pretrained_cnn_demo_saves_a_classifier_with_the_split_classes(tmp_path):
     config = DemoConfig(out=tmp_path, classifier="test_resnet", pretrain_epochs=1, caption_images=150, train_images=90,
-                        test_images=45, samples=3, classifier_epochs=1, lm_epochs=1, translator_epochs=1)
+                        test_images=45, sampling=SamplingConfig(num_samples=3), classifier_epochs=1, lm_epochs=1, translator_epochs=1)
     summary = run_demo(config, progress=False)
     classifier = load_classifier(str(tmp_path / "classifier"))
     assert classifier.build["spec"] == "timm:test_resnet"

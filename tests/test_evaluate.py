@@ -12,14 +12,8 @@ import torch
 
 from texplain.cli import main
 from texplain.errors import TexplainError
-from texplain.evaluation.harness import (
-    EvaluateConfig,
-    compare,
-    evaluate,
-    format_table,
-    match_images,
-    read_references,
-)
+from texplain.evaluation.config import EvaluateConfig
+from texplain.evaluation.harness import evaluate
 from texplain.evaluation.metrics import (
     MeanPooledEncoder,
     Meteor,
@@ -29,8 +23,11 @@ from texplain.evaluation.metrics import (
     precision_at_k,
     reference_words,
 )
-from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig
+from texplain.evaluation.references import match_images, read_references
+from texplain.evaluation.scores import compare
+from texplain.evaluation.table import format_table
+from texplain.generate.config import SamplingConfig
+from texplain.text.config import WordConfig
 
 
 def test_rouge_l_by_hand():
@@ -131,7 +128,7 @@ def test_match_images_by_path_then_file_name(tmp_path):
 
 def demo_args(demo: Path, *extra: str) -> list[str]:
     return ["evaluate", "--translator", str(demo / "translator"), "--captions", str(demo / "world/captions/captions.jsonl"),
-            "-n", "6", "--min-words", "3", "--max-words", "12", "--no-minilm", *extra]
+            "--samples", "6", "--min-words", "3", "--max-words", "12", "--no-minilm", *extra]
 
 
 def test_evaluate_cli_end_to_end(tiny_demo, tmp_path, capsys):
@@ -173,7 +170,7 @@ def test_evaluate_leaves_out_images_without_references_or_unreadable(tiny_demo, 
     captions.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "eval.json"
     args = ["evaluate", "--translator", str(tiny_demo / "translator"), "--captions", str(captions), "--images", str(folder),
-            "-n", "4", "--min-words", "3", "--max-words", "10", "--no-minilm", "--sanity-images", "0",
+            "--samples", "4", "--min-words", "3", "--max-words", "10", "--no-minilm", "--sanity-images", "0",
             "--causal-images", "0", "--null-prefix", "empty", "--json", str(out)]
     assert main(args) == 0
     report = json.loads(out.read_text())

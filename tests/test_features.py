@@ -10,14 +10,8 @@ from PIL import Image
 
 from conftest import tiny_vit
 from texplain.errors import TexplainError
-from texplain.models.features import (
-    ExtractionConfig,
-    FeatureStore,
-    ImageItem,
-    extract_features,
-    extract_into,
-    open_store,
-)
+from texplain.models.config import ExtractionConfig
+from texplain.models.features import FeatureStore, ImageItem, extract_features, extract_into, open_store
 
 
 def test_extract_and_read_back(tmp_path, images):

@@ -19,7 +19,8 @@ from texplain.attribution.gradcam import (
 )
 from texplain.errors import TexplainError
 from texplain.models.classifiers import Classifier
-from texplain.models.translator import Translator, TranslatorConfig
+from texplain.models.config import TranslatorConfig
+from texplain.models.translator import Translator
 
 
 class RedBlue(nn.Module):

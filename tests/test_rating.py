@@ -124,7 +124,7 @@ def test_bad_answer_files(tmp_path):
 def test_rating_cli_round_trip(records, tmp_path, capsys):
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"per_image": records}))
-    assert main(["rating-export", str(report), "--out", str(tmp_path / "rate"), "--k", "2"]) == 0
+    assert main(["rating-export", str(report), "--out", str(tmp_path / "rate"), "--top-words", "2"]) == 0
     rows = list(csv.DictReader(io.StringIO((tmp_path / "rate" / "ratings.csv").read_text())))
     for row in rows:
         row.update(rater="cli", relevant="1" if row["word"] in ("dog", "boat") else "0",

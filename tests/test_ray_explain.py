@@ -11,18 +11,17 @@ import pytest
 import torch
 
 from conftest import tiny_vit
-from texplain.analysis.class_vocabulary import ClassWordConfig
-from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
-from texplain.analysis.lm_prior import PriorConfig
+from texplain.analysis.config import DatasetExplainConfig, PriorConfig
+from texplain.analysis.explain_dataset import explain_dataset
 from texplain.analysis.results import ResultsFolder
 from texplain.cli import main
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
-from texplain.generate.explain import ExplainConfig
-from texplain.generate.sampling import SamplingConfig
+from texplain.generate.config import ExplainConfig, SamplingConfig
 from texplain.models.classifiers import save_classifier
 from texplain.models.explainer import load_explainer
 from texplain.models.translator import new_translator, save_translator
+from texplain.text.config import ClassWordConfig
 
 pytestmark = pytest.mark.distributed
 CLASSES = ["bird", "car", "dog"]
@@ -54,7 +53,7 @@ def config() -> DatasetExplainConfig:
                                 class_words=ClassWordConfig(wordnet=False), prior=PriorConfig(kinds=("blank", "mean"), seed=3))
 
 
-CLI = ["-n", "6", "--min-words", "2", "--max-words", "8", "--sample-batch", "12", "--seed", "3", "--examples", "2",
+CLI = ["--samples", "6", "--min-words", "2", "--max-words", "8", "--sample-batch", "12", "--seed", "3", "--examples", "2",
        "--chunk-size", "3", "--no-wordnet", "--prior", "blank,mean"]
 
 

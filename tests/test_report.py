@@ -15,7 +15,8 @@ from texplain.analysis.results import ResultsFolder
 from texplain.cli import main
 from texplain.errors import TexplainError
 from texplain.report.browser import CHROMIUM_FLAGS, chromium_path, screenshot_sections
-from texplain.report.html_report import MARKER, ReportConfig, write_report
+from texplain.report.config import ReportConfig
+from texplain.report.html_report import MARKER, write_report
 
 EVIL = "<img src=x onerror=alert(1)>"
 CHROMIUM = chromium_path()
@@ -106,7 +107,7 @@ def test_cli_refuses_bad_sets_with_one_line(tiny_demo, tmp_path, capsys):
     (tree / "bird").mkdir(parents=True)
     (tree / "car").mkdir()
     Image.new("RGB", (8, 8)).save(tree / "bird" / "a.png")
-    args = ["--translator", str(tiny_demo / "translator"), "--out", str(tmp_path / "out"), "-n", "2"]
+    args = ["--translator", str(tiny_demo / "translator"), "--out", str(tmp_path / "out"), "--samples", "2"]
     assert main(["explain-dataset", str(tree), *args]) == 2
     assert "empty class" in capsys.readouterr().err
     (tree / "car").rename(tree / "zebra")

@@ -22,12 +22,9 @@ from transformers import (
 )
 
 from texplain.errors import TexplainError
+from texplain.generate.config import SamplingConfig
 from texplain.generate.nucleus import nucleus_filter, sample_nucleus
-from texplain.generate.sampling import (
-    SamplingConfig,
-    sample_sentences,
-    sample_token_ids,
-)
+from texplain.generate.sampling import sample_sentences, sample_token_ids
 from texplain.generate.word_boundaries import count_token_words, word_start_mask
 from texplain.models.lm import FrozenLM
 
@@ -232,7 +229,7 @@ def test_word_start_mask_sentencepiece_markers_and_byte_tokens() -> None:
 
 
 def test_word_start_mask_byte_level_bpe() -> None:
-    from texplain.models.caption_lm import train_caption_tokenizer
+    from texplain.training.caption_lm import train_caption_tokenizer
 
     tokenizer = train_caption_tokenizer(["a dog runs on the grass .", "a black dog jumps ."] * 5, vocab_size=300)
     mask = word_start_mask(tokenizer)
@@ -249,7 +246,7 @@ def test_word_start_mask_byte_level_bpe() -> None:
     ["a black dog jumps .", "a dog\nruns\n\non the grass", '"Two" dogs (big ones) run ...', "dogs .run  fast", "\u00e9t\u00e9 caf\u00e9 \u2014 ok"],
 )
 def test_count_token_words_agrees_with_the_decoded_text(text: str) -> None:
-    from texplain.models.caption_lm import train_caption_tokenizer
+    from texplain.training.caption_lm import train_caption_tokenizer
 
     tokenizer = train_caption_tokenizer(["a dog runs on the grass .", "a black dog jumps .\n"] * 5, vocab_size=300)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

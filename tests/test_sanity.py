@@ -21,10 +21,11 @@ from texplain.evaluation.sanity import (
     shuffled_pairing,
     stage_parameters,
 )
-from texplain.generate.explain import ExplainConfig, explain_features
-from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig
-from texplain.models.translator import Translator, TranslatorConfig
+from texplain.generate.config import ExplainConfig, SamplingConfig
+from texplain.generate.explain import explain_features
+from texplain.models.config import TranslatorConfig
+from texplain.models.translator import Translator
+from texplain.text.config import WordConfig
 
 VIT_PIXELS = (1, 3, 160, 160)
 

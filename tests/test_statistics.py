@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from texplain.analysis.statistics import log_odds_dirichlet, wilson_interval
 from texplain.errors import TexplainError
+from texplain.statistics import log_odds_dirichlet, wilson_interval
 
 Z95 = 1.959963984540054
 

@@ -9,11 +9,11 @@ import torch
 
 from test_sampling import WORDS, tiny_gpt2, word_tokenizer
 from texplain.errors import TexplainError
-from texplain.generate.explain import ExplainConfig, explain_features, explain_stream
-from texplain.generate.sampling import SamplingConfig
-from texplain.generate.stopping import StopRule, settled, uncertain_words
-from texplain.generate.words import WordConfig
+from texplain.generate.config import ExplainConfig, SamplingConfig, StopRule
+from texplain.generate.explain import explain_features, explain_stream
+from texplain.generate.stopping import settled, uncertain_words
 from texplain.models.lm import FrozenLM
+from texplain.text.config import WordConfig
 
 RULE = StopRule(k=10, confidence=0.95, tolerance=1, min_sentences=50)
 

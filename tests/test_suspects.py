@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from texplain.analysis.config import SuspectRule
 from texplain.analysis.lm_prior import LMPrior, PriorSample
-from texplain.analysis.statistics import compare_counts
-from texplain.analysis.suspects import ClassMerge, SuspectRule, dominant_words, rank_suspects
+from texplain.analysis.suspects import ClassMerge, dominant_words, rank_suspects
 from texplain.errors import TexplainError
-from texplain.generate.words import WordCounter
+from texplain.statistics import compare_counts
+from texplain.text.words import WordCounter
 
 
 def prior_saying(word: str, sentences: int = 100) -> LMPrior:

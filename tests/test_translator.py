@@ -10,14 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import tiny_vit
 from texplain.errors import TexplainError
-from texplain.models.translator import (
-    Provenance,
-    Translator,
-    TranslatorConfig,
-    contiguous_average,
-    load_translator,
-    save_translator,
-)
+from texplain.models.config import TranslatorConfig
+from texplain.models.translator import Provenance, Translator, contiguous_average, load_translator, save_translator
 
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
                  "{% if add_generation_prompt %}<assistant>{% endif %}")
@@ -185,8 +179,8 @@ def test_the_start_is_where_the_lm_alone_writes_captions(tiny_lm, tiny_lm_folder
 
 def test_a_chat_lm_translator_records_its_start_and_the_lm_alone_uses_it(tiny_lm_folder, tmp_path):
     from texplain.analysis.lm_prior import explain_prior
-    from texplain.generate.explain import ExplainConfig, explain_lm_alone
-    from texplain.generate.sampling import SamplingConfig
+    from texplain.generate.config import ExplainConfig, SamplingConfig
+    from texplain.generate.explain import explain_lm_alone
     from texplain.models.lm import start_tokens
     from texplain.models.translator import new_translator
 

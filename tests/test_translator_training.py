@@ -6,9 +6,11 @@ import torch
 
 from conftest import CAPTIONS, tiny_vit
 from texplain.data.captions import CaptionPair
+from texplain.models.config import TranslatorConfig
 from texplain.models.features import extract_features
-from texplain.models.translator import Translator, TranslatorConfig, load_translator
-from texplain.training.translator_training import Phase, TrainConfig, train_translator
+from texplain.models.translator import Translator, load_translator
+from texplain.training.config import Phase, TrainConfig
+from texplain.training.translator_training import train_translator
 
 
 def _setup(tmp_path, images, lm):

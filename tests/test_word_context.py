@@ -9,10 +9,10 @@ import torch
 
 from conftest import make_tokenizer
 from texplain.errors import TexplainError
-from texplain.models.word_context import (
+from texplain.training.config import ContextRecipe
+from texplain.training.word_context import (
     MIX,
     NULL,
-    ContextRecipe,
     WordTable,
     caption_words,
     draw_context,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig, WordCounter, count_words, sentence_words
+from texplain.text.config import WordConfig
+from texplain.text.words import WordCounter, count_words, sentence_words
 
 SENTENCES = [
     "A dog runs on the grass.",
@@ -28,6 +31,48 @@ def test_plural_and_singular_nouns_merge() -> None:
     config = WordConfig()
     assert sentence_words("dogs dog Dogs", config) == ["dog", "dog", "dog"]
     assert sentence_words("children women buses", config) == ["child", "woman", "bus"]
+
+
+SIMPLEMMA_NON_WORDS = (
+    "playing", "outstretched", "bikers", "waterskiing", "guarding", "kayakers", "backlit", "unseen", "wetsuits", "suds",
+    "drenched", "waterskis", "travelling", "ollies", "mixing", "frolicking", "fixing", "thinking", "mouthguards",
+    "mixed",
+    "frolicks", "windsurfers", "unspooled", "unpainted", "trows", "trekkies", "tatoos", "shrowded", "sandcastles",
+    "recked", "powerlines", "pompoms", "playes", "patroling", "paraglides", "loaves", "labelled", "karts", "jetskiing",
+    "hoodies", "helments", "guarded", "griding", "gelled", "fixes", "developed", "deposited", "crafted", "cosplayers",
+    "clowds", "cathing", "breakdances", "ballons", "backflips", "accends",
+)
+"""Flickr8k caption words whose simplemma lemma is not a WordNet lemma ("playing" → "playe", 1,730 times)."""
+
+FLICKR8K_CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k" / "captions.tsv"
+
+
+def test_simplemma_non_words_become_wordnet_base_forms() -> None:
+    words = sentence_words("playing guarding mixed drenched travelling loaves", WordConfig())
+    assert words == ["play", "guard", "mix", "drench", "travel", "loaf"]
+    assert sentence_words("kayakers outstretched unseen", WordConfig()) == ["kayakers", "outstretched", "unseen"]
+
+
+def _wordnet_lemma_or_itself(words: list[str]) -> list[tuple[str, str]]:
+    """The (word, lemma) pairs whose lemma is neither a WordNet lemma nor the word as written."""
+    from texplain.data.wordnet import wordnet
+
+    lemmas = set(wordnet().all_lemma_names())
+    kept = [(word, sentence_words(word, WordConfig(min_length=1))) for word in words]
+    return [(word, lemma[0]) for word, lemma in kept if lemma and lemma[0] != word and lemma[0] not in lemmas]
+
+
+def test_every_lemma_of_simplemma_non_words_is_a_word() -> None:
+    assert _wordnet_lemma_or_itself(list(SIMPLEMMA_NON_WORDS)) == []
+
+
+@pytest.mark.skipif(not FLICKR8K_CAPTIONS.is_file(), reason="Flickr8k captions not beside the project")
+def test_every_lemma_of_the_flickr8k_caption_vocabulary_is_a_word() -> None:
+    vocabulary = set()
+    for line in FLICKR8K_CAPTIONS.read_text(encoding="utf-8").splitlines()[1:]:
+        vocabulary.update(re.findall(r"[a-z]+", line.split("\t")[-1].lower()))
+    assert len(vocabulary) > 7000
+    assert _wordnet_lemma_or_itself(sorted(vocabulary)) == []
 
 
 def test_lemmatise_off_keeps_surface_forms() -> None:

@@ -15,10 +15,10 @@ import importlib
 _EXPORTS = {
     "load_explainer": "texplain.models.explainer",
     "Explainer": "texplain.models.explainer",
-    "explain_images": "texplain.generate.explain",
+    "explain_images": "texplain.report.explained_images",
     "explain_features": "texplain.generate.explain",
-    "ExplainConfig": "texplain.generate.explain",
-    "SamplingConfig": "texplain.generate.sampling",
+    "ExplainConfig": "texplain.generate.config",
+    "SamplingConfig": "texplain.generate.config",
     "explain_dataset": "texplain.analysis.explain_dataset",
     "analyse_folders": "texplain.analysis.analyse",
     "load_classifier": "texplain.models.classifiers",

@@ -4,12 +4,12 @@
 :func:`~texplain.analysis.explain_dataset.explain_dataset` and gives:
 
 * per class (and per split, and all splits pooled) the pooled word counts,
-  with the class's vocabulary (:mod:`texplain.analysis.class_vocabulary`) merged into one
+  with the class's vocabulary (:mod:`texplain.text.class_vocabulary`) merged into one
   entry named after the class, so "seagull" and "duck" count as "bird";
 * each word's frequency with a Wilson interval and its lift over the LM
   prior (:mod:`texplain.analysis.lm_prior`);
 * split comparison (train vs test, paper Fig. 7): the words whose strength
-  shifts most, by log-odds z (:func:`~texplain.analysis.statistics.compare_counts`);
+  shifts most, by log-odds z (:func:`~texplain.statistics.compare_counts`);
 * suspects (:mod:`texplain.analysis.suspects`), each with the images where the word is strongest;
 * accuracy per group, per split, where groups are known.
 
@@ -24,61 +24,27 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from texplain.analysis.class_vocabulary import ClassWordConfig, class_vocabularies
+from texplain.analysis.config import AnalysisConfig
 from texplain.analysis.lm_prior import LMPrior, lift
 from texplain.analysis.only_background import OnlyBackgroundClass, pair_rows, summarise
-from texplain.analysis.results import ResultsFolder
-from texplain.analysis.statistics import (
+from texplain.analysis.results import MANIFEST, ResultsFolder
+from texplain.analysis.suspects import ClassMerge, Suspect, rank_suspects
+from texplain.errors import TexplainError, first_line
+from texplain.statistics import (
     LogOdds,
     compare_counts,
     group_accuracy,
     wilson_interval,
 )
-from texplain.analysis.suspects import ClassMerge, Suspect, SuspectRule, rank_suspects
-from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig, WordCounter, rank_words
+from texplain.text.class_vocabulary import class_vocabularies
+from texplain.text.config import ClassWordConfig, WordConfig
+from texplain.text.words import WordCounter, rank_words
 
 ALL_SPLITS = "all"
 """Split key of a class's pool over every split."""
 
-GROUPINGS = ("label", "predicted")
 
 
-@dataclass
-class AnalysisConfig:
-    """How a results folder is analysed.
-
-    Attributes:
-        by: pool images by their ``label`` (what the class's images evoke) or
-            by the class the classifier ``predicted`` (what it sees when it
-            says that class).
-        top_words: words listed (and drawn) per class and split.
-        suspects: when a word is a suspect, and how many are kept
-            (:class:`~texplain.analysis.suspects.SuspectRule`).
-        compare: the two splits compared per class; None compares train and
-            test when both are present.
-        shifts: words listed per direction of a split comparison.
-        examples: images shown per suspect (where the word is strongest).
-        suspect_split: pool only this split for the suspects; None pools all.
-    """
-
-    by: str = "label"
-    top_words: int = 20
-    suspects: SuspectRule = field(default_factory=SuspectRule)
-    compare: tuple[str, str] | None = None
-    shifts: int = 10
-    examples: int = 3
-    suspect_split: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.by not in GROUPINGS:
-            raise TexplainError(f"analysis: by must be label or predicted, got {self.by!r}")
-        if min(self.top_words, self.shifts, self.examples) < 1:
-            raise TexplainError("analysis: top_words, shifts and examples must be at least 1")
-        if self.compare is not None:
-            self.compare = tuple(self.compare)
-            if len(self.compare) != 2 or self.compare[0] == self.compare[1]:
-                raise TexplainError(f"analysis: compare needs two different splits, got {self.compare!r}")
 
 
 @dataclass
@@ -171,8 +137,7 @@ class DatasetAnalysis:
 def analyse_results(results: ResultsFolder, config: AnalysisConfig | None = None) -> DatasetAnalysis:
     """Aggregate a results folder per class and split, compare splits, rank suspects; see the module docstring."""
     config = config or AnalysisConfig()
-    settings = results.settings
-    words = WordConfig(**settings["words"])
+    class_names, words, class_words = _recorded_settings(results)
     pools = pool_results(results, config.by, words)
     if not pools:
         raise TexplainError(f"{results.folder}: no explained images yet; run texplain explain-dataset first")
@@ -180,11 +145,8 @@ def analyse_results(results: ResultsFolder, config: AnalysisConfig | None = None
     splits = sorted({split for split, _ in pools if split != ALL_SPLITS}, key=_split_order)
     notes: list[str] = []
     compare = _comparison(config.compare, splits, notes)
-    indexed = set(settings["class_names"])
-    vocabularies = class_vocabularies(
-        list(dict.fromkeys([*settings["class_names"], *names])),
-        ClassWordConfig.from_json(settings["class_words"]), words,
-    )
+    indexed = set(class_names)
+    vocabularies = class_vocabularies(list(dict.fromkeys([*class_names, *names])), class_words, words)
     prior = results.prior()
     if prior is None:
         notes.append("no LM prior in these results: lifts are not shown and suspects are not checked against it")
@@ -221,6 +183,18 @@ def analyse_results(results: ResultsFolder, config: AnalysisConfig | None = None
     return DatasetAnalysis(classes, splits, compare, accuracy_by_group(results), prior_words, notes, config, vocabularies,
                            sentences_per_image(results),
                            prior.frequencies_by_kind([w.word for w in prior_words]) if prior else {})
+
+
+def _recorded_settings(results: ResultsFolder) -> tuple[list[str], WordConfig, ClassWordConfig]:
+    """The class names, word settings and class-word settings the rows were made with, as the manifest records them."""
+    settings = results.settings or {}
+    try:
+        class_names = settings["class_names"]
+        if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
+            raise TypeError("class_names is not a list of names")
+        return class_names, WordConfig(**settings["words"]), ClassWordConfig.from_json(settings["class_words"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TexplainError(f"{results.folder / MANIFEST}: its settings are damaged ({first_line(exc)})") from exc
 
 
 def sentences_per_image(results: ResultsFolder) -> dict[str, float]:

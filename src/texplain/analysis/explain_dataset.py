@@ -30,67 +30,33 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tqdm.auto import tqdm
-
-from texplain.analysis.class_vocabulary import (
-    ClassWordConfig,
-    class_mentions,
-    class_vocabularies,
-    word_index,
-)
-from texplain.analysis.lm_prior import PriorConfig, explain_prior, null_features
+from texplain.analysis.config import DatasetExplainConfig
+from texplain.analysis.lm_prior import explain_prior, null_features
 from texplain.analysis.results import PRIOR, ResultsFolder
 from texplain.atomic import write_json
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
-from texplain.generate.explain import ExplainConfig, Explanation, explain_stream
-from texplain.generate.words import rank_words
+from texplain.generate.config import ExplainConfig
+from texplain.generate.explain import Explanation, explain_stream
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
 from texplain.models.explainer import Explainer
-from texplain.models.features import (
-    ExtractionConfig,
-    FeatureStore,
-    ImageItem,
-    extract_into,
-    iter_batches,
-    open_store,
-)
+from texplain.models.features import FeatureStore, ImageItem, extract_into, iter_batches, open_store
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
+from texplain.text.class_vocabulary import class_mentions, class_vocabularies, word_index
+from texplain.text.words import rank_words
 
 log = logging.getLogger(__name__)
 
 FEATURES = "features"
 
 
-@dataclass
-class DatasetExplainConfig:
-    """How a data set is explained.
-
-    explain: sampling, word counting and the example sentences kept per image.
-    chunk_size: images per Parquet part (what a kill can cost to redo).
-    class_words: how class names become class vocabularies (class mentions).
-    prior: the null prefixes of the LM prior; None for no prior.
-    allow_unknown_labels: explain images whose label is not one of the
-    classifier's classes (otherwise an error: usually the wrong classifier).
-    extraction: feature extraction settings.
-    """
-
-    explain: ExplainConfig = field(default_factory=lambda: ExplainConfig(word_cloud=False))
-    chunk_size: int = 64
-    class_words: ClassWordConfig = field(default_factory=ClassWordConfig)
-    prior: PriorConfig | None = field(default_factory=PriorConfig)
-    allow_unknown_labels: bool = False
-    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
-
-    def __post_init__(self) -> None:
-        if self.chunk_size < 1:
-            raise TexplainError(f"chunk_size must be at least 1, got {self.chunk_size}")
 
 
 @dataclass

@@ -54,14 +54,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from texplain.analysis.class_vocabulary import class_mentions
+from texplain.analysis.config import PriorConfig
 from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig, WordCounter
+from texplain.text.class_vocabulary import class_mentions
+from texplain.text.config import WordConfig
+from texplain.text.words import WordCounter
 
 if TYPE_CHECKING:  # the models are needed to make a prior, not to read one
     from torch import Tensor
 
-    from texplain.generate.explain import ExplainConfig
+    from texplain.generate.config import ExplainConfig
     from texplain.models.classifiers import Classifier
     from texplain.models.features import FeatureStore
     from texplain.models.lm import FrozenLM
@@ -69,40 +71,12 @@ if TYPE_CHECKING:  # the models are needed to make a prior, not to read one
 
 log = logging.getLogger(__name__)
 
-KINDS = ("blank", "mean", "shuffled", "lm")
-DEFAULT_KINDS = KINDS
 BLANK_GREY = (128, 128, 128)
 BLANK_SIZE = 224
 SMOOTHING = 0.5
 """Pseudo-count added to a word's prior count, so a word the prior never says has a finite lift."""
 
 
-@dataclass(frozen=True)
-class PriorConfig:
-    """Which null prefixes make the prior.
-
-    kinds: any of ``blank``, ``mean``, ``shuffled``, ``lm``. shuffled: how many
-    shuffled feature sets. pool: how many images' features the shuffled ones
-    draw their coordinates from (memory is pool x T x D). seed: for the shuffle.
-    samples: sentences per null prefix, or the data set's N when that is
-    more. Each null prefix gets the data set's other sampling settings. The
-    prior is sampled once per data set, and a suspect's z-score against it is
-    bounded by its size: a few dozen sentences could not tell a word the LM
-    says half the time from one it says a third of the time.
-    """
-
-    kinds: tuple[str, ...] = DEFAULT_KINDS
-    shuffled: int = 4
-    pool: int = 32
-    seed: int = 0
-    samples: int = 200
-
-    def __post_init__(self) -> None:
-        unknown = [k for k in self.kinds if k not in KINDS]
-        if unknown or not self.kinds:
-            raise TexplainError(f"prior: kinds must be among {', '.join(KINDS)}, got {', '.join(self.kinds) or 'none'}")
-        if self.shuffled < 1 or self.pool < 2 or self.samples < 1:
-            raise TexplainError("prior: shuffled and samples must be at least 1 and pool at least 2")
 
 
 @dataclass
@@ -175,13 +149,23 @@ class LMPrior:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> LMPrior:
+        """Rebuild a prior from :meth:`to_dict` output; anything else is a one-line error."""
         try:
-            by_kind = {kind: PriorSample(WordCounter.from_dict(d["counts"]), dict(d.get("mentions", {})))
+            by_kind = {str(kind): PriorSample(WordCounter.from_dict(d["counts"]), _mentions(d.get("mentions", {})))
                        for kind, d in data.get("by_kind", {}).items()}
-            return cls(WordCounter.from_dict(data["counts"]), dict(data.get("mentions", {})), tuple(data.get("kinds", ())),
-                       by_kind)
-        except (KeyError, TypeError, AttributeError) as exc:
+            kinds = data.get("kinds", [])
+            if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+                raise TypeError(f"kinds must be a list of names, not {kinds!r}")
+            return cls(WordCounter.from_dict(data["counts"]), _mentions(data.get("mentions", {})), tuple(kinds), by_kind)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise TexplainError(f"LM prior is malformed: {exc}") from exc
+
+
+def _mentions(value: object) -> dict[str, int]:
+    """Class mentions as written: class name → a count of sentences (a whole number, 0 or more)."""
+    if not isinstance(value, dict) or not all(type(c) is int and c >= 0 for c in value.values()):
+        raise TypeError(f"mentions must map class names to counts, not {str(value)[:60]}")
+    return dict(value)
 
 
 FREQUENCY_CAP = 0.999

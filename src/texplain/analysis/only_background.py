@@ -29,11 +29,11 @@ from PIL import Image
 from texplain.analysis.results import ResultsFolder
 from texplain.atomic import write_text, writing
 from texplain.data.files import check_not_inputs
-from texplain.data.images import load_rgb
+from texplain.data.images import load_image, load_rgb
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
-from texplain.generate.words import rank_words
 from texplain.optional import require
+from texplain.text.words import rank_words
 
 log = logging.getLogger(__name__)
 
@@ -223,14 +223,17 @@ def hide_foreground(image: Image.Image, mask: np.ndarray, fill: tuple[int, int, 
 
 
 def write_hidden_set(
-    items: Sequence[LabelledImage], masks: str | os.PathLike, out: str | os.PathLike, fill: tuple[int, int, int] = FILL
+    items: Sequence[LabelledImage], masks: str | os.PathLike, out: str | os.PathLike, fill: tuple[int, int, int] = FILL,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> list[LabelledImage]:
     """Hide each image's foreground with its mask and write the copies and a ``labels.jsonl`` to ``out``.
 
     A mask is the image file ``masks/<image stem>.<png|bmp|tif|jpg>``, foreground
     where it is non-zero, the same size as its image. The copies keep their
-    file names (so they pair by name) under ``out/<split or all>/``; an
-    ``out`` where a copy would replace its original is refused before any work.
+    file names (so they pair by name) under ``out/<split or all>/``. Every
+    output is settled before any work: it lies inside ``out`` (a split is a
+    plain folder name, never ``..`` or a path) and replaces no image, no mask
+    and none of ``inputs`` (the listing the items came from).
     """
     import json
 
@@ -243,16 +246,14 @@ def write_hidden_set(
         raise TexplainError(
             f"two images share the name {repeated[0][1]!r} in split {repeated[0][0]!r}; masks are matched by name"
         )
-    targets = [out / (item.split or "all") / (item.path.stem + ".png") for item in items]
-    check_not_inputs([*targets, out / "labels.jsonl"], [item.path for item in items])
+    targets = [_hidden_copy(item, out) for item in items]
+    mask_paths = [_mask_of(item, masks) for item in items]
+    check_not_inputs([*targets, out / "labels.jsonl"], [*(item.path for item in items), *mask_paths, *inputs])
     hidden, lines = [], []
-    for item, target in zip(items, targets):
-        mask_path = next((masks / (item.path.stem + s) for s in MASK_SUFFIXES if (masks / (item.path.stem + s)).is_file()), None)
-        if mask_path is None:
-            raise TexplainError(f"{item.path}: no mask {masks / item.path.stem}.png (or .bmp, .tif, .jpg)")
-        mask = np.array(Image.open(mask_path).convert("L")) > 0
+    for item, target, mask_path in zip(items, targets, mask_paths):
+        image, mask = load_rgb(item.path), _foreground(load_image(mask_path))
         try:
-            image = hide_foreground(load_rgb(item.path), mask, fill)
+            image = hide_foreground(image, mask, fill)
         except TexplainError as exc:
             raise TexplainError(f"{mask_path}: {exc}") from exc
         with writing(target) as tmp:
@@ -262,3 +263,30 @@ def write_hidden_set(
         lines.append(json.dumps(record))
     write_text(out / "labels.jsonl", "\n".join(lines) + "\n")
     return hidden
+
+
+def _hidden_copy(item: LabelledImage, out: Path) -> Path:
+    """``out/<split or all>/<stem>.png``, refused unless it lies inside ``out`` (no ``..``, no path, no link out)."""
+    folder = item.split or "all"
+    if folder in (".", "..") or any(c in folder for c in "/\\\0"):
+        raise TexplainError(f"{item.path}: split {folder!r} cannot name a folder under --out "
+                            "(a plain name, without / or ..)")
+    target = out / folder / (item.path.stem + ".png")
+    if not target.resolve().is_relative_to(out.resolve()):
+        raise TexplainError(f"{target}: lies outside --out {out} (through a link); choose another --out")
+    return target
+
+
+def _mask_of(item: LabelledImage, masks: Path) -> Path:
+    """The mask file of ``item``: ``masks/<stem>`` with one of :data:`MASK_SUFFIXES`."""
+    for suffix in MASK_SUFFIXES:
+        if (masks / (item.path.stem + suffix)).is_file():
+            return masks / (item.path.stem + suffix)
+    raise TexplainError(f"{item.path}: no mask {masks / item.path.stem}.png (or .bmp, .tif, .jpg)")
+
+
+def _foreground(mask: Image.Image) -> np.ndarray:
+    """Where a mask of any mode is non-zero (bool, H x W): gray and 16-bit levels as they are, colours as their gray."""
+    if mask.mode in ("1", "L", "I", "I;16", "I;16L", "I;16B", "F"):
+        return np.array(mask) > 0
+    return np.array(mask.convert("L")) > 0

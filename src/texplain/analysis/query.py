@@ -13,7 +13,9 @@ killed run left unlisted):
 
 ``docs/queries.md`` lists useful queries. The named ones
 (:data:`CANNED`) take one argument, passed as a bound parameter, never
-pasted into the SQL.
+pasted into the SQL. A query reads the results and nothing else
+(:func:`connect`'s sandbox): one read-only statement, over DuckDB with
+external access off.
 """
 
 from __future__ import annotations
@@ -96,29 +98,71 @@ class QueryResult:
         return "\n".join(lines) + f"\n({len(self.rows)} rows)\n"
 
 
+SANDBOX = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_persistent_secrets": False,
+    "temp_directory": "",
+}
+"""DuckDB settings at connection: no extension installed or loaded, no secret stored, nothing spilled to disk."""
+
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+"""The statements a query may be: reading the views, or showing how DuckDB would."""
+
+
 def connect(folder: str | os.PathLike):
-    """An in-memory DuckDB connection with the ``results`` and ``words`` views over ``folder``."""
+    """An in-memory DuckDB connection with the ``results`` and ``words`` views over ``folder``, sandboxed.
+
+    DuckDB reads the committed part files and nothing else: external access
+    is off (no other file, no network, no ``ATTACH``, ``COPY`` or
+    ``INSTALL``), the part files are the only paths allowed, and the
+    configuration is locked so a query cannot turn any of it back on.
+    """
     duckdb = require("duckdb", "SQL over results")
     results = ResultsFolder.open(folder)
-    parts = [str(p) for p in results.part_paths()]
+    parts = [str(p.resolve()) for p in results.part_paths()]
     if not parts:
         raise TexplainError(f"{folder}: no explained images yet")
-    connection = duckdb.connect()
-    listing = ", ".join("'" + p.replace("'", "''") + "'" for p in parts)
-    connection.execute(f"create view results as select * from read_parquet([{listing}])")
-    connection.execute(WORDS_VIEW)
+    connection = duckdb.connect(config=SANDBOX)
+    try:
+        connection.execute("set allowed_paths = $parts", {"parts": parts})
+        connection.execute("set enable_external_access = false")
+        connection.execute("set lock_configuration = true")
+        listing = ", ".join("'" + p.replace("'", "''") + "'" for p in parts)
+        connection.execute(f"create view results as select * from read_parquet([{listing}])")
+        connection.execute(WORDS_VIEW)
+    except duckdb.Error as exc:
+        connection.close()
+        results.check_parts()
+        raise TexplainError(f"{folder}: its parts cannot be read ({first_line(exc)})") from exc
     return connection
 
 
 def run_query(folder: str | os.PathLike, sql: str, parameters: Mapping[str, object] | Sequence | None = None) -> QueryResult:
-    """Run ``sql`` against the views of ``folder``; a DuckDB error is a one-line :class:`TexplainError`."""
+    """Run one read-only statement ``sql`` against the views of ``folder``; a DuckDB error is a one-line :class:`TexplainError`.
+
+    Only ``SELECT`` (with ``WITH``, ``DESCRIBE``, ``SUMMARIZE``, ``FROM …``)
+    and ``EXPLAIN`` run; anything that would change the database is refused.
+    """
     duckdb = require("duckdb", "SQL over results")
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise TexplainError(f"query: {first_line(exc)}") from exc
+    if len(statements) != 1:
+        raise TexplainError("query: no SQL given" if not statements else
+                            f"query: one statement at a time, got {len(statements)}")
+    kind = statements[0].type.name
+    if kind not in READ_ONLY_STATEMENTS:
+        raise TexplainError(f"query: only SELECT queries run over results, not {kind}")
     connection = connect(folder)
     try:
         cursor = connection.execute(sql, parameters) if parameters else connection.execute(sql)
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
     except duckdb.Error as exc:
+        ResultsFolder.open(folder).check_parts()  # a damaged part: name it, and how to redo it
         raise TexplainError(f"query: {first_line(exc)}") from exc
     finally:
         connection.close()

@@ -14,19 +14,30 @@ holds the same rows. A killed run is resumed by running it again.
 
 Every node must see the results folder, its feature store and the models at
 the same paths (a shared filesystem).
+
+A Ray instance started here (no ``--address``, no ``RAY_ADDRESS``) keeps its
+sockets, logs and spilled objects in the results folder's ``.ray`` (or, when
+that path is too long for a socket's name, in a private folder of the
+system's temporary folder, ``texplain-ray-*``), not in ``/tmp/ray``, and that
+folder is deleted when the instance stops. Its authentication token is this
+process's own (``RAY_AUTH_TOKEN``), not one written to ``~/.ray/auth_token``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from texplain.analysis.explain_dataset import Chunk, DatasetExplainConfig, Explained, explain_chunk
+from texplain.analysis.config import DatasetExplainConfig
+from texplain.analysis.explain_dataset import Chunk, Explained, explain_chunk
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError, first_line
 from texplain.optional import require
@@ -34,6 +45,12 @@ from texplain.optional import require
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+TOKEN_VARIABLE = "RAY_AUTH_TOKEN"
+"""Ray's token for a local instance: set here, or Ray writes one to ``~/.ray/auth_token`` (unless a path is set)."""
+SOCKET_NAME_MAX = 107
+"""The longest path of a Unix socket (108 bytes with its end) on Linux; Ray's live in its temporary folder."""
+SOCKET_SUFFIX = "/session_2025-01-01_00-00-00_000000_9999999/sockets/plasma_store"
+"""The longest path Ray puts under its temporary folder: a session's socket."""
 
 
 @dataclass
@@ -44,7 +61,9 @@ class RayEngine:
     takes them. device: ``cpu`` or ``cuda`` (one GPU per actor). address:
     the cluster (None: ``RAY_ADDRESS``, else a local instance). actors: the
     pool's size (None: one per GPU, or the cluster's CPUs over
-    ``cpus_per_actor``). trust_code: as load_explainer's.
+    ``cpus_per_actor``). trust_code: as load_explainer's. temp_dir: where
+    an instance started here keeps its files (see the module docstring;
+    None: a private temporary folder).
     """
 
     translator: str
@@ -55,7 +74,10 @@ class RayEngine:
     actors: int | None = None
     cpus_per_actor: int = 1
     trust_code: bool = False
+    temp_dir: str | None = None
     _started: bool = field(default=False, init=False, repr=False)
+    _own_dir: Path | None = field(default=None, init=False, repr=False)
+    _own_token: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -72,13 +94,41 @@ class RayEngine:
         if ray.is_initialized():
             self._pool_size(ray)
             return
+        local = self.address in (None, "", "local") and not os.environ.get("RAY_ADDRESS")
         try:
-            ray.init(address=self.address or None, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=self.address or None, log_to_driver=False, logging_level=logging.WARNING,
+                     **({"_temp_dir": str(self._start_here())} if local else {}))
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            self.close()
             where = f"at {self.address}" if self.address else "(local)"
             raise TexplainError(f"Ray cluster {where}: cannot connect ({first_line(exc)})") from exc
         self._started = True
         self._pool_size(ray)  # a cluster without the GPUs asked for fails here, before anything is written
+
+    def close(self) -> None:
+        """Stop a Ray instance this engine started, and delete its temporary folder and token."""
+        if self._started:
+            require("ray", "--engine ray", "distributed").shutdown()
+            self._started = False
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+            self._own_dir = None
+        if self._own_token:
+            os.environ.pop(TOKEN_VARIABLE, None)
+            self._own_token = False
+
+    def _start_here(self) -> Path:
+        """The temporary folder of a Ray instance started here, and its token in this process's environment."""
+        folder = Path(self.temp_dir).absolute() if self.temp_dir else None
+        if folder is None or len(str(folder) + SOCKET_SUFFIX) > SOCKET_NAME_MAX:
+            folder = Path(tempfile.mkdtemp(prefix="texplain-ray-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        self._own_dir = folder
+        configured = any(os.environ.get(name) for name in (TOKEN_VARIABLE, "RAY_AUTH_TOKEN_PATH"))
+        if not configured and not (Path.home() / ".ray" / "auth_token").is_file():
+            os.environ[TOKEN_VARIABLE] = secrets.token_hex(32)  # Ray's own would be written to ~/.ray/auth_token
+            self._own_token = True
+        return folder
 
     def explain(
         self, chunks: Sequence[Chunk], features: Path, config: DatasetExplainConfig, index: Mapping[str, Sequence[str]]
@@ -108,9 +158,7 @@ class RayEngine:
             for row in _rows_of(explained):
                 yield json.loads(row["rows"]), [tuple(entry) for entry in json.loads(row["skipped"])]
         finally:
-            if self._started:
-                ray.shutdown()
-                self._started = False
+            self.close()
 
     def _pool_size(self, ray) -> int:
         """``actors``, or what the cluster holds: its GPUs, or its CPUs over ``cpus_per_actor``.

@@ -5,7 +5,7 @@ class. Three tests make that precise, and every place that asks (the
 analysis of a data set, the demo's summary, mitigation's sample selection)
 uses them through this module:
 
-* **not the class**: the class's vocabulary (:mod:`.class_vocabulary`: its
+* **not the class**: the class's vocabulary (:mod:`texplain.text.class_vocabulary`: its
   name and WordNet relatives) is merged into one entry named after the class
   (:class:`ClassMerge`), so "seagull" and "duck" count as "bird" and never as
   a suspect;
@@ -15,7 +15,7 @@ uses them through this module:
 
 For a class (:func:`rank_suspects`) a suspect must also be over-represented
 against the other classes pooled *and* against the LM prior: both log-odds
-z-scores (:func:`~texplain.analysis.statistics.compare_counts`) at least
+z-scores (:func:`~texplain.statistics.compare_counts`) at least
 ``min_z``, the one against the prior the largest against any kind of null
 prefix; suspects are ranked by the weaker of the two. For one image
 (:func:`dominant_words`) there is nothing to compare against, so its words
@@ -27,37 +27,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from texplain.analysis.config import SuspectRule
 from texplain.analysis.lm_prior import LMPrior, lift
-from texplain.analysis.statistics import compare_counts, wilson_interval
-from texplain.errors import TexplainError
-
-
-@dataclass
-class SuspectRule:
-    """When a non-class word is a suspect.
-
-    Attributes:
-        min_frequency: in at least this fraction of the sentences.
-        min_lift: its odds at least this many times those after a null prefix
-            (only where there is a prior). A modest bar: the z-score against
-            the prior already asks for significance.
-        min_z: (classes only) log-odds z against the other classes and against
-            the LM prior both at least this.
-        limit: suspects kept per class.
-        confidence: level of the Wilson intervals.
-    """
-
-    min_frequency: float = 0.05
-    min_lift: float = 1.25
-    min_z: float = 1.96
-    limit: int = 5
-    confidence: float = 0.95
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_frequency <= 1.0 or self.min_lift < 0:
-            raise TexplainError("suspects: min_frequency must be in [0, 1] and min_lift non-negative")
-        if self.limit < 1 or not 0.0 < self.confidence < 1.0:
-            raise TexplainError("suspects: limit must be at least 1 and confidence in (0, 1)")
+from texplain.statistics import compare_counts, wilson_interval
 
 
 class ClassMerge:

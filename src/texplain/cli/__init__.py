@@ -9,6 +9,17 @@ Every user-fixable problem is a :class:`~texplain.errors.TexplainError` and
 comes out as one line, ``error: <message>``, with exit code 2; so do usage
 errors (a bad option value, an unknown option or command). :func:`main`
 takes the argument list, so tests call it directly.
+
+What counts as the user's input at the top level (:data:`INPUT_ERRORS`):
+besides :class:`~texplain.errors.TexplainError`, an ``OSError`` (the
+system refused a file, a folder, the disk or the network: the user's
+machine, not texplain's logic) and a ``ValueError`` (Python's "right type,
+wrong value", what third-party readers raise on a damaged file or a bad
+value). Both come out as one line too, with a hint that ``TEXPLAIN_DEBUG=1``
+shows where they came from. Every other exception (``TypeError``,
+``KeyError``, ``AttributeError``, ``IndexError``, ``RuntimeError``, ...) is a
+bug in texplain and shows its traceback; with ``TEXPLAIN_DEBUG=1`` every
+error does, the user's too.
 """
 
 from __future__ import annotations
@@ -19,8 +30,8 @@ import sys
 
 import typer
 
-from texplain.cli import dataset, demo, evaluation, explain, mitigation, models
-from texplain.errors import TexplainError
+from texplain.cli import dataset, demo, evaluation, explain, mitigation, models, options
+from texplain.errors import TexplainError, first_line
 
 app = typer.Typer(
     add_completion=False,
@@ -44,10 +55,13 @@ COMMANDS = {
     "mitigate": mitigation.mitigate_command,
 }
 for _name, _command in COMMANDS.items():
-    app.command(_name)(_command)
+    app.command(_name, cls=options.Command)(_command)
 
-UsageError = typer.BadParameter.__base__
-"""Click's UsageError, from the Click that this typer uses (typer vendors Click since 0.26)."""
+INPUT_ERRORS = (TexplainError, OSError, ValueError)
+"""What the top level reports as the user's problem, in one line (see the module docstring)."""
+
+DEBUG = "TEXPLAIN_DEBUG"
+"""Set to 1 to see every error's traceback instead of its one line."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="texplain", standalone_mode=False)
-    except TexplainError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 2
-    except UsageError as exc:
+    except options.UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
             exc.show()  # no arguments at all: the help, not an error
         else:
@@ -69,7 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
+    except INPUT_ERRORS as exc:
+        if os.environ.get(DEBUG, "") not in ("", "0"):
+            raise
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        return 2
     return code if isinstance(code, int) else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of one of :data:`INPUT_ERRORS`: a TexplainError's own; an OSError's file and reason; else its first line."""
+    if isinstance(exc, TexplainError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        where = f"{exc.filename} → {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+        text = f"{where}: {exc.strerror or first_line(exc)}"
+    else:
+        text = first_line(exc)
+    return " ".join(f"{text} ({DEBUG}=1 shows where it came from)".split())
 
 
 def run() -> None:

@@ -14,9 +14,9 @@ from typing import Annotated, Optional
 import typer
 
 from texplain.cli import options
+from texplain.evaluation.config import RATING_WORDS, EvaluateConfig
 
-EVALUATE_SAMPLES = 50
-"""Sentences per image and per baseline: each image is explained three times (own, null prefix, shuffled)."""
+EVALUATE = options.defaults(EvaluateConfig)
 
 
 def evaluate_command(
@@ -24,46 +24,56 @@ def evaluate_command(
     captions: Annotated[Path, typer.Option(help="Reference captions (Flickr8k captions.tsv, COCO json, JSONL, CSV…)")],
     split: Annotated[Optional[str], typer.Option(help="Keep only this split of the captions (e.g. dev)")] = None,
     images_dir: Annotated[Optional[Path], typer.Option(help="Folder the caption file's image names are relative to")] = None,
-    images: Annotated[Optional[Path], typer.Option(help="Evaluate only these images (a folder or one file); default: every captioned image")] = None,
+    images: Annotated[Optional[Path], typer.Option(
+        help="Evaluate only these images (a folder or one file); default: every captioned image")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N images")] = None,
     classifier: options.ClassifierOverride = None,
     trust_code: options.TrustCode = False,
     lm: options.LMOverride = None,
-    samples: options.Samples = EVALUATE_SAMPLES,
-    samples_mode: options.SamplesMode = None,
-    stop_k: options.StopK = options.STOP_K,
-    top_p: options.TopP = options.TOP_P,
-    min_words: options.MinWords = options.MIN_WORDS,
-    max_words: options.MaxWords = options.MAX_WORDS,
-    top_k: options.TopK = options.TOP_K,
-    precision_k: Annotated[int, typer.Option(help="k of precision@k")] = 10,
-    null_prefix: Annotated[str, typer.Option(help="Caption-only baseline: mean (translator on the mean feature), zero, or empty (LM alone)")] = "mean",
-    minilm: Annotated[bool, typer.Option(help="Score all-MiniLM-L6-v2 cosine (offline package)")] = True,
-    bert: Annotated[Optional[Path], typer.Option(help="A BERT folder for the paper's mean-pooled cosine (skipped when absent)")] = None,
-    sanity_images: Annotated[int, typer.Option(help="Images for the sanity checks (0: off)")] = 8,
-    cascade: Annotated[bool, typer.Option(help="Run the weight-randomisation cascade")] = True,
-    causal_images: Annotated[int, typer.Option(help="Images for the causal masking check (0: off)")] = 8,
-    mask_heat: Annotated[str, typer.Option(help="How the causal check finds a word's region: keep (each window of an 8 x 8 grid scored alone), gradcam or occlusion")] = "keep",
-    mask_threshold: Annotated[float, typer.Option(help="Heat-map level (0-1) above which a region is masked")] = 0.5,
-    mask_fill: Annotated[str, typer.Option(help="zero (the preprocessing's mean: no colour of the image), or mean, blur or noise of the image")] = "zero",
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every figure to this JSON file")] = None,
-    seed: options.Seed = options.SEED,
+    samples: options.Samples = options.samples_default(EVALUATE.sampling),
+    stop_k: options.StopK = EVALUATE.sampling.stop.k,
+    top_p: options.TopP = EVALUATE.sampling.top_p,
+    min_words: options.MinWords = EVALUATE.sampling.min_words,
+    max_words: options.MaxWords = EVALUATE.sampling.max_words,
+    sample_batch: options.SampleBatch = str(EVALUATE.sampling.batch_size),
+    top_words: options.TopWords = EVALUATE.words.top_k,
+    precision_k: Annotated[int, typer.Option(help="k of precision@k")] = EVALUATE.precision_k,
+    null_prefix: Annotated[str, typer.Option(
+        help="Caption-only baseline: mean (translator on the mean feature), zero, or empty (LM alone)")
+    ] = EVALUATE.null_prefix,
+    minilm: Annotated[bool, typer.Option(help="Score all-MiniLM-L6-v2 cosine (offline package)")] = EVALUATE.minilm,
+    bert: Annotated[Optional[Path], typer.Option(
+        help="A BERT folder for the paper's mean-pooled cosine (skipped when absent)")] = EVALUATE.bert,
+    sanity_images: Annotated[int, typer.Option(help="Images for the sanity checks (0: off)")] = EVALUATE.sanity_images,
+    cascade: Annotated[bool, typer.Option(help="Run the weight-randomisation cascade")] = EVALUATE.cascade,
+    causal_images: Annotated[int, typer.Option(
+        help="Images for the causal masking check (0: off)")] = EVALUATE.causal_images,
+    mask_heat: options.MaskHeat = EVALUATE.mask_heat,
+    mask_threshold: options.MaskThreshold = EVALUATE.mask_threshold,
+    mask_fill: Annotated[str, typer.Option(
+        rich_help_panel=options.MASKS,
+        help="zero (the preprocessing's mean: no colour of the image), or mean, blur or noise of the image")
+    ] = EVALUATE.mask_fill,
+    json_file: options.JsonFile = None,
+    seed: options.Seed = EVALUATE.seed,
     device: options.Device = options.DEVICE,
 ) -> None:
     """Compare explanations with reference captions beside caption-only and shuffled baselines; sanity and causal checks."""
-    from texplain.atomic import check_writable, write_json
-    from texplain.evaluation.harness import EvaluateConfig, evaluate, select_references
-    from texplain.generate.words import WordConfig
+    from dataclasses import replace
+
+    from texplain.atomic import check_output_file, write_json
+    from texplain.evaluation.harness import evaluate
+    from texplain.evaluation.references import select_references
     from texplain.models.explainer import load_explainer
 
-    if json_out is not None:
-        check_writable(json_out.parent)
+    if json_file is not None:
+        check_output_file(json_file)
     config = EvaluateConfig(
-        sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k,
-                                         default=EVALUATE_SAMPLES),
-        words=WordConfig(top_k=top_k), precision_k=precision_k, null_prefix=null_prefix, minilm=minilm, bert=bert,
-        sanity_images=sanity_images, cascade=cascade, causal_images=causal_images, mask_heat=mask_heat, mask_threshold=mask_threshold,
-        mask_fill=mask_fill, seed=seed,
+        sampling=options.sampling_config(EVALUATE.sampling, samples, stop_k, sample_batch, top_p=top_p,
+                                         min_words=min_words, max_words=max_words, seed=seed),
+        words=replace(EVALUATE.words, top_k=top_words), precision_k=precision_k, null_prefix=null_prefix, minilm=minilm,
+        bert=bert, sanity_images=sanity_images, cascade=cascade, causal_images=causal_images, mask_heat=mask_heat,
+        mask_threshold=mask_threshold, mask_fill=mask_fill, seed=seed,
     )
     references, missing = select_references(captions, images_dir, split, images, limit)
     explainer = load_explainer(translator, classifier, lm, device, trust_code)
@@ -73,14 +83,14 @@ def evaluate_command(
     report["inputs"] = {"translator": str(translator), "classifier": explainer.classifier.spec,
                         "lm": explainer.lm.spec, "captions": str(captions), "split": split}
     _echo_report(report)
-    if json_out is not None:
-        write_json(json_out, report)
-        typer.echo(f"all figures written to {json_out}")
+    if json_file is not None:
+        write_json(json_file, report)
+        typer.echo(f"all figures written to {json_file}")
 
 
 def _echo_report(report: dict) -> None:
     """Counts and left-out images, the metric table, the sanity correlations and the causal drops."""
-    from texplain.evaluation.harness import format_table
+    from texplain.evaluation.table import format_table
 
     counts = report["images"]
     typer.echo(f"{counts['evaluated']} of {counts['requested']} images counted (references and a non-empty explanation)")
@@ -115,14 +125,14 @@ def _fmt(value: float | None) -> str:
 def rating_export_command(
     source: Annotated[Path, typer.Argument(help="An evaluate --json file, or a folder of `texplain explain` JSON records")],
     out: Annotated[Path, typer.Option(help="Folder for ratings.csv and form.html")],
-    k: Annotated[int, typer.Option(help="Words per image to rate")] = 10,
+    top_words: Annotated[int, typer.Option(help="Words per image to rate")] = RATING_WORDS,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N images")] = None,
 ) -> None:
     """Write a rating CSV and a self-contained HTML form for the paper's human study."""
     from texplain.evaluation.rating import export_rating, read_records
 
     records = read_records(source)
-    written, skipped = export_rating(records[:limit] if limit else records, out, k)
+    written, skipped = export_rating(records[:limit] if limit else records, out, top_words)
     for image, reason in skipped:
         typer.echo(f"skipped {image}: {reason}", err=True)
     typer.echo(f"{written} images to rate: {out / 'form.html'} (answers export as CSV or JSON); {out / 'ratings.csv'}")
@@ -130,18 +140,20 @@ def rating_export_command(
 
 def rating_score_command(
     answers: Annotated[list[Path], typer.Argument(help="Filled-in ratings: the form's CSV/JSON export or the filled ratings.csv (one per rater)")],
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the scores to this JSON file")] = None,
+    json_file: options.JsonFile = None,
 ) -> None:
     """Score filled-in rating forms: precision@k of the words and top-word/class agreement."""
-    from texplain.atomic import write_json
+    from texplain.atomic import check_output_file, write_json
     from texplain.evaluation.rating import read_answers, score_answers
 
+    if json_file is not None:
+        check_output_file(json_file)
     scores = score_answers([read_answers(path) for path in answers])
     pooled = scores["pooled"]
     typer.echo(f"{pooled['images']} images, {scores['raters']} rater(s): precision@k {_fmt(pooled['precision'])}, "
                f"top word matches class {_fmt(pooled['top_word_matches_class'])}")
     if scores.get("agreement") is not None:
         typer.echo(f"rater agreement on words: {scores['agreement']:.3f}")
-    if json_out is not None:
-        write_json(json_out, scores)
-        typer.echo(f"scores written to {json_out}")
+    if json_file is not None:
+        write_json(json_file, scores)
+        typer.echo(f"scores written to {json_file}")

@@ -9,6 +9,9 @@ import typer
 
 from texplain.cli import options
 from texplain.errors import TexplainError
+from texplain.generate.config import ExplainConfig
+
+EXPLAIN = options.defaults(ExplainConfig)
 
 
 def explain_command(
@@ -18,28 +21,30 @@ def explain_command(
     classifier: options.ClassifierOverride = None,
     trust_code: options.TrustCode = False,
     lm: options.LMOverride = None,
-    samples: options.Samples = options.SAMPLES,
-    samples_mode: options.SamplesMode = None,
-    stop_k: options.StopK = options.STOP_K,
-    top_p: options.TopP = options.TOP_P,
-    min_words: options.MinWords = options.MIN_WORDS,
-    max_words: options.MaxWords = options.MAX_WORDS,
-    top_k: options.TopK = options.TOP_K,
-    seed: options.Seed = options.SEED,
+    samples: options.Samples = options.samples_default(EXPLAIN.sampling),
+    stop_k: options.StopK = EXPLAIN.sampling.stop.k,
+    top_p: options.TopP = EXPLAIN.sampling.top_p,
+    min_words: options.MinWords = EXPLAIN.sampling.min_words,
+    max_words: options.MaxWords = EXPLAIN.sampling.max_words,
+    sample_batch: options.SampleBatch = str(EXPLAIN.sampling.batch_size),
+    top_words: options.TopWords = EXPLAIN.words.top_k,
+    seed: options.Seed = EXPLAIN.sampling.seed,
     device: options.Device = options.DEVICE,
 ) -> None:
     """Explain an image or every image in a folder: JSON + word cloud per image."""
-    from texplain.data.images import images_in
-    from texplain.generate.explain import ExplainConfig, explain_images, output_files
-    from texplain.generate.words import WordConfig
-    from texplain.models.explainer import load_explainer
+    from dataclasses import replace
 
-    paths = images_in(target)
-    output_files(paths, out)
+    from texplain.data.images import images_in
+    from texplain.models.explainer import load_explainer
+    from texplain.report.explained_images import output_files, write_explanations
+
+    sampling = options.sampling_config(EXPLAIN.sampling, samples, stop_k, sample_batch, top_p=top_p, min_words=min_words,
+                                       max_words=max_words, seed=seed)
+    config = ExplainConfig(sampling=sampling, words=replace(EXPLAIN.words, top_k=top_words))
+    paths = images_in(target, skip=out)
+    outputs = output_files(paths, out)  # before the models load: a bad --out fails at once
     explainer = load_explainer(translator, classifier, lm, device, trust_code)
-    config = ExplainConfig(sampling=options.sampling_config(samples_mode, samples, top_p, min_words, max_words, seed, stop_k),
-                           words=WordConfig(top_k=top_k))
-    records, skipped = explain_images(explainer, paths, out, config)
+    records, skipped = write_explanations(explainer, outputs, config)
     for record in records:
         words = ", ".join(w["word"] for w in record["top_words"][:8])
         typer.echo(f"{record['image']}: {record['prediction'][0]['name']} | {words}")

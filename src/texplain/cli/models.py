@@ -13,18 +13,26 @@ from typing import Annotated, Optional
 import typer
 
 from texplain.cli import options
+from texplain.models.config import ExtractionConfig, TranslatorConfig
+from texplain.training.config import CaptionLMConfig, Phase, TrainConfig
+
+CAPTION_LM = options.defaults(CaptionLMConfig)
+TRAIN = options.defaults(TrainConfig)
+TRANSLATOR = options.defaults(TranslatorConfig)
+EXTRACTION = options.defaults(ExtractionConfig)
+PHASE = options.defaults(Phase)
 
 
 def pretrain_lm_command(
     captions: Annotated[list[Path], typer.Option("--captions", help="Caption file (repeatable)")],
     out: Annotated[Path, typer.Option(help="Folder for the Hugging Face LM")],
     split: Annotated[Optional[str], typer.Option(help="Keep only this split (e.g. train)")] = "train",
-    epochs: Annotated[int, typer.Option(help="Passes over the captions")] = 3,
-    seed: options.Seed = options.SEED,
+    epochs: Annotated[int, typer.Option(help="Passes over the captions")] = CAPTION_LM.epochs,
+    seed: options.Seed = CAPTION_LM.seed,
 ) -> None:
     """Pretrain a small GPT-2-style LM on caption text only, prefix-ready (the fast CPU default LM)."""
     from texplain.data.captions import caption_groups, read_caption_pairs
-    from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
+    from texplain.training.caption_lm import pretrain_caption_lm
 
     groups = caption_groups(read_caption_pairs(captions, split))
     folder = pretrain_caption_lm(groups, out, CaptionLMConfig(epochs=epochs, seed=seed))
@@ -43,44 +51,50 @@ def train_command(
     dev_split: Annotated[Optional[str], typer.Option(help="Split for the dev loss ('' for none)")] = "dev",
     epochs: Annotated[int, typer.Option(help="Epochs of phase 1")] = 20,
     finetune_epochs: Annotated[int, typer.Option(help="Epochs of phase 2")] = 5,
-    lr: Annotated[float, typer.Option(help="Peak learning rate of phase 1")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of phase 1")] = PHASE.lr,
     finetune_lr: Annotated[float, typer.Option(help="Peak learning rate of phase 2")] = 3e-4,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step, over all processes")] = 64,
-    accumulation: Annotated[int, typer.Option(help="Micro-batches per step (gradient accumulation)")] = 1,
+    batch_size: Annotated[str, typer.Option(
+        help="Pairs per step, over all processes, or auto: as many as each GPU holds (64 on CPUs)")] = str(TRAIN.batch_size),
+    accumulation: Annotated[int, typer.Option(help="Micro-batches per step (gradient accumulation)")] = TRAIN.accumulation,
     mixed_precision: Annotated[Optional[str], typer.Option(
-        help="no, bf16 or fp16 on GPUs (default: the launcher's, else no); CPUs train in float32")] = None,
-    prefix_len: Annotated[Optional[int], typer.Option(help="K, prefix slots (default: what the LM was pretrained with, else 8)")] = None,
-    hidden: Annotated[int, typer.Option(help="Translator hidden width")] = 512,
-    mode: Annotated[str, typer.Option(help="auto, pooled, token, resampler or flatten")] = "auto",
-    dropout: Annotated[float, typer.Option(help="Translator dropout before its last layer")] = 0.1,
+        help="no, bf16 or fp16 on GPUs (default: the launcher's, else bf16 where the GPU has it); CPUs train in float32")
+    ] = TRAIN.mixed_precision,
+    prefix_len: Annotated[Optional[int], typer.Option(
+        help=f"K, prefix slots (default: what the LM was pretrained with, else {TRANSLATOR.prefix_len})")] = None,
+    hidden: Annotated[int, typer.Option(help="Translator hidden width")] = TRANSLATOR.hidden,
+    mode: Annotated[str, typer.Option(help="auto, pooled, token, resampler or flatten")] = TRANSLATOR.mode,
+    dropout: Annotated[float, typer.Option(help="Translator dropout before its last layer")] = TRANSLATOR.dropout,
     content_weight: Annotated[float, typer.Option(
-        help="Weight of content words' tokens in the training loss, against 1 for the other tokens")] = 1.0,
+        help="Weight of content words' tokens in the training loss, against 1 for the other tokens")] = TRAIN.content_weight,
     feature_layer: options.FeatureLayer = "",
     trust_code: options.TrustCode = False,
-    fp16: options.Fp16 = False,
+    fp16: options.Fp16 = EXTRACTION.fp16,
     feature_memory: Annotated[float, typer.Option(
-        help="GB of training features held in memory per process; more are read per batch from the store")] = 4.0,
+        help="GB of training features held in memory per process; more are read per batch from the store")
+    ] = TRAIN.feature_memory_gb,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images (of the caption files together, and of each streamed set)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint")] = False,
-    seed: options.Seed = options.SEED,
-    device: options.Device = options.DEVICE,
+    seed: options.Seed = TRAIN.seed,
+    device: options.Device = TRAIN.device,
 ) -> None:
     """Train a translator from a classifier's features to an LM's prefix on (image, caption) pairs."""
+    from texplain.atomic import check_writable
     from texplain.models.classifiers import load_classifier
-    from texplain.models.features import ExtractionConfig
     from texplain.models.lm import load_lm
-    from texplain.training.translator_training import TrainConfig, fit_translator
+    from texplain.training.translator_training import fit_translator
 
+    check_writable(out)
     phases = [_phase("train", captions, split, limit, epochs, lr)]
     if finetune_captions:
         phases.append(_phase("finetune", finetune_captions, split, limit, finetune_epochs, finetune_lr))
     dev_pairs = _dev_pairs(captions, dev_split, limit) if dev_split else []
     _, history = fit_translator(
-        load_classifier(classifier, feature_layer=feature_layer, trust_code=trust_code), load_lm(lm), phases, out,
+        load_classifier(classifier, feature_layer=feature_layer, trust_code=trust_code), load_lm(lm, trust_code=trust_code),
+        phases, out,
         settings={"hidden": hidden, "mode": mode, "dropout": dropout, **({"prefix_len": prefix_len} if prefix_len else {})},
-        config=TrainConfig(batch_size=batch_size, seed=seed, device=device, accumulation=accumulation,
-                           mixed_precision=mixed_precision, feature_memory_gb=feature_memory,
-                           content_weight=content_weight),
+        config=TrainConfig(batch_size=options.batch_size(batch_size, "--batch-size"), seed=seed, device=device,
+                           accumulation=accumulation, mixed_precision=mixed_precision,
+                           feature_memory_gb=feature_memory, content_weight=content_weight),
         dev_pairs=dev_pairs, features=features, extraction=ExtractionConfig(fp16=fp16), resume=resume,
     )
     if int(os.environ.get("RANK", "0")) == 0:
@@ -92,7 +106,6 @@ def _phase(name: str, sources: list[str], split: str | None, limit: int | None, 
     """A training phase from caption files (read now) and streamed sets (read as their features are extracted)."""
     from texplain.data.caption_shards import is_caption_shards, open_caption_shards
     from texplain.data.captions import read_caption_pairs
-    from texplain.training.translator_training import Phase
 
     files = [s for s in sources if not is_caption_shards(s)]
     streams = [open_caption_shards(s, split, limit) for s in sources if is_caption_shards(s)]

@@ -86,6 +86,15 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise BadImageError(f"{path}: {err}") from err.__cause__
 
 
+def load_image(path: str | Path) -> Image.Image:
+    """Open and fully decode ``path`` as :func:`load_rgb` does, upright but in its own mode (a mask's ``L`` or ``I;16``)."""
+    path = Path(path)
+    try:
+        return _open_upright(path)
+    except _Unreadable as err:
+        raise BadImageError(f"{path}: {err}") from err.__cause__
+
+
 def decode_rgb(data: bytes, name: str) -> Image.Image:
     """Decode an image held in memory (a WebDataset or Parquet sample) as :func:`load_rgb` reads a file.
 
@@ -97,27 +106,41 @@ def decode_rgb(data: bytes, name: str) -> Image.Image:
         raise BadImageError(f"{name}: {err}") from err.__cause__
 
 
-def image_files(folder: str | Path, recursive: bool = True) -> list[Path]:
-    """Sorted image files under ``folder`` (possibly none); hidden files and folders are left out."""
+def image_files(folder: str | Path, recursive: bool = True, skip: str | Path | None = None) -> list[Path]:
+    """Sorted image files under ``folder`` (possibly none); hidden files and folders are left out.
+
+    So is everything under ``skip``: a command's own output folder inside
+    its input folder, whose word clouds or hidden copies are not inputs.
+    """
     folder = Path(folder)
+    skipped = inside(folder, skip)
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
         path
         for path in candidates
         if is_image_file(path)
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and not (skipped is not None and path.relative_to(folder).is_relative_to(skipped))
         and path.is_file()
     )
 
 
-def find_images(folder: str | Path, recursive: bool = True) -> list[Path]:
-    """Sorted image files under ``folder``; a missing folder, a file, or no images is an error."""
+def inside(folder: Path, other: str | Path | None) -> Path | None:
+    """``other`` relative to ``folder`` when it lies inside it (compared resolved), else None (``folder`` itself too)."""
+    if other is None:
+        return None
+    other, folder = Path(other).resolve(), folder.resolve()
+    return other.relative_to(folder) if other != folder and other.is_relative_to(folder) else None
+
+
+def find_images(folder: str | Path, recursive: bool = True, skip: str | Path | None = None) -> list[Path]:
+    """Sorted image files under ``folder`` but not under ``skip``; a missing folder, a file, or no images is an error."""
     folder = Path(folder)
     if not folder.exists():
         raise TexplainError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise TexplainError(f"{folder}: not a folder")
-    found = image_files(folder, recursive)
+    found = image_files(folder, recursive, skip)
     if not found:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
         where = "in it or its sub-folders" if recursive else "in it"
@@ -125,11 +148,11 @@ def find_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     return found
 
 
-def images_in(target: str | Path) -> list[Path]:
-    """The images a command was pointed at: one file as given, or the image files under a folder."""
+def images_in(target: str | Path, skip: str | Path | None = None) -> list[Path]:
+    """The images a command was pointed at: one file as given, or the image files under a folder (not under ``skip``)."""
     target = Path(target)
     if target.is_dir():
-        return find_images(target)
+        return find_images(target, skip=skip)
     if not target.exists():
         raise TexplainError(f"{target}: no such file or folder")
     return [target]
@@ -150,7 +173,16 @@ def _open_regular(path: Path) -> BinaryIO:
 
 
 def _decode(path: Path | io.BytesIO) -> Image.Image:
-    """Open, load, rotate upright by EXIF and convert ``path`` (or bytes in memory); raise :class:`_Unreadable`.
+    """Open, load, rotate upright by EXIF and convert ``path`` (or bytes in memory) to RGB; raise :class:`_Unreadable`."""
+    upright = _open_upright(path)
+    try:
+        return _to_rgb(upright)
+    except (ValueError, OSError) as err:
+        raise _Unreadable(f"cannot convert mode {upright.mode} to RGB ({_short(err)})") from err
+
+
+def _open_upright(path: Path | io.BytesIO) -> Image.Image:
+    """Open, load and rotate upright by EXIF ``path`` (or bytes in memory); raise :class:`_Unreadable`.
 
     Pillow's warnings about a damaged file it could still read are logged in
     one line each; its decompression-bomb warning is dropped, since
@@ -177,10 +209,7 @@ def _decode(path: Path | io.BytesIO) -> Image.Image:
         raise _Unreadable("not a readable image (unrecognised format)") from err
     except _DECODE_ERRORS as err:
         raise _Unreadable(f"not a readable image ({_short(err)})") from err
-    try:
-        return _to_rgb(upright)
-    except (ValueError, OSError) as err:
-        raise _Unreadable(f"cannot convert mode {upright.mode} to RGB ({_short(err)})") from err
+    return upright
 
 
 def _bound(image: Image.Image) -> None:

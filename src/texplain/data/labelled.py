@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from texplain.data.files import load_json, parse_json, read_text, select_split
-from texplain.data.images import image_files
+from texplain.data.images import image_files, inside
 from texplain.errors import TexplainError
 
 SPLIT_FOLDER_NAMES: frozenset[str] = frozenset(
@@ -49,8 +49,12 @@ class LabelledImage:
     group: str | None = None
 
 
-def read_labelled(source: str | Path, split: str | None = None) -> list[LabelledImage]:
-    """Read a labelled image set from a folder or a listing file, optionally one ``split`` only."""
+def read_labelled(source: str | Path, split: str | None = None, skip: str | Path | None = None) -> list[LabelledImage]:
+    """Read a labelled image set from a folder or a listing file, optionally one ``split`` only.
+
+    A folder read as class folders leaves out everything under ``skip`` (a
+    command's output folder inside it); a listing lists what it lists.
+    """
     source = Path(source)
     if not source.exists():
         raise TexplainError(f"{source}: no such file or folder")
@@ -58,7 +62,7 @@ def read_labelled(source: str | Path, split: str | None = None) -> list[Labelled
     if source.is_dir() and (source / "metadata.json").is_file():
         items = read_bar_metadata(source / "metadata.json")
     elif source.is_dir():
-        items = read_image_folder(source)
+        items = read_image_folder(source, skip)
     elif suffix == ".json":
         items = read_bar_metadata(source)
     elif suffix in (".csv", ".tsv"):
@@ -73,21 +77,22 @@ def read_labelled(source: str | Path, split: str | None = None) -> list[Labelled
     return select_split(source, items, split, "no labelled images", "images")
 
 
-def read_image_folder(root: str | Path) -> list[LabelledImage]:
+def read_image_folder(root: str | Path, skip: str | Path | None = None) -> list[LabelledImage]:
     """Read ``root/<class>/...`` or ``root/<split>/<class>/...``; labels are folder names.
 
     Images anywhere below a class folder belong to it. An empty class folder,
-    or images lying outside class folders, is an error.
+    or images lying outside class folders, is an error. Nothing under
+    ``skip`` is read: neither a folder of it as a class, nor its images.
     """
     root = Path(root)
-    tops = _subfolders(root)
+    tops = _subfolders(root, skip)
     if not tops:
         raise TexplainError(
             f"{root}: no class sub-folders (expected <root>/<class>/*.jpg or <root>/<split>/<class>/*.jpg)"
         )
     if all(top.name.lower() in SPLIT_FOLDER_NAMES for top in tops):
-        return [item for top in tops for item in _class_folders(top, top.name)]
-    return _class_folders(root, None)
+        return [item for top in tops for item in _class_folders(top, top.name, skip)]
+    return _class_folders(root, None, skip)
 
 
 def read_bar_metadata(path: str | Path) -> list[LabelledImage]:
@@ -154,14 +159,15 @@ def class_names(items: Iterable[LabelledImage]) -> list[str]:
     return sorted({item.label for item in items})
 
 
-def _subfolders(folder: Path) -> list[Path]:
-    """Sorted non-hidden sub-folders of ``folder``."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _subfolders(folder: Path, skip: str | Path | None = None) -> list[Path]:
+    """Sorted non-hidden sub-folders of ``folder``, but not ``skip`` itself."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and inside(folder, skip) != Path(p.name))
 
 
-def _class_folders(folder: Path, split: str | None) -> list[LabelledImage]:
-    """Items from ``folder/<class>/...``, every class folder non-empty, no loose images."""
-    classes = _subfolders(folder)
+def _class_folders(folder: Path, split: str | None, skip: str | Path | None) -> list[LabelledImage]:
+    """Items from ``folder/<class>/...``, every class folder non-empty, no loose images, nothing under ``skip``."""
+    classes = _subfolders(folder, skip)
     if not classes:
         raise TexplainError(f"{folder}: no class sub-folders (expected {folder}/<class>/*.jpg)")
     loose = image_files(folder, recursive=False)
@@ -171,7 +177,7 @@ def _class_folders(folder: Path, split: str | None) -> list[LabelledImage]:
         )
     items = []
     for class_dir in classes:
-        files = image_files(class_dir, recursive=True)
+        files = image_files(class_dir, recursive=True, skip=skip)
         if not files:
             raise TexplainError(f"{class_dir}: empty class (no image files)")
         items.extend(LabelledImage(file, class_dir.name, split) for file in files)

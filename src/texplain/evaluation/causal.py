@@ -29,25 +29,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from texplain.analysis.class_vocabulary import names_class
-from texplain.attribution.gradcam import FILLS, region
-from texplain.generate.explain import (
-    ExplainConfig,
-    Explanation,
-    explain_features,
-)
-from texplain.mitigation.masks import MaskConfig, cam_layer, localise, mask_batch
+from texplain.attribution.gradcam import region
+from texplain.generate.config import ExplainConfig
+from texplain.generate.explain import Explanation, explain_features
+from texplain.mitigation.config import MaskConfig
+from texplain.mitigation.masks import cam_layer, localise, mask_batch
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
+from texplain.text.class_vocabulary import names_class
 
 log = logging.getLogger(__name__)
 
 CONDITIONS = ("original", "masked", "control")
-CAUSAL_FILLS = ("zero", *FILLS)
-"""Fills of one image on its own: ``zero`` (the preprocessing's mean, no colour of the image) and the image-based ones."""
 
 
 @dataclass
@@ -99,7 +95,7 @@ def causal_check(
 
     pixels: (1, 3, H, W); explanation: the image's own, with ``config``;
     mask: where (its heat, grid, window, layer) and how (threshold, fill:
-    :data:`CAUSAL_FILLS`) the region is masked;
+    :data:`~texplain.evaluation.config.CAUSAL_FILLS`) the region is masked;
     layer: Grad-CAM's module when ``mask.heat`` is ``gradcam``
     (:func:`~texplain.mitigation.masks.cam_layer`).
     """

@@ -16,7 +16,7 @@ Word metrics stand in for the paper's rater study:
 - precision@k of the dominant words against the content words of the
   references, a word counting when its lemma or a WordNet synonym appears;
 - the Wu-Palmer similarity of a word to a class name in WordNet's is-a
-  hierarchy (whether it names the class is :func:`texplain.analysis.class_vocabulary.names_class`).
+  hierarchy (whether it names the class is :func:`texplain.text.class_vocabulary.names_class`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from texplain.errors import TexplainError, first_line
-from texplain.generate.words import WordConfig, sentence_words
+from texplain.text.config import WordConfig
+from texplain.text.words import sentence_words
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class MiniLMEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.name = "all-MiniLM-L6-v2"
         self.batch_size = batch_size
-        self._model = SentenceTransformer(str(folder), device="cpu")
+        self._model = SentenceTransformer(str(folder), device="cpu", trust_remote_code=False)
 
     def encode(self, texts: Sequence[str]) -> Tensor:
         """Texts → (N, 384) unit vectors."""
@@ -170,8 +171,8 @@ class MeanPooledEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            self._model = AutoModel.from_pretrained(str(folder)).eval()
+            self._tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+            self._model = AutoModel.from_pretrained(str(folder), trust_remote_code=False).eval()
         except (OSError, ValueError) as exc:
             raise TexplainError(f"BERT {folder}: cannot load ({first_line(exc)})") from exc
         self.name = f"mean-pooled {Path(folder).name}"

@@ -36,6 +36,7 @@ from texplain.atomic import write_text
 from texplain.data.files import load_json
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
+from texplain.evaluation.config import RATING_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ CSV_COLUMNS = ("rater", "item", "image", "rank", "word", "predicted_class", "rel
 
 THUMBNAIL = 320
 """Longest side, in pixels, of the images embedded in the form."""
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list): such a cell gets a ' first."""
 
 _TRUE = {"1", "yes", "y", "true", "x", "✓"}
 _FALSE = {"0", "no", "n", "false"}
@@ -89,7 +93,7 @@ def read_records(source: str | os.PathLike) -> list[dict]:
     return records
 
 
-def rating_items(records: Sequence[dict], k: int = 10) -> tuple[list[RatingItem], list[tuple[str, str]]]:
+def rating_items(records: Sequence[dict], k: int = RATING_WORDS) -> tuple[list[RatingItem], list[tuple[str, str]]]:
     """Items to rate from explanation records; records without words are skipped as (image, reason)."""
     if k < 1:
         raise TexplainError(f"rating: k must be at least 1, got {k}")
@@ -104,7 +108,7 @@ def rating_items(records: Sequence[dict], k: int = 10) -> tuple[list[RatingItem]
     return items, skipped
 
 
-def export_rating(records: Sequence[dict], out: str | os.PathLike, k: int = 10) -> tuple[int, list[tuple[str, str]]]:
+def export_rating(records: Sequence[dict], out: str | os.PathLike, k: int = RATING_WORDS) -> tuple[int, list[tuple[str, str]]]:
     """Write ``ratings.csv`` and ``form.html`` into ``out``; returns the items written and the skipped (image, reason)."""
     from texplain.report.templates import render_template
 
@@ -144,8 +148,19 @@ def blank_csv(items: Sequence[RatingItem]) -> str:
     writer.writerow(CSV_COLUMNS)
     for item in items:
         for rank, word in enumerate(item.words, start=1):
-            writer.writerow(["", item.id, Path(item.image).name, rank, word, item.predicted_class, "", ""])
+            writer.writerow(["", item.id, as_text(Path(item.image).name), rank, as_text(word),
+                             as_text(item.predicted_class), "", ""])
     return buffer.getvalue()
+
+
+def as_text(cell: str) -> str:
+    """``cell`` as a spreadsheet shows it, as text: one starting like a formula (``=1+2.png``) gets a ' first."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
+def from_text(cell: str) -> str:
+    """The cell :func:`as_text` wrote, as it was."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS) else cell
 
 
 def read_answers(path: str | os.PathLike) -> RaterAnswers:
@@ -219,13 +234,13 @@ def _answers_from_csv(path: Path) -> RaterAnswers:
     needed = {"item", "image", "word", "relevant"}
     if not rows or not needed <= rows[0].keys():
         raise TexplainError(f"{path}: not a rating CSV (needs columns {', '.join(sorted(needed))})")
-    answers = RaterAnswers(rater=_rater_name(rows[0].get("rater"), path), source=str(path))
+    answers = RaterAnswers(rater=_rater_name(from_text(rows[0].get("rater") or ""), path), source=str(path))
     for line, row in enumerate(rows, start=2):
-        key = (row["item"].strip(), row["image"].strip())
+        key = (row["item"].strip(), from_text(row["image"].strip()))
         relevant = _truth(row["relevant"], f"{path}:{line}")
         matches = _truth(row.get("top_word_matches_class") or "", f"{path}:{line}")
         if relevant is not None:
-            answers.words.setdefault(key, {})[row["word"].strip()] = relevant
+            answers.words.setdefault(key, {})[from_text(row["word"].strip())] = relevant
         if matches is not None:
             answers.matches_class[key] = matches
     return answers

@@ -34,12 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from texplain.generate.explain import ExplainConfig, Explanation, explain_features, explain_stream
+from texplain.generate.config import ExplainConfig
+from texplain.generate.explain import Explanation, explain_features, explain_stream
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
+from texplain.progress import tqdm
 
 CONSTANT_STD = 0.02
 """Spread used to randomise a tensor whose values are all equal (a bias at zero, a norm's scale at one)."""

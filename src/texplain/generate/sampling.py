@@ -8,9 +8,13 @@ and batches decode from copies of its cache (:mod:`.prefix_cache`); each
 token is an exact nucleus draw (:mod:`.nucleus`); lengths are counted in
 words (:mod:`.word_boundaries`). End-of-sentence is forbidden until
 ``min_words`` words are written, and a sentence is cut where its
-``max_words + 1``-th word would begin. Rows whose sentence has ended are
-dropped from the batch (and from the cache) once they are a noticeable
-fraction of it, so short sentences stop costing compute soon after they end.
+``max_words + 1``-th word would begin.
+
+Two decoders follow these rules (:mod:`.device_plan` picks one per device).
+The eager one (CPUs) is here: rows whose sentence has ended are dropped from
+the batch (and from the cache) once they are a noticeable fraction of it, so
+short sentences stop costing compute soon after they end. The static one
+(GPUs, :mod:`.static_decoder`) keeps one batch of fixed shape busy instead.
 
 This path serves any decoder whose attention layers use the ``transformers``
 cache API: GPT-2, Llama-architecture models (SmolLM2) and BERT loaded as a
@@ -23,23 +27,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformers.cache_utils import Cache
 
 from texplain.errors import TexplainError
+from texplain.generate.config import SamplingConfig
+from texplain.generate.device_plan import DecodePlan, decode_plan
 from texplain.generate.nucleus import sample_nucleus
 from texplain.generate.prefix_cache import (
     SharedPrefixLayer,
     cache_argument,
     encode_prefix,
 )
-from texplain.generate.stopping import StopRule
+from texplain.generate.static_decoder import decode_static
 from texplain.generate.word_boundaries import padded_word_tables, word_step
 from texplain.models.lm import FrozenLM
+from texplain.progress import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -52,81 +57,6 @@ steps, so dropping at one eighth is cheaper than either extreme.
 """
 
 
-@dataclass
-class SamplingConfig:
-    """How many sentences to sample from one prefix, and how.
-
-    Attributes:
-        num_samples: Sentences per prefix (the paper's N = 1000).
-        top_p: Nucleus mass in (0, 1]: each token is drawn from the smallest
-            set of most probable tokens whose probability reaches ``top_p``
-            (the paper's 0.95); 1 samples from the full distribution.
-        temperature: Logits are divided by this (> 0) before the nucleus is
-            taken; 1 leaves the LM's distribution as it is.
-        min_words: End-of-sentence is forbidden until a sentence has this
-            many words. The paper's sentences have 20-30 words; the default
-            is a caption's length (5-20), since a caption LM forced past its
-            caption's end writes fragments of its prior.
-        max_words: A sentence is cut where its ``max_words + 1``-th word would
-            begin, so it never has more than ``max_words`` words.
-        batch_size: Sentences decoded together; bounds memory, which grows as
-            batch_size x sentence length x the LM's cache width. Several
-            images share a batch when their rounds are smaller than it.
-        seed: Seed of each image's generator (when the caller gives none),
-            so that the same seed gives the same sentences.
-        adaptive: Draw in rounds of ``round_size`` sentences and stop an image
-            once its top words are settled (:mod:`.stopping`); ``num_samples``
-            is then the most an image gets.
-        round_size: Sentences an image draws per round when adaptive.
-        stop: When an adaptive image is settled (:class:`~.stopping.StopRule`).
-        max_tokens: Hard limit on tokens per sentence, against a model that
-            keeps writing word pieces; ``None`` means three per word
-            (``3 * max_words``). It is also kept within the LM's positions.
-    """
-
-    num_samples: int = 1000
-    top_p: float = 0.95
-    temperature: float = 1.0
-    min_words: int = 5
-    max_words: int = 20
-    batch_size: int = 250
-    seed: int = 0
-    max_tokens: int | None = None
-    adaptive: bool = False
-    round_size: int = 25
-    stop: StopRule = field(default_factory=StopRule)
-
-    def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise TexplainError(f"sampling: num_samples must be at least 1, got {self.num_samples}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise TexplainError(f"sampling: top_p must be in (0, 1], got {self.top_p}")
-        if not self.temperature > 0.0:
-            raise TexplainError(f"sampling: temperature must be positive, got {self.temperature}")
-        if self.min_words < 0:
-            raise TexplainError(f"sampling: min_words must be at least 0, got {self.min_words}")
-        if self.max_words < 1:
-            raise TexplainError(f"sampling: max_words must be at least 1, got {self.max_words}")
-        if self.min_words > self.max_words:
-            raise TexplainError(f"sampling: min_words ({self.min_words}) is more than max_words ({self.max_words})")
-        if self.batch_size < 1:
-            raise TexplainError(f"sampling: batch_size must be at least 1, got {self.batch_size}")
-        if self.max_tokens is not None and self.max_tokens < self.max_words:
-            raise TexplainError(f"sampling: max_tokens ({self.max_tokens}) is less than max_words ({self.max_words})")
-        if isinstance(self.stop, dict):
-            self.stop = StopRule(**self.stop)
-        if self.round_size < 1:
-            raise TexplainError(f"sampling: round_size must be at least 1, got {self.round_size}")
-
-    @property
-    def rows_per_round(self) -> int:
-        """Sentences an image draws at a time: a round when adaptive, else up to a whole batch."""
-        return min(self.round_size if self.adaptive else self.batch_size, self.num_samples)
-
-    @property
-    def token_budget(self) -> int:
-        """Most tokens one sentence may have (before the LM's position limit)."""
-        return self.max_tokens if self.max_tokens is not None else 3 * self.max_words
 
 
 def sample_sentences(
@@ -155,23 +85,29 @@ def sample_token_ids(
 ) -> list[list[int]]:
     """Sample ``config.num_samples`` token-id sentences after one prefix (K, d).
 
-    Sentences are drawn :attr:`SamplingConfig.rows_per_round` at a time with
-    :func:`sample_rows`, exactly as when this image shares its batches with
-    others. Each returned list holds a sentence's tokens without its
+    Sentences are drawn :attr:`~.device_plan.DecodePlan.rows_per_round` at a
+    time with :func:`sample_rows`, exactly as when this image shares its
+    batches with others. Each returned list holds a sentence's tokens without its
     end-of-sentence token. A given ``generator`` must live on the LM's device;
     with None, one seeded with ``config.seed`` is made there, so one seed
     always gives the same sentences on one device.
     """
     config = config or SamplingConfig()
     generator = generator if generator is not None else new_generator(lm, config)
+    plan = sampling_plan(lm, config, prefix.shape[0])
     sentences: list[list[int]] = []
     with tqdm(total=config.num_samples, desc="sampling", unit="sentence", disable=not progress) as bar:
         while len(sentences) < config.num_samples:
-            rows = min(config.rows_per_round, config.num_samples - len(sentences))
+            rows = min(plan.rows_per_round, config.num_samples - len(sentences))
             sentences.extend(sample_rows(lm, prefix[None], [rows], [generator], config)[0])
             bar.update(rows)
     log.debug("sampled %d sentences, %.1f tokens each", len(sentences), sum(map(len, sentences)) / len(sentences))
     return sentences
+
+
+def sampling_plan(lm: FrozenLM, config: SamplingConfig, prefix_length: int) -> DecodePlan:
+    """How ``lm`` decodes ``config`` after prefixes of ``prefix_length`` positions (:func:`~.device_plan.decode_plan`)."""
+    return decode_plan(lm, config, prefix_length, _token_budget(lm, config, prefix_length))
 
 
 def new_generator(lm: FrozenLM, config: SamplingConfig) -> torch.Generator:
@@ -186,16 +122,21 @@ def sample_rows(
     generators: Sequence[torch.Generator],
     config: SamplingConfig,
 ) -> list[list[list[int]]]:
-    """Decode ``rows[i]`` sentences after prefix i of prefixes (n, P, d), all in one batch; token ids per image.
+    """Decode ``rows[i]`` sentences after prefix i of prefixes (n, P, d), in one call; token ids per image.
 
     The prefixes run through the LM once; each row of the batch starts from
     its image's prefix cache. Every image draws its tokens from its own
-    generator, for its own live rows in order, so an image gets exactly the
-    sentences it would get alone, whatever shares the batch (up to the
-    floating-point effects of batching on the LM's arithmetic).
+    generator, so an image gets exactly the sentences it would get alone,
+    whatever shares the batch (up to the floating-point effects of batching
+    on the LM's arithmetic). The eager decoder decodes all rows as one batch,
+    its images drawing for their live rows in order, step by step; the static
+    one (:func:`~.static_decoder.decode_static`) queues them through its batch.
     """
     prefixes = _check_prefixes(lm, prefixes)
     budget = _token_budget(lm, config, prefixes.shape[1])
+    plan = decode_plan(lm, config, prefixes.shape[1], budget)
+    if plan.static:
+        return decode_static(lm, prefixes, rows, generators, config, plan, budget)
     image = torch.repeat_interleave(torch.arange(len(rows), device=lm.device), torch.tensor(rows, device=lm.device))
     with torch.inference_mode():
         keys, values, logits = encode_prefix(lm, prefixes)

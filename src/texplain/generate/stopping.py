@@ -33,39 +33,10 @@ stable set says nothing about how far it is from the cap's answer.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from texplain.analysis.statistics import wilson_interval
-from texplain.errors import TexplainError
-from texplain.generate.words import rank_words
-
-TOLERANCE_SHARE = 0.3
-"""The share of the top-k words the default rule lets stay uncertain (see the module docstring)."""
-
-
-@dataclass(frozen=True)
-class StopRule:
-    """When adaptive sampling stops an image (see the module docstring).
-
-    k: the top words that must be settled. confidence: of the Wilson
-    intervals. tolerance: top-k words allowed to overlap the best word
-    outside; None: :data:`TOLERANCE_SHARE` of k, rounded (3 of 10, 1 of 3),
-    so that a small k is not settled from the start. min_sentences: drawn
-    before any stop.
-    """
-
-    k: int = 10
-    confidence: float = 0.8
-    tolerance: int | None = None
-    min_sentences: int = 50
-
-    def __post_init__(self) -> None:
-        if self.tolerance is None and isinstance(self.k, int):
-            object.__setattr__(self, "tolerance", round(TOLERANCE_SHARE * self.k))
-        if self.k < 1 or self.tolerance < 0 or self.min_sentences < 1:
-            raise TexplainError("stopping: k and min_sentences must be at least 1 and tolerance 0 or more")
-        if not 0.0 < self.confidence < 1.0:
-            raise TexplainError(f"stopping: confidence must be in (0, 1), got {self.confidence}")
+from texplain.generate.config import StopRule
+from texplain.statistics import wilson_interval
+from texplain.text.words import rank_words
 
 
 def uncertain_words(counts: Mapping[str, int], n_sentences: int, rule: StopRule) -> int:

@@ -34,86 +34,35 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from texplain.analysis.statistics import group_accuracy
 from texplain.attribution.gradcam import region
 from texplain.data.labelled import LabelledImage
 from texplain.errors import TexplainError
-from texplain.mitigation.masks import MaskConfig, cam_layer, localise, mask_batch, random_heat
-from texplain.mitigation.selection import Selection, SelectionConfig, select_problematic, train_features
+from texplain.mitigation.config import MaskConfig, MitigateConfig
+from texplain.mitigation.masks import cam_layer, localise, mask_batch, random_heat
+from texplain.mitigation.selection import Selection, select_problematic, train_features
 from texplain.models.classifiers import Classifier, load_classifier, replace_head, save_classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
-from texplain.training.classifier_training import (
-    ClassifierTrainConfig,
-    label_indices,
-    load_pixels,
-    predict,
-    train_classifier,
-)
+from texplain.progress import tqdm
+from texplain.statistics import group_accuracy
+from texplain.training.classifier_training import label_indices, load_pixels, predict, train_classifier
+from texplain.training.config import ClassifierTrainConfig
 
 log = logging.getLogger(__name__)
 
-METHODS = ("erm", "randmask", "randmask_all", "masktune", "jtt", "dfr", "texplain")
 METHOD_LABELS = {
     "erm": "ERM", "randmask": "RandMask (same number)", "randmask_all": "RandMask (all)",
     "masktune": "MaskTune", "jtt": "JTT", "dfr": "DFR (uses group labels)", "texplain": "TExplain",
 }
 
 
-@dataclass
-class MitigateConfig:
-    """Everything the harness needs besides the models and the data.
-
-    methods: which of :data:`METHODS` to run. seeds: one fine-tuning run per
-    seed and method. finetune: epochs, lr, batch and decay of every
-    fine-tuning (its seed is replaced per run). masktune_epochs: MaskTune's
-    fine-tuning epochs. jtt_upweight: how many times JTT repeats an error.
-    dfr_epochs, dfr_lr: DFR's last-layer training. min_per_class:
-    fine-tuning sets need this many samples of every class. examples: masked
-    examples saved for the report. trust_code: let the classifier folder's
-    recipe run code from outside texplain
-    (:func:`~texplain.models.classifiers.load_classifier`).
-    """
-
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
-    finetune: ClassifierTrainConfig = field(default_factory=lambda: ClassifierTrainConfig(epochs=3, batch_size=32, lr=1e-4))
-    methods: tuple[str, ...] = METHODS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    masktune_epochs: int = 1
-    jtt_upweight: int = 6
-    dfr_epochs: int = 30
-    dfr_lr: float = 1e-2
-    min_per_class: int = 1
-    examples: int = 6
-    device: str = "cpu"
-    trust_code: bool = False
-
-    def __post_init__(self) -> None:
-        self.methods = tuple(self.methods)
-        self.seeds = tuple(self.seeds)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise TexplainError(f"mitigation: unknown method {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise TexplainError("mitigation: give at least one seed, each once")
-        if self.masktune_epochs < 1 or self.min_per_class < 0 or self.examples < 0:
-            raise TexplainError("mitigation: masktune_epochs must be >= 1, min_per_class and examples >= 0")
-        if self.jtt_upweight < 1 or self.dfr_epochs < 1 or self.dfr_lr <= 0:
-            raise TexplainError("mitigation: jtt_upweight and dfr_epochs must be >= 1 and dfr_lr > 0")
-
-    def to_json(self) -> dict:
-        settings = asdict(self)
-        settings["selection"]["class_words"] = self.selection.class_words.to_json()
-        return settings
 
 
 @dataclass

@@ -33,13 +33,11 @@ by class.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from texplain.attribution.gradcam import (
-    FILLS,
     class_cam,
     finer_layer,
     mask_image,
@@ -50,61 +48,14 @@ from texplain.attribution.gradcam import (
     word_token_rows,
 )
 from texplain.errors import TexplainError
+from texplain.mitigation.config import MaskConfig
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
 
-LOCALISERS = ("word", "class")
-MASK_FILLS = ("shuffle", *FILLS, "zero")
-"""``shuffle`` (the region of a random training image), gradcam's image-based fills, and ``zero`` (the preprocessing's mean)."""
-HEAT_METHODS = ("keep", "gradcam", "occlusion")
 MIN_SIDE = 8
 """Cells a side the ``auto`` Grad-CAM layer's map has at least."""
 
-
-@dataclass
-class MaskConfig:
-    """Where and how a sample is masked.
-
-    localise: ``word`` (the non-class word, TExplain's) or ``class`` (the
-    labelled class's logit, MaskTune's). heat: ``keep`` (each ``window`` x
-    ``window`` window of a ``grid`` x ``grid`` grid scored alone),
-    ``gradcam`` or ``occlusion`` (hiding each cell of the grid in turn).
-    layer: where Grad-CAM's map is taken: ``auto`` (the deepest stage with a map of at
-    least :data:`MIN_SIDE` cells a side), ``features`` (the classifier's
-    feature layer) or a module name. threshold: the masked region is where the
-    heat map reaches it. fill: one of :data:`MASK_FILLS` (see the module docstring).
-    """
-
-    localise: str = "word"
-    threshold: float = 0.5
-    fill: str = "shuffle"
-    heat: str = "keep"
-    layer: str = "auto"
-    grid: int = 8
-    window: int = 2
-
-    def __post_init__(self) -> None:
-        if self.localise not in LOCALISERS:
-            raise TexplainError(f"mask localise {self.localise!r}: choose word or class")
-        if self.fill not in MASK_FILLS:
-            raise TexplainError(f"mask fill {self.fill!r}: choose one of {', '.join(MASK_FILLS)}")
-        if not 0.0 < self.threshold <= 1.0:
-            raise TexplainError(f"mask threshold must be in (0, 1], got {self.threshold}")
-        if self.heat not in HEAT_METHODS or self.grid < 2:
-            raise TexplainError(f"mask heat {self.heat!r}: choose {', '.join(HEAT_METHODS)} (grid at least 2)")
-        if self.heat == "keep" and not 1 <= self.window < self.grid:
-            raise TexplainError(f"mask window {self.window}: keep needs at least 1 cell and fewer than the grid's {self.grid}")
-        if not self.layer.strip():
-            raise TexplainError("mask layer: give auto, features or a module name")
-
-    def where(self, layer: str | None) -> str:
-        """Where the heat map comes from, in words; ``layer`` is Grad-CAM's module (None: the feature layer)."""
-        if self.heat == "gradcam":
-            return f"Grad-CAM at {layer or 'the feature layer'}"
-        if self.heat == "occlusion":
-            return f"each cell of the {self.grid} x {self.grid} grid hidden"
-        return f"each {self.window} x {self.window}-cell window of the {self.grid} x {self.grid} grid kept alone"
 
 
 def cam_layer(classifier: Classifier, pixels: Tensor, mask: MaskConfig) -> str | None:

@@ -1,7 +1,7 @@
 """Mitigation (paper Table 2), step one: explanations pick the training samples that lean on a shortcut.
 
 Every training image is explained (N sentences). Its words are counted per
-sentence, the class's vocabulary (:mod:`texplain.analysis.class_vocabulary`:
+sentence, the class's vocabulary (:mod:`texplain.text.class_vocabulary`:
 the name and its WordNet relatives) is merged into one entry named after the
 class, and each word's lift over the LM's own prior
 (:mod:`texplain.analysis.lm_prior`) is computed. The *dominant* words are those
@@ -17,55 +17,19 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from texplain.analysis.class_vocabulary import (
-    ClassWordConfig,
-    class_mentions,
-    class_vocabularies,
-    word_index,
-)
-from texplain.analysis.lm_prior import (
-    LMPrior,
-    PriorConfig,
-    explain_prior,
-    null_features,
-)
+from texplain.analysis.lm_prior import LMPrior, explain_prior, null_features
 from texplain.analysis.suspects import ClassMerge, dominant_words
 from texplain.errors import TexplainError
-from texplain.generate.explain import ExplainConfig, explain_stream
-from texplain.generate.sampling import SamplingConfig
-from texplain.generate.words import WordConfig
+from texplain.generate.explain import explain_stream
+from texplain.mitigation.config import SelectionConfig
 from texplain.models.classifiers import Classifier
-from texplain.models.features import ExtractionConfig, FeatureStore, extract_features
+from texplain.models.config import ExtractionConfig
+from texplain.models.features import FeatureStore, extract_features
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
-
-
-@dataclass
-class SelectionConfig:
-    """How training images are explained and judged problematic.
-
-    sampling: how each image's sentences are drawn (a few: every training
-    image is explained). min_frequency: a dominant word is in at least this
-    fraction of the image's sentences. min_lift: and its odds at least this
-    many times those after a null prefix (the lift of :mod:`texplain.analysis.lm_prior`). prior: which null prefixes make
-    the LM prior. class_words: how class names become vocabularies.
-    """
-
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=20))
-    min_frequency: float = 0.1
-    min_lift: float = 1.5
-    prior: PriorConfig = field(default_factory=PriorConfig)
-    class_words: ClassWordConfig = field(default_factory=ClassWordConfig)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_frequency <= 1.0 or self.min_lift < 0:
-            raise TexplainError("selection: min_frequency must be in [0, 1] and min_lift non-negative")
-
-    def explain_config(self) -> ExplainConfig:
-        """The sampling and word settings every training image (and the prior) is explained with."""
-        return ExplainConfig(sampling=self.sampling, words=WordConfig(top_k=50), word_cloud=False)
+from texplain.text.class_vocabulary import class_mentions, class_vocabularies, word_index
 
 
 @dataclass

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from texplain.atomic import building_folder
 from texplain.data.files import load_json
 from texplain.errors import TexplainError, first_line
+from texplain.models.hub import HF_LOAD_ERRORS, check_remote_code
 from texplain.weights import load_safetensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -220,7 +221,7 @@ def load_classifier(
     if backend == "timm":
         return _load_timm(name, pretrained, num_classes, feature_layer, kwargs)
     if backend == "hf":
-        return _load_hf(name, pretrained, num_classes, feature_layer, kwargs)
+        return _load_hf(name, pretrained, num_classes, feature_layer, kwargs, trust_code)
     if backend == "torchvision":
         return _load_torchvision(name, pretrained, num_classes, feature_layer, kwargs)
     if is_factory(spec):
@@ -403,24 +404,32 @@ def _load_efficientnet_lite0(pretrained: bool, num_classes: int | None, layer: s
     return loaded
 
 
-def _load_hf(name: str, pretrained: bool, num_classes: int | None, layer: str, kwargs: dict) -> Classifier:
-    """A transformers image classifier with its own image processor."""
+def _load_hf(name: str, pretrained: bool, num_classes: int | None, layer: str, kwargs: dict,
+             trust_code: bool) -> Classifier:
+    """A transformers image classifier with its own image processor; its own code runs only with ``trust_code``.
+
+    ``trust_remote_code`` in ``kwargs`` is the caller's own choice (a saved
+    folder's recipe reaches here with it only when trusted).
+    """
     from transformers import (
         AutoConfig,
         AutoImageProcessor,
         AutoModelForImageClassification,
     )
 
+    trust = bool(kwargs.pop("trust_remote_code", False)) or trust_code
+    check_remote_code(name, f"classifier hf:{name}", trust)
     if num_classes is not None:
         kwargs.update(num_labels=num_classes, ignore_mismatched_sizes=True)
     try:
         if pretrained:
-            module = AutoModelForImageClassification.from_pretrained(name, **kwargs)
+            module = AutoModelForImageClassification.from_pretrained(name, trust_remote_code=trust, **kwargs)
         else:
-            config = AutoConfig.from_pretrained(name, **{k: v for k, v in kwargs.items() if k != "ignore_mismatched_sizes"})
-            module = AutoModelForImageClassification.from_config(config)
-        processor = AutoImageProcessor.from_pretrained(name)
-    except (OSError, ValueError) as exc:
+            config = AutoConfig.from_pretrained(name, trust_remote_code=trust,
+                                                **{k: v for k, v in kwargs.items() if k != "ignore_mismatched_sizes"})
+            module = AutoModelForImageClassification.from_config(config, trust_remote_code=trust)
+        processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=trust)
+    except HF_LOAD_ERRORS as exc:
         raise TexplainError(f"classifier hf:{name}: cannot load ({first_line(exc)})") from exc
 
     def preprocess(image: Image.Image) -> Tensor:

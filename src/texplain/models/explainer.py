@@ -10,7 +10,8 @@ for. Every command that explains (``explain``, ``explain-dataset``,
 
 A checkpoint is data: the classifier it records is loaded only through the
 built-in backends unless the caller trusts code (``trust_code``), as for a
-saved classifier folder (:mod:`texplain.models.classifiers`).
+saved classifier folder (:mod:`texplain.models.classifiers`), and neither it
+nor the LM may run a Hugging Face model's own code (:mod:`texplain.models.hub`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def load_explainer(
     ``classifier`` and ``lm`` may be names (as the command line takes them)
     or loaded objects; None means the ones the translator records.
     ``trust_code`` lets a recorded classifier, or a classifier folder, run
-    code from outside texplain.
+    code from outside texplain, and a Hugging Face model its own code.
     """
     classifier_name = classifier.spec if isinstance(classifier, Classifier) else classifier
     lm_name = lm.spec if isinstance(lm, FrozenLM) else lm
@@ -71,7 +72,7 @@ def load_explainer(
                                          trust_code=trust_code)
     if not isinstance(lm, FrozenLM):
         with _recorded(translator, lm, "language model", "--lm"):
-            lm = load_lm(lm or provenance.lm)
+            lm = load_lm(lm or provenance.lm, trust_code=trust_code)
     model.check_lm(lm)
     return Explainer(classifier, model, lm).to(device)
 

@@ -34,7 +34,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from texplain.atomic import write_json, writing
 from texplain.data.files import load_json
@@ -42,6 +41,9 @@ from texplain.data.images import decode_rgb, load_rgb
 from texplain.errors import BadImageError, TexplainError
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
+from texplain.models.config import ExtractionConfig
+from texplain.models.translator import same_name
+from texplain.progress import tqdm
 from texplain.weights import open_safetensors
 
 log = logging.getLogger(__name__)
@@ -55,22 +57,6 @@ CACHED_SHARDS = 4
 """Shards whose whole rows :meth:`FeatureStore.row` keeps after reading them (reads go shard by shard)."""
 
 
-@dataclass
-class ExtractionConfig:
-    """How features are extracted.
-
-    batch_size: images per forward pass. fp16: store features as float16
-    (half the disk, enough precision for a translator's input).
-    shard_size: images per safetensors shard.
-    """
-
-    batch_size: int = 32
-    fp16: bool = False
-    shard_size: int = 1024
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.shard_size < 1:
-            raise TexplainError("feature extraction: batch_size and shard_size must be at least 1")
 
 
 @dataclass
@@ -199,6 +185,8 @@ def open_store(folder: str | os.PathLike, classifier: Classifier, config: Extrac
     if (folder / META_FILE).is_file():
         store = FeatureStore(folder)
         for key in ("classifier", "feature_layer", "fp16"):
+            if key == "classifier" and isinstance(store.meta.get(key), str) and same_name(store.meta[key], meta[key]):
+                continue  # one classifier folder, named by another path (relative, absolute, a link)
             if store.meta.get(key) != meta[key]:
                 raise TexplainError(
                     f"{folder}: feature store was made with {key}={store.meta.get(key)!r}, not {meta[key]!r}; "
@@ -292,15 +280,9 @@ def _write_chunk(
     feats: list[Tensor] = []
     rows: list[dict] = []
     bad: list[tuple[str, str]] = []
-    for batch in iter_batches(items, config.batch_size):
-        pixels, good = _readable(classifier, batch, bad)
-        if pixels is None:
-            continue
-        with torch.inference_mode():
-            tokens, logits = classifier.features_and_logits(pixels.to(classifier.device))  # (B, T, D), (B, C)
-        feats.append(tokens.to("cpu", torch.float16 if config.fp16 else torch.float32))
-        tops = top_classes(logits, classifier.class_names)
-        rows += [{"path": item.key, TOP5: top, **item.metadata} for item, top in zip(good, tops)]
+    for batch in classify_images(classifier, items, config.batch_size, bad):
+        feats.append(batch.features.to("cpu", torch.float16 if config.fp16 else torch.float32))
+        rows += [{"path": item.key, TOP5: top, **item.metadata} for item, top in zip(batch.items, batch.top5)]
     if not rows:
         return bad
     block = torch.cat(feats)  # (n, T, D)
@@ -314,6 +296,34 @@ def _write_chunk(
     store._add(rows)
     store._remember(stem, rows)
     return bad
+
+
+@dataclass
+class ClassifiedBatch:
+    """Images run through the classifier together: the readable items, their features and top-5 classes."""
+
+    items: list[ImageItem]
+    features: Tensor  # (B, T, D), on the classifier's device
+    top5: list[list[dict]]
+
+
+def classify_images(
+    classifier: Classifier, items: Iterable[ImageItem], batch_size: int, unreadable: list[tuple[str, str]] | None = None
+) -> Iterator[ClassifiedBatch]:
+    """Read, preprocess (the model's own), take features and top-5 classes: a batch of ``batch_size`` at a time.
+
+    The one way from image files to features: a store, ``texplain explain``
+    and ``texplain evaluate`` all read images through it. ``items`` may be a
+    stream; an unreadable image goes to ``unreadable`` as (key, reason), never
+    stopping the rest.
+    """
+    for batch in iter_batches(items, batch_size):
+        pixels, good = _readable(classifier, batch, unreadable)
+        if pixels is None:
+            continue
+        with torch.inference_mode():
+            tokens, logits = classifier.features_and_logits(pixels.to(classifier.device))  # (B, T, D), (B, C)
+        yield ClassifiedBatch(good, tokens, top_classes(logits, classifier.class_names))
 
 
 def readable_pixels(

@@ -25,7 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from texplain.atomic import building_folder
+from texplain.data.wordnet import cache_root
 from texplain.errors import TexplainError, first_line
+from texplain.models.config import ANCHORS
+from texplain.models.hub import HF_LOAD_ERRORS, check_remote_code
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class FrozenLM:
 
     @property
     def recipe(self) -> dict | None:
-        """How this LM was pretrained to read a prefix (:mod:`texplain.models.caption_lm`), or None."""
+        """How this LM was pretrained to read a prefix (:mod:`texplain.training.caption_lm`), or None."""
         return getattr(self.model.config, RECIPE_KEY, None)
 
     @property
@@ -128,12 +131,17 @@ class FrozenLM:
         return total / (mask.sum() if scored is None else scored)
 
 
-def load_lm(spec: str | os.PathLike, dtype: torch.dtype = torch.float32, cache_dir: str | os.PathLike | None = None) -> FrozenLM:
+def load_lm(
+    spec: str | os.PathLike, dtype: torch.dtype = torch.float32, cache_dir: str | os.PathLike | None = None,
+    trust_code: bool = False,
+) -> FrozenLM:
     """Load a frozen LM by name: an HF id or folder, a ``.gguf`` file, or ``smollm2``.
 
     ``hf:`` before the name is accepted and ignored. Encoders (BERT and kin)
     are loaded as decoders. Nothing is downloaded unless the name is a hub id
-    that is not already in the local Hugging Face cache.
+    that is not already in the local Hugging Face cache. A model whose
+    configuration names its own Python code (``auto_map``) is refused unless
+    ``trust_code`` (:mod:`texplain.models.hub`).
     """
     spec = str(spec)
     name = spec[3:] if spec.startswith("hf:") else spec
@@ -143,21 +151,22 @@ def load_lm(spec: str | os.PathLike, dtype: torch.dtype = torch.float32, cache_d
         name = str(_bundled_smollm2())
     if name.endswith(".gguf"):
         folder = _gguf_as_folder(Path(name), cache_dir)
-        return _load_hf(str(folder), spec, dtype)
-    return _load_hf(name, spec, dtype)
+        return _load_hf(str(folder), spec, dtype, trust_code)
+    return _load_hf(name, spec, dtype, trust_code)
 
 
-def _load_hf(name: str, spec: str, dtype: torch.dtype) -> FrozenLM:
-    """Load an ordinary HF folder or id as a frozen causal LM."""
+def _load_hf(name: str, spec: str, dtype: torch.dtype, trust_code: bool) -> FrozenLM:
+    """Load an ordinary HF folder or id as a frozen causal LM; a damaged one is one line."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    check_remote_code(name, f"language model {spec}", trust_code)
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_code)
         if config.model_type in ENCODER_TYPES_AS_DECODERS:
             config.is_decoder = True
-        model = AutoModelForCausalLM.from_pretrained(name, config=config, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as exc:
+        model = AutoModelForCausalLM.from_pretrained(name, config=config, dtype=dtype, trust_remote_code=trust_code)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_code)
+    except HF_LOAD_ERRORS as exc:
         raise TexplainError(f"language model {spec}: cannot load ({first_line(exc)})") from exc
     return FrozenLM(model, tokenizer, spec)
 
@@ -186,7 +195,7 @@ def _gguf_as_folder(path: Path, cache_dir: str | os.PathLike | None) -> Path:
         raise TexplainError(f"language model {path}: no such file")
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    root = Path(cache_dir) if cache_dir else Path(os.environ.get("TEXPLAIN_CACHE", Path.home() / ".cache" / "texplain"))
+    root = Path(cache_dir) if cache_dir else cache_root()
     folder = root / "lm" / f"{path.stem}-{key}"
     if (folder / "model.safetensors").is_file():
         return folder
@@ -195,9 +204,10 @@ def _gguf_as_folder(path: Path, cache_dir: str | os.PathLike | None) -> Path:
 
     log.info("dequantising %s once into %s", path, folder)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    except (OSError, ValueError) as exc:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
+                                                     trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, trust_remote_code=False)
+    except HF_LOAD_ERRORS as exc:
         raise TexplainError(f"language model {path}: not a loadable GGUF file ({first_line(exc)})") from exc
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     if getattr(model.config, "tie_word_embeddings", False):
@@ -208,9 +218,6 @@ def _gguf_as_folder(path: Path, cache_dir: str | os.PathLike | None) -> Path:
         tokenizer.save_pretrained(tmp)
     return folder
 
-
-ANCHORS = ("auto", "eos", "bos", "chat")
-"""Where a translated prefix sits among an LM's tokens; see :func:`start_tokens`."""
 
 CAPTION_STYLE = ("You write one short sentence about who is in a photo and what they are doing, "
                  "such as: A person is doing something somewhere .")

@@ -49,66 +49,16 @@ from torch import Tensor, nn
 
 from texplain.atomic import write_json, writing
 from texplain.data.files import load_json
-from texplain.errors import TexplainError
+from texplain.errors import TexplainError, first_line
 from texplain.models.classifiers import Classifier, feature_source
-from texplain.models.lm import ANCHORS, FrozenLM, start_tokens
-from texplain.weights import load_safetensors
+from texplain.models.config import TranslatorConfig
+from texplain.models.lm import FrozenLM, start_tokens
+from texplain.weights import load_safetensors, open_safetensors
 
 WEIGHTS_FILE = "translator.safetensors"
 CONFIG_FILE = "translator.json"
-MODES = ("auto", "pooled", "token", "resampler", "flatten")
 
 
-@dataclass
-class TranslatorConfig:
-    """Shape and size of the translator.
-
-    in_tokens, in_dim: the feature shape (T, D). lm_dim: the LM's embedding
-    width d. prefix_len: K, prefix slots handed to the LM (a prefix-ready
-    LM's recipe says how many it reads). hidden: width of the MLP's hidden
-    layers. mode: ``pooled``, ``token``, ``resampler``, ``flatten`` or
-    ``auto`` (flatten when T = 1, else pooled). dropout: before the last
-    layer; feature_dropout: on the input features, both against overfitting
-    small caption sets. residual, start_token: see the module docstring.
-    anchor: which start (:data:`~texplain.models.lm.ANCHORS`); ``auto`` is
-    resolved by :func:`new_translator` for its LM. start_len: the start's
-    tokens, S.
-    """
-
-    in_tokens: int
-    in_dim: int
-    lm_dim: int
-    prefix_len: int = 8
-    hidden: int = 512
-    mode: str = "auto"
-    dropout: float = 0.1
-    feature_dropout: float = 0.0
-    residual: bool = True
-    start_token: bool = True
-    anchor: str = "auto"
-    start_len: int = 1
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise TexplainError(f"translator mode {self.mode!r}: choose one of {', '.join(MODES)}")
-        if self.anchor not in ANCHORS:
-            raise TexplainError(f"translator anchor {self.anchor!r}: choose one of {', '.join(ANCHORS)}")
-        for name in ("in_tokens", "in_dim", "lm_dim", "prefix_len", "hidden", "start_len"):
-            if int(getattr(self, name)) < 1:
-                raise TexplainError(f"translator {name} must be at least 1, not {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.feature_dropout < 1.0:
-            raise TexplainError(f"translator dropouts must be in [0, 1), not {self.dropout} and {self.feature_dropout}")
-
-    @property
-    def resolved_mode(self) -> str:
-        if self.mode != "auto":
-            return self.mode
-        return "flatten" if self.in_tokens == 1 else "pooled"
-
-    @property
-    def output_len(self) -> int:
-        """Positions of the prefix the LM reads: K slots, and the S start tokens when there is a start."""
-        return self.prefix_len + self.start_len * int(self.start_token)
 
 
 @dataclass
@@ -155,7 +105,7 @@ class Translator(nn.Module):
         if mode == "token":
             self.mix = nn.Linear(c.in_tokens, c.prefix_len)
             with torch.no_grad():
-                self.mix.weight.copy_(contiguous_average(c.in_tokens, c.prefix_len))
+                self.mix.weight.copy_(contiguous_average(c.in_tokens, c.prefix_len, self.mix.weight.device))
                 self.mix.bias.zero_()
         if mode == "resampler":
             self.project = nn.Linear(c.in_dim, c.hidden)
@@ -253,15 +203,21 @@ def new_translator(classifier: Classifier, lm: FrozenLM, token_shape: tuple[int,
     return Translator(config, provenance).anchor(embeddings[0], embeddings[1:])
 
 
-def contiguous_average(n_in: int, n_out: int) -> Tensor:
-    """A (n_out, n_in) matrix whose row k averages the k-th of n_out contiguous slices of n_in."""
-    weight = torch.zeros(n_out, n_in)
-    edges = torch.linspace(0, n_in, n_out + 1)
-    for k in range(n_out):
-        start = int(edges[k].floor())
-        stop = max(start + 1, int(edges[k + 1].ceil()))
-        weight[k, start:stop] = 1.0 / (stop - start)
-    return weight
+def contiguous_average(n_in: int, n_out: int, device: torch.device | str | None = None) -> Tensor:
+    """A (n_out, n_in) matrix whose row k averages the k-th of n_out contiguous slices of n_in.
+
+    Computed without a loop or a read of tensor values, so that it also
+    builds on the ``meta`` device (:func:`load_translator` checks a
+    checkpoint's shapes there before allocating them). The device is named
+    explicitly: once transformers has built a model on ``meta``, a
+    ``torch.device`` context no longer reaches ``torch.linspace``.
+    """
+    edges = torch.linspace(0, n_in, n_out + 1, device=device)  # (n_out + 1,)
+    start = edges[:-1].floor().long()  # (n_out,)
+    stop = torch.maximum(start + 1, edges[1:].ceil().long())  # (n_out,)
+    columns = torch.arange(n_in, device=device)  # (n_in,)
+    inside = (columns >= start[:, None]) & (columns < stop[:, None])  # (n_out, n_in)
+    return inside.float() / (stop - start)[:, None].float()  # (n_out, n_in)
 
 
 def save_translator(translator: Translator, folder: str | os.PathLike) -> Path:
@@ -333,6 +289,8 @@ def load_translator(
                              lm=_located(provenance.lm, folder))
     except (KeyError, TypeError, AttributeError) as exc:
         raise TexplainError(f"{folder / CONFIG_FILE}: not a translator config ({exc})") from exc
+    except TexplainError as exc:
+        raise TexplainError(f"{folder / CONFIG_FILE}: {exc}") from exc
     for what, wanted, have in (
         ("classifier", classifier and feature_source(classifier), provenance.classifier),
         ("feature layer", feature_layer, provenance.feature_layer),
@@ -340,19 +298,42 @@ def load_translator(
     ):
         if wanted is not None and not same_name(wanted, have):
             raise TexplainError(f"{folder}: this translator was trained for {what} {have!r}, not {wanted!r}")
+    _check_shapes(folder, config)
     translator = Translator(config, provenance)
     state = load_safetensors(folder / WEIGHTS_FILE)
     if not (config.residual or config.start_token):
         state = {**translator.state_dict(), **state}  # a checkpoint from before the anchors has none to restore
     if state.get("start") is not None and state["start"].dim() == 1:
         state = {**state, "start": state["start"][None]}  # a one-token start, saved as (d,) before starts had a length
-    try:
-        translator.load_state_dict(state)
-    except RuntimeError as exc:
-        first_problem = (str(exc).strip().splitlines()[1:] or [str(exc)])[0].strip()
-        raise TexplainError(f"{folder}: its {WEIGHTS_FILE} does not fit the shapes in its {CONFIG_FILE} "
-                            f"({first_problem})") from exc
+    translator.load_state_dict(state)
     return translator.eval()
+
+
+def _check_shapes(folder: Path, config: TranslatorConfig) -> None:
+    """Refuse a config whose tensors are not the weights file's, before a tensor of that size is allocated.
+
+    The translator is built on the ``meta`` device (shapes, no memory) and
+    compared with the shapes in the file's header, so a config saying
+    ``hidden: 1000000000000`` is one line, not an exhausted memory.
+    """
+    try:
+        with torch.device("meta"):
+            expected = {name: tuple(t.shape) for name, t in Translator(config).state_dict().items()}
+    except RuntimeError as exc:  # sizes whose product overflows, even without memory
+        expected, problem = {}, f"tensors too large to exist: {first_line(exc)}"
+    else:
+        with open_safetensors(folder / WEIGHTS_FILE) as weights:
+            found = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+        if not (config.residual or config.start_token):
+            found = {**{k: expected[k] for k in ("null", "start")}, **found}  # written before the anchors existed
+        if len(found.get("start", ())) == 1:
+            found["start"] = (1, *found["start"])  # a one-token start, saved as (d,) before starts had a length
+        problem = next((f"{name}: {found.get(name)} in the file, {shape} by the config"
+                        for name, shape in expected.items() if found.get(name) != shape), None)
+        problem = problem or next((f"{name}: in the file, not in the translator" for name in found if name not in expected),
+                                  None)
+    if problem:
+        raise TexplainError(f"{folder}: its {WEIGHTS_FILE} does not fit the shapes in its {CONFIG_FILE} ({problem})")
 
 
 def _upgrade(config: dict) -> dict:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -42,6 +41,7 @@ from texplain.analysis.results import ResultsFolder
 from texplain.atomic import building_folder, check_writable, write_json, write_text, writing
 from texplain.data.images import load_rgb
 from texplain.errors import BadImageError, TexplainError
+from texplain.report.config import ReportConfig
 from texplain.report.templates import render_template
 from texplain.report.wordcloud import draw_word_cloud
 
@@ -51,25 +51,6 @@ MARKER = ".texplain-report"
 """A file every report folder holds: a folder without it is never replaced."""
 
 
-@dataclass
-class ReportConfig:
-    """What goes into the report.
-
-    title: the page title. findings: lines shown first on the overview (the
-    demo's verdict per class). images_per_class: example images per class and
-    split with a drill-down (suspect examples come on top). thumbnail: the
-    longest side of copied images, in pixels. seed: word-cloud layout.
-    """
-
-    title: str = "texplain: what the classifier's features say"
-    findings: tuple[str, ...] = ()
-    images_per_class: int = 6
-    thumbnail: int = 192
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.images_per_class < 0 or self.thumbnail < 16:
-            raise TexplainError("report: images_per_class must be >= 0 and thumbnail >= 16")
 
 
 def write_report(

@@ -25,7 +25,7 @@ from wordcloud import WordCloud
 
 from texplain.atomic import writing
 from texplain.errors import TexplainError
-from texplain.generate.words import rank_words
+from texplain.text.words import rank_words
 
 HIGHLIGHT_COLOUR = "#d62728"
 """Red for highlighted words."""

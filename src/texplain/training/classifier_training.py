@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from texplain.data.images import load_rgb
 from texplain.data.labelled import LabelledImage
@@ -27,31 +25,13 @@ from texplain.models.classifiers import (
     head_name,
     logits_of,
 )
+from texplain.progress import tqdm
+from texplain.training.config import ClassifierTrainConfig
 from texplain.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ClassifierTrainConfig:
-    """Settings for training a classifier: epochs, batch size, AdamW's lr and decay, seed, device.
-
-    ``head_only`` trains the last linear layer alone, with the rest frozen in
-    eval mode (batch-norm statistics included), so the features stay exactly
-    those of the classifier it started from.
-    """
-
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    seed: int = 0
-    device: str = "cpu"
-    head_only: bool = False
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise TexplainError("classifier training: epochs and batch_size must be ≥ 1 and lr > 0")
 
 
 def load_pixels(classifier: Classifier, items: Sequence[LabelledImage], progress: bool = False) -> Tensor:

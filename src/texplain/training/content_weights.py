@@ -2,7 +2,7 @@
 
 The translator is trained on the LM's caption loss, where "a", "is", "the"
 and the end of the sentence weigh as much as "dog" or "water"; an
-explanation only ever counts content words (:mod:`texplain.generate.words`).
+explanation only ever counts content words (:mod:`texplain.text.words`).
 With a ``content_weight`` above 1 the tokens of content words weigh that
 much more in the loss, so the translator spends its capacity on the words a
 user will read. The weights ride in the caption mask (B, L) that
@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig, content_word_spans
+from texplain.text.config import WordConfig
+from texplain.text.words import content_word_spans
 
 
 def content_weights(tokenizer, captions: Sequence[str], ids: Tensor, mask: Tensor, content_weight: float) -> Tensor:

@@ -1,13 +1,15 @@
 """The processes that train one translator together: one, or several started by a launcher.
 
-``texplain train`` run as it is trains in this process on ``--device``,
-in float32, as it always has. Started by ``accelerate launch`` or
-``torchrun`` with more than one process (``WORLD_SIZE`` > 1), or asked for
-mixed precision, it trains through Hugging Face Accelerate: Accelerate sets
-up the process group (NCCL between GPUs, gloo between CPUs), puts each
-process on the GPU of its local rank, wraps the translator in
-``DistributedDataParallel``, and runs autocast and, for fp16, loss scaling;
-the launcher's settings (``accelerate launch --mixed_precision bf16``) apply.
+``texplain train`` run as it is trains in this process on ``--device``: in
+float32 on a CPU, as it always has. Started by ``accelerate launch`` or
+``torchrun`` with more than one process (``WORLD_SIZE`` > 1), or in mixed
+precision (bfloat16 by default on a GPU that has it,
+:func:`~texplain.generate.device_plan.gpu_dtype`), it trains through Hugging
+Face Accelerate: Accelerate sets up the process group (NCCL between GPUs,
+gloo between CPUs), puts each process on the GPU of its local rank, wraps the
+translator in ``DistributedDataParallel``, and runs autocast and, for fp16,
+loss scaling; the launcher's settings (``accelerate launch --mixed_precision
+bf16``) apply.
 
 Only the translator is replicated for training: each process holds its own
 frozen LM, which is outside every optimizer, and gradients flow through it
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from texplain.errors import TexplainError
+from texplain.generate.device_plan import gpu_dtype
 from texplain.optional import require
 from texplain.training.synced_batch_norm import sync_batch_norms
 
@@ -55,14 +58,15 @@ class Replicas:
         """Join the launched processes, or stand alone; see the module docstring.
 
         ``mixed_precision``: ``no``, ``bf16`` or ``fp16``; None takes the
-        launcher's (``ACCELERATE_MIXED_PRECISION``), else ``no``. CPUs train in
-        float32 whatever is asked.
+        launcher's (``ACCELERATE_MIXED_PRECISION``), else ``bf16`` on a GPU
+        that has it, else ``no``. CPUs train in float32 whatever is asked.
         """
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        precision = (mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no").lower()
+        chosen = torch.device(device)
+        fallback = "bf16" if gpu_dtype(chosen) == torch.bfloat16 else "no"
+        precision = (mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or fallback).lower()
         if precision not in PRECISIONS:
             raise TexplainError(f"mixed precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-        chosen = torch.device(device)
         if chosen.type == "cpu" and precision != "no":
             log.info("mixed precision %s is for GPUs; training on the CPU in float32", precision)
             precision = "no"
@@ -133,6 +137,13 @@ class Replicas:
         if self.world == 1:
             return value
         return float(self.accelerator.reduce(torch.tensor([value], dtype=torch.float64, device=self.device), "sum"))
+
+    def least(self, value: int) -> int:
+        """The smallest ``value`` over the processes."""
+        if self.world == 1:
+            return value
+        values = self.accelerator.gather(torch.tensor([value], dtype=torch.long, device=self.device))
+        return int(values.min())
 
     def barrier(self) -> None:
         """Wait until every process is here."""

@@ -26,6 +26,12 @@ Pairs come from caption files, or from streamed sets too large for memory
 (:mod:`texplain.data.caption_shards`): their features are extracted in a
 stream into the store, with each sample's captions in its row, and the
 pairs are read back from there. The processes extract one share each.
+
+On a GPU, batches are made to keep it busy: ``batch_size="auto"`` measures
+what a pair costs in memory and takes as many as fit (:func:`auto_batch_size`),
+features go to the GPU from pinned memory without waiting, and the loss is
+read back only every :data:`LOSS_EVERY` steps; training runs in bfloat16 by
+default there (:mod:`.replicas`).
 """
 
 from __future__ import annotations
@@ -40,15 +46,16 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from texplain.atomic import building_folder, write_json
 from texplain.data.caption_shards import CaptionShards
 from texplain.data.captions import CaptionPair
 from texplain.errors import TexplainError
+from texplain.generate.device_plan import free_memory, rows_that_fit
 from texplain.locking import locked_folder
 from texplain.models.classifiers import Classifier
-from texplain.models.features import ExtractionConfig, FeatureStore, ImageItem, extract_into, open_store
+from texplain.models.config import ExtractionConfig
+from texplain.models.features import FeatureStore, ImageItem, extract_into, open_store
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import (
     Translator,
@@ -56,6 +63,8 @@ from texplain.models.translator import (
     new_translator,
     save_translator,
 )
+from texplain.progress import tqdm
+from texplain.training.config import Phase, TrainConfig
 from texplain.training.content_weights import content_weights
 from texplain.training.replicas import Replicas
 from texplain.training.schedule import warmup_cosine
@@ -68,68 +77,24 @@ STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"
 STATE_KEYS = frozenset({"optimizer", "scheduler", "phase", "epoch", "history"})
 
+CPU_AUTO_BATCH = 64
+"""What ``batch_size="auto"`` is on a CPU: there is no device memory to fill, so the default's size."""
 
-@dataclass
-class TrainConfig:
-    """Optimisation settings shared by all phases.
+AUTO_MAX_BATCH = 1024
+"""Most pairs per process and micro-batch under ``batch_size="auto"`` (the paper trains with 512)."""
 
-    batch_size: pairs per optimizer step, over all processes. weight_decay:
-    AdamW's. warmup_steps: linear warm-up at the start of each phase (capped
-    at a tenth of the phase). clip: gradient-norm clipping. max_tokens:
-    caption tokens kept (EOS included). seed: shuffling and dropout. device:
-    where the translator and LM run (under a launcher: ``cuda`` is each
-    process's own GPU). accumulation: micro-batches per step (gradients add
-    up; batch norm sees one micro-batch at a time). mixed_precision:
-    ``bf16``, ``fp16`` or ``no`` on GPUs; None takes the launcher's, else
-    float32; CPUs train in float32. feature_memory_gb: the training set's
-    features are held in memory when they take no more than this, else read
-    per batch from the memory-mapped store. content_weight: how much more
-    the tokens of content words weigh in the training loss than other tokens
-    (:mod:`texplain.training.content_weights`; the dev loss stays unweighted).
-    """
+AUTO_MEMORY_SHARE = 0.7
+"""Share of the free GPU memory an "auto" micro-batch may take (the optimizer holds a few MB)."""
 
-    batch_size: int = 64
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    clip: float = 1.0
-    max_tokens: int = 40
-    seed: int = 0
-    device: str = "cpu"
-    accumulation: int = 1
-    mixed_precision: str | None = None
-    feature_memory_gb: float = 4.0
-    content_weight: float = 1.0
+PROBE_PAIRS = 8
+"""Pairs of the step that measures a pair's memory for ``batch_size="auto"``."""
 
-    def __post_init__(self) -> None:
-        if not self.content_weight > 0:
-            raise TexplainError(f"training: content_weight must be positive, got {self.content_weight}")
-        if self.batch_size < 1 or self.max_tokens < 2 or self.accumulation < 1:
-            raise TexplainError("training: batch_size and accumulation must be ≥ 1 and max_tokens ≥ 2")
-        if self.clip <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
-            raise TexplainError("training: clip must be > 0, weight_decay and warmup_steps ≥ 0")
-        if self.accumulation > self.batch_size:
-            raise TexplainError(f"training: {self.accumulation} micro-batches cannot share a batch of {self.batch_size}")
+LOSS_EVERY = 25
+"""Steps between reads of the running loss (each read waits for the GPU)."""
 
 
-@dataclass
-class Phase:
-    """One stage of training: its (image, caption) pairs, epochs and peak learning rate.
 
-    ``streams``: streamed caption sets whose pairs join ``pairs`` once their
-    features are extracted (:func:`fit_translator`).
-    """
 
-    name: str
-    pairs: Sequence[CaptionPair]
-    epochs: int
-    lr: float = 1e-3
-    streams: Sequence[CaptionShards] = ()
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0 or self.lr <= 0:
-            raise TexplainError(f"training phase {self.name}: epochs must be ≥ 0 and lr > 0")
-        if self.epochs and not self.pairs and not self.streams:
-            raise TexplainError(f"training phase {self.name}: no (image, caption) pairs")
 
 
 @dataclass
@@ -183,6 +148,11 @@ def _train(translator: Translator, lm: FrozenLM, store: FeatureStore, phases: Se
         log.info("resuming after phase %d epoch %d", state["phase"], state["epoch"])
     elif resume:
         log.info("nothing to resume in %s; starting fresh", out)
+    if config.batch_size == "auto":
+        chosen = state.get("batch_size") if state is not None else None
+        chosen = chosen or auto_batch_size(translator, lm, bank, [p for ph in phases for p in ph.pairs], config, replicas)
+        config = replace(config, batch_size=chosen)
+        log.info("batch size auto: %d pairs per step", chosen)
     model = replicas.wrap(translator)
 
     for phase_no, phase in enumerate(phases):
@@ -206,7 +176,7 @@ def _train(translator: Translator, lm: FrozenLM, store: FeatureStore, phases: Se
             if replicas.is_main:
                 log.info("%s epoch %d/%d: train loss %.4f%s", phase.name, epoch + 1, phase.epochs, train_loss,
                          "" if dev_loss is None else f", dev loss {dev_loss:.4f}")
-                _save_checkpoint(out, translator, optimizer, scheduler, phase_no, epoch, history)
+                _save_checkpoint(out, translator, optimizer, scheduler, phase_no, epoch, history, config.batch_size)
     replicas.unwrap(model)
     translator.cpu()
     if replicas.is_main:
@@ -259,6 +229,60 @@ def fit_translator(
     return translator, history
 
 
+def auto_batch_size(translator: Translator, lm: FrozenLM, bank: "_FeatureBank", pairs: Sequence[CaptionPair],
+                    config: TrainConfig, replicas: Replicas) -> int:
+    """The global batch of ``batch_size="auto"``: per process, the micro-batch that fits in its GPU's free memory.
+
+    One step of :data:`PROBE_PAIRS` pairs (:func:`_probe_step`) measures the
+    memory a pair takes; :func:`global_batch` turns it into the batch. On a
+    CPU: :data:`CPU_AUTO_BATCH`.
+    """
+    if replicas.device.type != "cuda":
+        return CPU_AUTO_BATCH
+    torch.cuda.synchronize(replicas.device)
+    before = torch.cuda.memory_allocated(replicas.device)
+    torch.cuda.reset_peak_memory_stats(replicas.device)
+    probed = _probe_step(translator, lm, bank, pairs, config, replicas)
+    per_pair = (torch.cuda.max_memory_allocated(replicas.device) - before) / probed
+    micro = replicas.least(_micro_batch(free_memory(replicas.device), int(per_pair)))
+    return global_batch(micro, replicas.world, config.accumulation, len(pairs))
+
+
+def global_batch(micro: int, world: int, accumulation: int, pairs: int) -> int:
+    """Pairs per step when each of ``world`` processes holds ``micro``: times processes and micro-batches, at most ``pairs``."""
+    return max(2, min(micro * world * accumulation, pairs))
+
+
+def _micro_batch(free_bytes: int, pair_bytes: int) -> int:
+    """Pairs that fit in :data:`AUTO_MEMORY_SHARE` of the free memory: at most :data:`AUTO_MAX_BATCH`, a multiple of 8.
+
+    Fewer than 8 pairs are taken as they are.
+    """
+    micro = rows_that_fit(free_bytes, pair_bytes, most=AUTO_MAX_BATCH, share=AUTO_MEMORY_SHARE)
+    return micro // 8 * 8 or micro
+
+
+def _probe_step(translator: Translator, lm: FrozenLM, bank: "_FeatureBank", pairs: Sequence[CaptionPair],
+                config: TrainConfig, replicas: Replicas) -> int:
+    """A forward and backward pass of the :data:`PROBE_PAIRS` pairs with the longest captions; returns how many.
+
+    The translator is in eval mode for it (its batch-norm statistics and the
+    random state stay as they were) and its gradients are dropped after, so
+    training goes on as if it had not happened.
+    """
+    longest = sorted(pairs, key=lambda p: len(p.caption), reverse=True)[:PROBE_PAIRS]
+    ids, mask = lm.tokenize_captions([p.caption for p in longest], config.max_tokens)
+    training = translator.training
+    translator.eval()
+    with replicas.autocast():
+        prefix = translator(bank.batch(longest, replicas.device))  # (b, K, d)
+        loss = lm.caption_loss(prefix, ids.to(replicas.device), mask.to(replicas.device))
+    loss.backward()
+    translator.zero_grad(set_to_none=True)
+    translator.train(training)
+    return len(longest)
+
+
 def evaluate_loss(
     translator: Translator, lm: FrozenLM, bank: "_FeatureBank", pairs: Sequence[CaptionPair], config: TrainConfig,
     replicas: Replicas | None = None,
@@ -301,10 +325,14 @@ class _FeatureBank:
             log.info("features of %d images exceed %.1f GB: read per batch from %s", len(paths), memory_gb, store.folder)
 
     def batch(self, pairs: Sequence[CaptionPair], device: torch.device) -> Tensor:
+        """The pairs' features (B, T, D) in float32 on ``device``; to a GPU from pinned memory, without waiting."""
         if self.features is None:
-            return self.store.features([str(p.image) for p in pairs]).to(device)  # (B, T, D)
-        index = torch.tensor([self.rows[str(p.image)] for p in pairs])
-        return self.features[index].to(device, torch.float32)  # (B, T, D)
+            rows = self.store.features([str(p.image) for p in pairs])  # (B, T, D)
+        else:
+            rows = self.features[torch.tensor([self.rows[str(p.image)] for p in pairs])]  # (B, T, D)
+        if device.type == "cuda":
+            rows = rows.pin_memory()
+        return rows.to(device, non_blocking=True).float()  # (B, T, D)
 
 
 def _extract(
@@ -353,16 +381,17 @@ def _run_epoch(model, lm, bank, phase, epoch, phase_no, optimizer, scheduler, co
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + replicas.rank)
     order = torch.randperm(len(phase.pairs), generator=generator).tolist()
     batches = _batches(order, config.batch_size, max(2, replicas.world * config.accumulation), phase.name)
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=replicas.device), 0
     bar = tqdm(batches, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch",
                disable=not (progress and replicas.is_main), leave=False)
-    for indices in bar:
+    for number, indices in enumerate(bar, 1):
         loss = _step(model, lm, bank, [phase.pairs[i] for i in indices], optimizer, config, replicas)
         scheduler.step()
         total += loss * len(indices)
         count += len(indices)
-        bar.set_postfix(loss=f"{total / count:.3f}")
-    return total / max(count, 1)
+        if number % LOSS_EVERY == 0:
+            bar.set_postfix(loss=f"{replicas.total(float(total)) / count:.3f}")
+    return replicas.total(float(total)) / max(count, 1)
 
 
 def _batches(order: list[int], size: int, least: int, phase: str) -> list[list[int]]:
@@ -380,12 +409,14 @@ def _batches(order: list[int], size: int, least: int, phase: str) -> list[list[i
 
 
 def _step(model: nn.Module, lm: FrozenLM, bank: _FeatureBank, pairs: Sequence[CaptionPair], optimizer,
-          config: TrainConfig, replicas: Replicas) -> float:
-    """One optimizer step on the global batch ``pairs``: this process's micro-batches; returns the batch's mean loss.
+          config: TrainConfig, replicas: Replicas) -> Tensor:
+    """One optimizer step on the global batch ``pairs``: this process's micro-batches; its share of the mean loss (0-dim).
 
     Each micro-batch's loss is its caption tokens' summed cross-entropy over
     the tokens of the whole batch (all processes), times the number of
-    processes because data parallelism averages the gradients.
+    processes because data parallelism averages the gradients. The share is
+    a tensor on the device, so that nothing waits for it; over the processes
+    the shares add up to the batch's mean.
     """
     parts = _my_parts(pairs, config.accumulation, replicas)
     captions = [lm.tokenize_captions([p.caption for p in part], config.max_tokens) for part in parts]  # (b, L) each
@@ -394,17 +425,17 @@ def _step(model: nn.Module, lm: FrozenLM, bank: _FeatureBank, pairs: Sequence[Ca
                     for part, (ids, mask) in zip(parts, captions)]
     scored = replicas.total(float(sum(float(mask.sum()) for _, mask in captions)))
     optimizer.zero_grad(set_to_none=True)
-    mine = 0.0
+    mine = torch.zeros((), device=replicas.device)
     for number, (part, (ids, mask)) in enumerate(zip(parts, captions)):
         with replicas.accumulating(model, more=number < len(parts) - 1):
             with replicas.autocast():
                 prefix = model(bank.batch(part, replicas.device))  # (b, K, d)
                 loss = lm.caption_loss(prefix, ids.to(replicas.device), mask.to(replicas.device), scored)
             replicas.backward(loss * replicas.world)
-        mine += loss.item()
+        mine += loss.detach().float()
     replicas.clip(model.parameters(), config.clip)
     optimizer.step()
-    return replicas.total(mine)
+    return mine
 
 
 def _my_parts(pairs: Sequence[CaptionPair], micro_batches: int, replicas: Replicas) -> list[Sequence[CaptionPair]]:
@@ -416,7 +447,8 @@ def _my_parts(pairs: Sequence[CaptionPair], micro_batches: int, replicas: Replic
     return parts
 
 
-def _save_checkpoint(out: Path, translator, optimizer, scheduler, phase_no: int, epoch: int, history: History) -> None:
+def _save_checkpoint(out: Path, translator, optimizer, scheduler, phase_no: int, epoch: int, history: History,
+                     batch_size: int) -> None:
     """Write the resumable state to a temporary folder and swap it in for ``checkpoint``."""
     state = {
         "optimizer": optimizer.state_dict(),
@@ -424,6 +456,7 @@ def _save_checkpoint(out: Path, translator, optimizer, scheduler, phase_no: int,
         "phase": phase_no,
         "epoch": epoch,
         "history": history.epochs,
+        "batch_size": batch_size,
     }
     with building_folder(out / CHECKPOINT_DIR) as tmp:
         save_translator(translator, tmp)

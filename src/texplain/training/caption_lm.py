@@ -33,25 +33,20 @@ import random
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from texplain.atomic import building_folder
 from texplain.errors import TexplainError
 from texplain.models.lm import IGNORE_INDEX, RECIPE_KEY
-from texplain.models.word_context import (
-    ContextRecipe,
-    WordTable,
-    draw_context,
-    sibling_words,
-    word_context,
-)
+from texplain.progress import tqdm
 from texplain.training.batching import length_batches
+from texplain.training.config import CaptionLMConfig
 from texplain.training.schedule import warmup_cosine
+from texplain.training.word_context import WordTable, draw_context, sibling_words, word_context
 
 log = logging.getLogger(__name__)
 
@@ -62,89 +57,6 @@ METADATA_FILE = "texplain_lm.json"
 """Written beside the model: the training config and the final losses."""
 
 
-@dataclass
-class CaptionLMConfig:
-    """Size, context recipe and training schedule of the caption LM.
-
-    Attributes:
-        n_layer: Transformer blocks.
-        n_embd: Width of the model (and of the prefix the translator makes).
-        n_head: Attention heads; must divide ``n_embd``.
-        n_positions: Most positions the model reads: context, start token and sentence.
-        vocab_size: Target size of the byte-level BPE vocabulary (it can come
-            out smaller on a small caption set).
-        context: How each caption's context is drawn (:class:`~.word_context.ContextRecipe`);
-            ``slots=0`` gives an LM that reads no context.
-        epochs: Passes over the training captions.
-        batch_size: Captions per optimizer step.
-        lr: Peak learning rate of AdamW, reached after the warm-up.
-        seed: Seeds the dev split, the contexts, the order of batches and the weights.
-        max_tokens: Tokens kept per caption, its end-of-sentence included;
-            longer captions are cut (few are).
-        warmup_fraction: Fraction of the steps over which the learning rate
-            rises linearly from 0; it then decays along a cosine to
-            ``min_lr_ratio * lr``.
-        min_lr_ratio: Final learning rate as a fraction of ``lr``.
-        weight_decay: AdamW decay on weight matrices (not on biases, norms).
-        grad_clip: Gradients are clipped to this global norm.
-        dropout: Dropout of GPT-2's residual, embedding and attention paths.
-        dev_fraction: Fraction of the images (caption groups) held out to
-            report dev losses: without context, with the right context and
-            with another image's.
-    """
-
-    n_layer: int = 4
-    n_embd: int = 256
-    n_head: int = 4
-    n_positions: int = 128
-    vocab_size: int = 4096
-    context: ContextRecipe = field(default_factory=ContextRecipe)
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 2e-3
-    seed: int = 0
-    max_tokens: int = 40
-    warmup_fraction: float = 0.05
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    dropout: float = 0.0
-    dev_fraction: float = 0.03
-
-    def __post_init__(self) -> None:
-        if isinstance(self.context, dict):
-            self.context = ContextRecipe(**self.context)
-        for name in ("n_layer", "n_embd", "n_head", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise TexplainError(f"caption LM: {name} must be at least 1, got {getattr(self, name)}")
-        if self.n_embd % self.n_head:
-            raise TexplainError(f"caption LM: n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
-        if self.vocab_size < 300:
-            raise TexplainError(f"caption LM: vocab_size must be at least 300 (256 bytes + merges), got {self.vocab_size}")
-        if not 2 <= self.max_tokens or self.context.slots + self.max_tokens + 1 > self.n_positions:
-            raise TexplainError(
-                f"caption LM: context slots + max_tokens + 1 must fit in n_positions={self.n_positions} "
-                f"(max_tokens at least 2), got {self.context.slots} + {self.max_tokens} + 1"
-            )
-        if not self.lr > 0:
-            raise TexplainError(f"caption LM: lr must be positive, got {self.lr}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise TexplainError(f"caption LM: warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise TexplainError(f"caption LM: min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.weight_decay < 0 or self.grad_clip <= 0:
-            raise TexplainError("caption LM: weight_decay must be >= 0 and grad_clip > 0")
-        if not 0 <= self.dropout < 1:
-            raise TexplainError(f"caption LM: dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.dev_fraction < 0.5:
-            raise TexplainError(f"caption LM: dev_fraction must be in [0, 0.5), got {self.dev_fraction}")
-
-    @property
-    def recipe(self) -> dict | None:
-        """What a translator must match: the context format (stored in ``config.json``); None without context."""
-        if not self.context.slots:
-            return None
-        return {"format": "word-slots", "slots": self.context.slots, "start": "eos"}
 
 
 def train_caption_tokenizer(captions: Sequence[str], vocab_size: int):

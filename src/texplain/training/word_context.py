@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from texplain.errors import TexplainError
-from texplain.generate.words import WordConfig, sentence_words
+from texplain.text.config import WordConfig
+from texplain.text.words import sentence_words
+from texplain.training.config import ContextRecipe
 
 NULL = -1
 """Word index of the null slot (the end-of-sentence embedding)."""
@@ -42,29 +42,6 @@ MIX = 3
 """Most words one slot mixes."""
 
 
-@dataclass(frozen=True)
-class ContextRecipe:
-    """How contexts are drawn when pretraining a prefix-ready LM.
-
-    slots: K, context slots before each caption (0: the LM reads no context).
-    empty: fraction of captions with the empty context (all null slots).
-    drop: fraction of word slots made null. mix: fraction of word slots that
-    mix two or three of the image's words. noise: fraction of word slots
-    replaced by a random word.
-    """
-
-    slots: int = 8
-    empty: float = 0.2
-    drop: float = 0.2
-    mix: float = 0.2
-    noise: float = 0.05
-
-    def __post_init__(self) -> None:
-        if self.slots < 0:
-            raise TexplainError(f"context: slots must be 0 or more, got {self.slots}")
-        for name in ("empty", "drop", "mix", "noise"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise TexplainError(f"context: {name} must be in [0, 1], got {getattr(self, name)}")
 
 
 class WordTable:

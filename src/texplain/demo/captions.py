@@ -1,6 +1,6 @@
 """The caption grammar of the synthetic world: scene facts in, varied sentences out.
 
-A scene of the synthetic world (:mod:`texplain.data.world`) is described by a
+A scene of the synthetic world (:mod:`texplain.demo.scenes`) is described by a
 handful of facts: the object class, how many there are, their colour and size,
 the background, an optional background prop (a tree, a cloud, a window) and,
 for a single object, where it stands. This module turns those facts into short

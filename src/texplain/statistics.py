@@ -19,7 +19,7 @@ a multinomial over word occurrences, ``y_w`` the count of word ``w`` and
 The prior shrinks rare words toward "no difference", so a word seen twice in
 one group and never in the other does not outrank a word seen hundreds of
 times. Here a word occurrence is "a sentence mentions the word" (the
-document counts of :class:`~texplain.generate.words.WordCounter`), so ``n`` is the sum
+document counts of :class:`~texplain.text.words.WordCounter`), so ``n`` is the sum
 of a group's document counts.
 """
 

@@ -6,7 +6,7 @@ check's non-class word and evaluation's "top word names the class" all ask it.
 
 A bird classifier's explanations say "seagull", "duck" or "sparrow" as often
 as "bird"; none of them is a shortcut. A class's *vocabulary* is the set of
-normalised words (as :func:`~texplain.generate.words.sentence_words` makes them) that
+normalised words (as :func:`~texplain.text.words.sentence_words` makes them) that
 count as the class:
 
 * the class name: for a name of several words that WordNet knows as a phrase
@@ -31,63 +31,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from texplain.data.files import load_json, read_text
 from texplain.errors import TexplainError, first_line
-from texplain.generate.words import WordConfig, sentence_words
 from texplain.optional import require
-
-
-@dataclass(frozen=True)
-class ClassOverride:
-    """One class's hand edits: ``add`` and ``remove`` words, and ``wordnet`` on or off for it."""
-
-    add: tuple[str, ...] = ()
-    remove: tuple[str, ...] = ()
-    wordnet: bool = True
-
-    def to_json(self) -> dict:
-        return {"add": list(self.add), "remove": list(self.remove), "wordnet": self.wordnet}
-
-
-@dataclass(frozen=True)
-class ClassWordConfig:
-    """How class names become class vocabularies.
-
-    Attributes:
-        wordnet: Expand names through WordNet at all (off: only the name's own
-            words and the overrides' additions).
-        senses: How many of the name's WordNet synsets (commonest first) to expand.
-        hyponyms: Include every word below those synsets ("duck" for "bird").
-        hypernym_depth: Levels of more general words to include
-            ("dog" for "golden retriever" at 4); 0 for none.
-        overrides: Per class name, a :class:`ClassOverride`.
-    """
-
-    wordnet: bool = True
-    senses: int = 1
-    hyponyms: bool = True
-    hypernym_depth: int = 4
-    overrides: Mapping[str, ClassOverride] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.senses < 1 or self.hypernym_depth < 0:
-            raise TexplainError("class words: senses must be >= 1 and hypernym_depth >= 0")
-
-    def to_json(self) -> dict:
-        """JSON-ready settings (stored with results, so analysis uses the same vocabularies)."""
-        return {"wordnet": self.wordnet, "senses": self.senses, "hyponyms": self.hyponyms,
-                "hypernym_depth": self.hypernym_depth,
-                "overrides": {name: o.to_json() for name, o in sorted(self.overrides.items())}}
-
-    @classmethod
-    def from_json(cls, data: Mapping) -> ClassWordConfig:
-        overrides = _parse_overrides(data.get("overrides", {}), "class-word settings")
-        return cls(wordnet=bool(data.get("wordnet", True)), senses=int(data.get("senses", 1)),
-                   hyponyms=bool(data.get("hyponyms", True)), hypernym_depth=int(data.get("hypernym_depth", 4)),
-                   overrides=overrides)
+from texplain.text.config import ClassOverride, ClassWordConfig, WordConfig, parse_overrides
+from texplain.text.words import sentence_words
 
 
 def load_overrides(path: str | Path) -> dict[str, ClassOverride]:
@@ -99,33 +50,14 @@ def load_overrides(path: str | Path) -> dict[str, ClassOverride]:
     """
     path = Path(path)
     if path.suffix.lower() not in (".yaml", ".yml"):
-        return _parse_overrides(load_json(path), str(path))
+        return parse_overrides(load_json(path), str(path))
     yaml = require("yaml", "reading YAML class words")
     try:
         data = yaml.safe_load(read_text(path))
     except (yaml.YAMLError, ValueError, RecursionError) as exc:  # a bad date is a ValueError, deep nesting recursion
         raise TexplainError(f"{path}: bad YAML ({first_line(exc)})") from exc
-    return _parse_overrides(data, str(path))
+    return parse_overrides(data, str(path))
 
-
-def _parse_overrides(data: object, where: str) -> dict[str, ClassOverride]:
-    """Validate the {class: [words] | {add, remove, wordnet}} mapping."""
-    if not isinstance(data, Mapping):
-        raise TexplainError(f"{where}: class words must map class names to word lists or objects")
-    overrides = {}
-    for name, entry in data.items():
-        if isinstance(entry, list):
-            entry = {"add": entry}
-        if not isinstance(entry, Mapping) or set(entry) - {"add", "remove", "wordnet"}:
-            raise TexplainError(f"{where}: class {name!r} needs a word list or an object with add, remove, wordnet")
-        lists = {key: entry.get(key, []) for key in ("add", "remove")}
-        for key, words in lists.items():
-            if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
-                raise TexplainError(f"{where}: class {name!r}: {key} must be a list of words")
-        if not isinstance(entry.get("wordnet", True), bool):
-            raise TexplainError(f"{where}: class {name!r}: wordnet must be true or false")
-        overrides[str(name)] = ClassOverride(tuple(lists["add"]), tuple(lists["remove"]), entry.get("wordnet", True))
-    return overrides
 
 
 def class_vocabulary(name: str, config: ClassWordConfig, words: WordConfig | None = None) -> frozenset[str]:

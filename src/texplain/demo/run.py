@@ -13,64 +13,59 @@ Steps (each cached in the output folder, so a second run only redraws):
    goes before Waterbirds) on the biased train split; measure accuracy per
    group;
 4. extract its features and train the translator on the captioned scenes;
-5. explain the balanced test images and their only-background versions
-   with :func:`~texplain.analysis.explain_dataset.explain_dataset`, as a
-   user's data set is explained;
+5. explain the balanced test images, a sample of the biased train images and
+   the test images' only-background versions with
+   :func:`~texplain.analysis.explain_dataset.explain_dataset`, as a user's
+   data set is explained;
 6. analyse them as ``texplain analyse`` does, pooled by the class the
    classifier predicts ("what it sees when it says bird"), and write the
-   same HTML report, with the demo's findings on top, and ``summary.json``.
+   same HTML report (train against test, and the only-background test
+   beside them), with the demo's findings on top, and ``summary.json``.
 
 A class's shortcut is found when its planted background word is among its
-shortcut suspects (:mod:`texplain.analysis.suspects`), the same suspects
-``texplain analyse`` lists.
+shortcut suspects (:mod:`texplain.analysis.suspects`) on the balanced test
+split, the same suspects ``texplain analyse --suspect-split test`` lists:
+on the biased train split any classifier's images would say their planted
+place, so train shows what shifts, not what the classifier uses.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from texplain.analysis.analyse import AnalysisConfig, DatasetAnalysis, analyse_folders
-from texplain.analysis.explain_dataset import DatasetExplainConfig, explain_dataset
-from texplain.analysis.lm_prior import PriorConfig
+from texplain.analysis.analyse import DatasetAnalysis, analyse_folders
+from texplain.analysis.config import AnalysisConfig, DatasetExplainConfig, PriorConfig
+from texplain.analysis.explain_dataset import explain_dataset
 from texplain.analysis.results import MANIFEST, ResultsFolder
-from texplain.analysis.statistics import group_accuracy
 from texplain.atomic import write_json
 from texplain.data.captions import caption_groups, read_captions
 from texplain.data.labelled import read_labelled
-from texplain.data.world import (
-    DEFAULT_SHORTCUT_CLASSES,
-    make_caption_world,
-    make_shortcut_split,
-    planted_background,
-    write_world,
-)
-from texplain.data.world_captions import BACKGROUND_WORDS
+from texplain.demo.captions import BACKGROUND_WORDS
+from texplain.demo.config import DemoConfig
+from texplain.demo.splits import make_caption_world, make_shortcut_split, planted_background
+from texplain.demo.world_files import write_world
 from texplain.errors import TexplainError
-from texplain.generate.explain import ExplainConfig
-from texplain.generate.sampling import SamplingConfig
-from texplain.models.caption_lm import CaptionLMConfig, pretrain_caption_lm
+from texplain.generate.config import ExplainConfig
 from texplain.models.classifiers import Classifier, load_classifier, replace_head, save_classifier
+from texplain.models.config import ExtractionConfig
 from texplain.models.explainer import Explainer
-from texplain.models.features import ExtractionConfig
 from texplain.models.lm import FrozenLM, load_lm
 from texplain.models.translator import Translator, load_translator
-from texplain.report.html_report import ReportConfig, write_report
-from texplain.training.classifier_training import (
-    ClassifierTrainConfig,
-    label_indices,
-    load_pixels,
-    predict,
-    train_classifier,
-)
-from texplain.training.translator_training import Phase, TrainConfig, fit_translator
+from texplain.progress import tqdm
+from texplain.report.config import ReportConfig
+from texplain.report.html_report import write_report
+from texplain.statistics import group_accuracy
+from texplain.training.caption_lm import pretrain_caption_lm
+from texplain.training.classifier_training import label_indices, load_pixels, predict, train_classifier
+from texplain.training.config import CaptionLMConfig, ClassifierTrainConfig, Phase, TrainConfig
+from texplain.training.translator_training import fit_translator
 
 log = logging.getLogger(__name__)
 
@@ -78,91 +73,10 @@ SETTINGS_FILE = "demo_settings.json"
 OWNED = ("world", "lm", "classifier", "features", "translator", "results", "results_only_bg", "report", "summary.json",
          SETTINGS_FILE)
 RESULTS = {"split": "results", "only_bg": "results_only_bg"}
-"""Results folder of each explained world folder: the balanced test split, and the same images with the object hidden."""
+"""Results folder of each explained world folder: the labelled split, and its test images with the object hidden."""
+SUSPECT_SPLIT = "test"
+"""The split whose pools give the suspects and the summary: the balanced one."""
 VIT_KWARGS = {"patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3}
-MIN_TRAIN_PER_CLASS = 20
-
-
-@dataclass
-class DemoConfig:
-    """Sizes and seeds of the demo; the defaults finish in about two minutes on two CPU cores.
-
-    classifier: any timm architecture name, built untrained at
-    ``image_size`` (the default ``resnet10t``, a small CNN), or ``vit``, a
-    small ViT whose (P+1) x D tokens exercise the token path; the small ViT
-    learns only backgrounds, so its balanced control learns nothing either.
-    pretrain_epochs: when above 0, the classifier first learns the objects of
-    the captioned scenes (every class on every background: the demo's stand-in
-    for ImageNet pretraining), then its head is replaced and it is trained on
-    the biased split for ``classifier_epochs``, as a practitioner fine-tunes a
-    pretrained model. The defaults (``resnet10t``, 8 and 10 epochs) make a
-    Waterbirds analogue: right on 54-67% of the balanced test (seeds 0-2;
-    chance is a third), 7-13% on its worst group, 97% when trained balanced.
-    Its features say the world's places even for the null prefixes that go
-    through the translator (seed 2 trained on one thread: the grey image says
-    "sand" in 82% of its sentences, the mean 88%, dog's images 76%), which is
-    why a suspect is checked against the null prefix that says it least, the
-    LM alone among them (:mod:`texplain.analysis.lm_prior`).
-    caption_images: captioned scenes for the LM and the translator.
-    train_images, test_images: the labelled split (train biased, test balanced).
-    bias: fraction of each class's train images on its planted background;
-    ``balanced=True`` makes train balanced (the control). samples: sentences
-    per test image (the most, when ``adaptive``: see
-    :attr:`~texplain.generate.sampling.SamplingConfig.adaptive`). The epochs
-    are for the classifier, LM and translator.
-    """
-
-    out: Path = Path("texplain-demo")
-    seed: int = 0
-    image_size: int = 64
-    classes: tuple[str, ...] = DEFAULT_SHORTCUT_CLASSES
-    classifier: str = "resnet10t"
-    pretrain_epochs: int = 8
-    caption_images: int = 1200
-    train_images: int = 600
-    test_images: int = 270
-    bias: float = 0.95
-    balanced: bool = False
-    samples: int = 20
-    adaptive: bool = False
-    classifier_epochs: int = 10
-    lm_epochs: int = 2
-    translator_epochs: int = 4
-    fresh: bool = False
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        self.classes = tuple(self.classes)
-        if self.train_images < MIN_TRAIN_PER_CLASS * len(self.classes):
-            raise TexplainError(
-                f"demo: train_images={self.train_images} is too small to train on; "
-                f"use at least {MIN_TRAIN_PER_CLASS * len(self.classes)} ({MIN_TRAIN_PER_CLASS} per class)"
-            )
-        if self.test_images < 3 * len(self.classes) ** 2 or self.caption_images < 100:
-            raise TexplainError("demo: test_images must cover every group a few times and caption_images be at least 100")
-        if self.image_size < 32:
-            raise TexplainError(f"demo: image_size={self.image_size} is too small; use 32 or more")
-        if self.classifier != "vit" and not _is_timm_model(self.classifier):
-            raise TexplainError(f"demo: unknown classifier {self.classifier!r}; use vit or a timm architecture (e.g. resnet10t)")
-        if self.pretrain_epochs < 0:
-            raise TexplainError("demo: pretrain_epochs must be 0 (no pretraining) or more")
-        if self.samples < 1 or min(self.classifier_epochs, self.lm_epochs, self.translator_epochs) < 1:
-            raise TexplainError("demo: samples and every epochs setting must be at least 1")
-
-    def fingerprint(self) -> str:
-        """A hash of every setting that changes the results (not out, fresh, device)."""
-        settings = {k: v for k, v in asdict(self).items() if k not in ("out", "fresh", "device")}
-        return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _is_timm_model(name: str) -> bool:
-    """Whether timm can build ``name`` (checked before the long steps, not after them)."""
-    import timm
-
-    return timm.is_model(name)
-
-
 def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     """Run (or reuse) every step and return the summary that is also written to ``summary.json``."""
     out = _prepare_output(config)
@@ -172,8 +86,8 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     explainer = Explainer(classifier, _train_translator(config, classifier, lm, out, world, progress), lm).to(config.device)
     for name in ("split", "only_bg"):
         _explain(config, explainer, world[name], out / RESULTS[name], out / "features", progress)
-    folder, analysis, hidden = analyse_folders(out / RESULTS["split"], AnalysisConfig(by="predicted"),
-                                               out / RESULTS["only_bg"])
+    folder, analysis, hidden = analyse_folders(
+        out / RESULTS["split"], AnalysisConfig(by="predicted", suspect_split=SUSPECT_SPLIT), out / RESULTS["only_bg"])
     summary = _summarise(config, accuracy, analysis, hidden)
     write_json(out / "summary.json", summary)
     findings = tuple(headline(summary).splitlines())
@@ -320,27 +234,30 @@ def _train_translator(config: DemoConfig, classifier: Classifier, lm: FrozenLM, 
 
 
 def _explain(config: DemoConfig, explainer: Explainer, world: Path, results: Path, features: Path, progress: bool) -> None:
-    """Explain the test split of one labelled world folder into a results folder, unless that is complete."""
+    """Explain one labelled world folder's test split and sample of train into a results folder, unless complete."""
     if (results / MANIFEST).is_file() and ResultsFolder.open(results).complete:
         return
-    sampling = SamplingConfig(num_samples=config.samples, adaptive=config.adaptive, seed=config.seed)
-    explain = ExplainConfig(sampling=sampling, word_cloud=False)
+    explain = ExplainConfig(sampling=config.sampling, word_cloud=False)
     prior = PriorConfig(seed=config.seed) if results.name == RESULTS["split"] else None
-    explain_dataset(explainer, read_labelled(world / "labels.jsonl", split="test"), results,
-                    DatasetExplainConfig(explain=explain, prior=prior), features=features, progress=progress)
+    items = read_labelled(world / "labels.jsonl")
+    train = [i for i in items if i.split == "train"]
+    sample = set(random.Random(config.seed).sample(range(len(train)), min(config.explained_train, len(train))))
+    explained = [i for n, i in enumerate(train) if n in sample] + [i for i in items if i.split == "test"]
+    explain_dataset(explainer, explained, results, DatasetExplainConfig(explain=explain, prior=prior),
+                    features=features, progress=progress)
 
 
 def _summarise(config: DemoConfig, accuracy: dict, analysis: DatasetAnalysis, hidden: dict | None) -> dict:
-    """Per predicted class: its top words and suspects (from the analysis), the planted word's rank, shortcut_found."""
+    """Per predicted class on the test split: its top words and suspects (the analysis'), the planted word's rank."""
     classes = {}
     for name in config.classes:
         planted = BACKGROUND_WORDS[planted_background(name)]
         report = analysis.classes.get(name)
-        words = report.words["all"] if report else []
+        words = report.words.get(SUSPECT_SPLIT, []) if report else []
         suspects = [s.word for s in report.suspects] if report else []
         only_bg = hidden.get(name) if hidden else None
         classes[name] = {
-            "images": report.images["all"] if report else 0,
+            "images": report.images.get(SUSPECT_SPLIT, 0) if report else 0,
             "top_words": [{"word": w.word, "frequency": round(w.frequency, 4)} for w in words],
             "suspects": [s.to_json() for s in report.suspects] if report else [],
             "planted_background": planted,

@@ -20,13 +20,15 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import simplemma
 from wordcloud import STOPWORDS
 
+from texplain.data.wordnet import wordnet
 from texplain.errors import TexplainError
+from texplain.text.config import WordConfig, require_int
 
 CAPTION_FILLERS: frozenset[str] = frozenset({"image", "picture", "photo", "photograph", "pic"})
 """Words a captioning model says about the medium rather than the content.
@@ -45,49 +47,6 @@ _TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
-@dataclass
-class WordConfig:
-    """How sentences become counted words.
-
-    Attributes:
-        top_k: How many words :meth:`WordCounter.top` returns by default.
-        min_length: Words shorter than this many characters (after
-            lemmatising) are dropped; the default removes stray letters left by
-            contractions and initials.
-        extra_stopwords: Words to drop besides :data:`STOP_WORDS`, e.g. a
-            dataset's boilerplate. Matched case-insensitively against both the
-            word and its lemma; stored lowercased, deduplicated and sorted so
-            that equal sets give equal configs.
-        lemmatise: Reduce words to their dictionary form with simplemma
-            (English), so that plural and singular nouns count together.
-    """
-
-    top_k: int = 20
-    min_length: int = 2
-    extra_stopwords: tuple[str, ...] = ()
-    lemmatise: bool = True
-
-    def __post_init__(self) -> None:
-        _require_int("top_k", self.top_k, minimum=1)
-        _require_int("min_length", self.min_length, minimum=1)
-        if not isinstance(self.extra_stopwords, (tuple, list, set, frozenset)):
-            raise TexplainError(
-                f"extra_stopwords must be a tuple of words, got {self.extra_stopwords!r}"
-            )
-        if not all(isinstance(word, str) and word.strip() for word in self.extra_stopwords):
-            raise TexplainError(
-                f"extra_stopwords must hold non-empty strings, got {self.extra_stopwords!r}"
-            )
-        normalised = {word.strip().lower() for word in self.extra_stopwords}
-        self.extra_stopwords = tuple(sorted(normalised))
-        if not isinstance(self.lemmatise, bool):
-            raise TexplainError(f"lemmatise must be true or false, got {self.lemmatise!r}")
-
-
-def _require_int(name: str, value: Any, minimum: int) -> None:
-    """Raise a one-line error unless ``value`` is an int (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise TexplainError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,8 +57,27 @@ def _stopwords(extra: tuple[str, ...]) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=65536)
 def _lemma(word: str) -> str:
-    """English dictionary form of a lowercase word; cached because captions repeat words."""
-    return simplemma.lemmatize(word, lang="en").lower()
+    """English dictionary form of a lowercase word: a WordNet lemma, or the word itself; cached (captions repeat words).
+
+    simplemma's lemma where WordNet lists it ("dogs" → "dog") or where it is
+    the word itself. Its English table also cuts some forms into non-words
+    ("playing" → "playe", "guarding" → "guarde", "mixed" → "mixe"); there
+    WordNet's own morphology gives the base form ("play", "guard", "mix"),
+    and where it has none the word stays as written ("kayakers"): a word a
+    user reads is always a word.
+    """
+    lemma = simplemma.lemmatize(word, lang="en").lower()
+    if lemma == word or lemma in _wordnet_lemmas():
+        return lemma
+    reader = wordnet()
+    bases = (reader.morphy(word, pos) for pos in (reader.VERB, reader.NOUN, reader.ADJ, reader.ADV))
+    return next((base for base in bases if base), word)
+
+
+@functools.lru_cache(maxsize=1)
+def _wordnet_lemmas() -> frozenset[str]:
+    """Every single-word lemma WordNet lists (about 150,000)."""
+    return frozenset(wordnet().all_lemma_names())
 
 
 def sentence_words(sentence: str, config: WordConfig) -> list[str]:
@@ -184,7 +162,7 @@ class WordCounter:
         """The ``k`` (default ``config.top_k``) most frequent words as (word, frequency)."""
         if k is None:
             k = self.config.top_k
-        _require_int("k", k, minimum=0)
+        require_int("k", k, minimum=0)
         return list(self.frequencies().items())[:k]
 
     def merge(self, other: WordCounter) -> None:
@@ -225,11 +203,11 @@ class WordCounter:
             config = WordConfig(**config_fields)
         except TypeError as error:
             raise TexplainError(f"word counts have a bad config: {error}") from error
-        _require_int("n_sentences", n_sentences, minimum=0)
+        require_int("n_sentences", n_sentences, minimum=0)
         for word, count in counts.items():
             if not isinstance(word, str):
                 raise TexplainError(f"word counts are malformed: word {word!r} is not a string")
-            _require_int(f"count of {word!r}", count, minimum=1)
+            require_int(f"count of {word!r}", count, minimum=1)
             if count > n_sentences:
                 raise TexplainError(
                     f"word counts are malformed: {word!r} is in {count} sentences "
