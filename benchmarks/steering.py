@@ -6,7 +6,9 @@ Measures, on Flickr8k dev (``../shared/data/flickr8k``):
   right words (content words of the image's other captions) and with another
   image's words (slots for a prefix-ready LM, ordinary tokens otherwise);
 * dev caption loss with the true features, shuffled features, the mean
-  feature, and the LM alone;
+  feature, and the LM alone: the prefix of an untrained translator (its null
+  slots and the start, ``lm_alone``) and the start with no slot before it
+  (``start_alone``, what the prior's ``lm`` kind samples from);
 * precision@10 and @1 of the dominant words of N sentences per dev image
   against the content words of its five captions, beside the null prefix (the
   LM alone) and shuffled explanations (another image's words), for each
@@ -20,6 +22,13 @@ every variant in ``benchmarks/results/steering_variants.md`` and prints last
 
     python benchmarks/steering.py --lm runs/flickr8k/lm --variant words-lm-pooled
     python benchmarks/steering.py --lm runs/flickr8k/lm --translator runs/flickr8k/translator --variant default
+
+On a GPU (``--device cuda``) the translator trains under ``--mixed-precision``
+and the dev images are decoded ``--sample-batch`` sentences at a time, several
+images together (each image still gets the sentences it would get alone).
+``--feature-layer global_pool`` keeps EfficientNet-Lite0's mean-pooled
+features (7,091 x 1,280 in fp16, 18 MB), so that a machine without the photos
+can train and score from the store alone (``benchmarks/smollm2_gpu.sh``).
 """
 
 from __future__ import annotations
@@ -27,9 +36,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import time
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -39,12 +49,13 @@ from texplain.data.captions import read_captions
 from texplain.evaluation.metrics import precision_at_k, reference_words
 from texplain.evaluation.probe import ProbeConfig, fit_probe
 from texplain.evaluation.sanity import derangement
-from texplain.generate.config import SamplingConfig
+from texplain.generate.config import ExplainConfig, SamplingConfig
+from texplain.generate.explain import explain_stream
 from texplain.generate.sampling import sample_sentences
 from texplain.models.classifiers import load_classifier
 from texplain.models.config import ExtractionConfig
 from texplain.models.features import extract_features
-from texplain.models.lm import FrozenLM, load_lm
+from texplain.models.lm import FrozenLM, load_lm, start_tokens
 from texplain.models.translator import Translator, load_translator, new_translator
 from texplain.text.config import WordConfig
 from texplain.text.words import WordCounter
@@ -60,15 +71,21 @@ RESULTS = HERE / "results"
 
 def main() -> None:
     args = _arguments()
+    if args.unmeasured:
+        result = args.results / "steering" / f"{args.variant}.json"
+        if result.is_file() and "unmeasured" not in json.loads(result.read_text()):
+            print(f"{args.variant}: measured already, kept")
+            return
+        write_json(result, {"variant": args.variant, "note": args.note, "unmeasured": args.unmeasured})
+        _write_table(args.results)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     train_pairs = read_captions(args.captions, split="train")
     dev_pairs = read_captions(args.captions, split="dev")
-    if args.train_images:
-        keep = set(list(dict.fromkeys(p.image for p in train_pairs))[: args.train_images])
-        train_pairs = [p for p in train_pairs if p.image in keep]
-    classifier = load_classifier(args.classifier)
+    train_pairs, dev_pairs = _first_images(train_pairs, args.train_images), _first_images(dev_pairs, args.dev_images)
+    classifier = load_classifier(args.classifier, feature_layer=args.feature_layer)
     paths = list(dict.fromkeys(str(p.image) for p in [*train_pairs, *dev_pairs]))
     store, skipped = extract_features(classifier, paths, args.features, ExtractionConfig(fp16=True), progress=True)
     if skipped:
@@ -78,15 +95,18 @@ def main() -> None:
                     "lm_recipe": lm.recipe, "train_images": len({p.image for p in train_pairs}),
                     "lm_parameters": sum(p.numel() for p in lm.model.parameters())}
     dev_groups = _groups(dev_pairs)
-    report["lm_context_loss"] = _lm_context_losses(lm, list(dev_groups.values()))
+    if not lm.recipe:
+        lm.to(args.device)  # a caption LM's context losses (caption_lm.context_losses) run on the CPU
+    report["lm_context_loss"] = _lm_context_losses(lm, list(dev_groups.values()), args.anchor)
     print("LM reads context:", report["lm_context_loss"], flush=True)
+    lm.to(args.device)
 
     if args.translator:
         translator = load_translator(args.translator)
         report["training"] = {"translator": str(args.translator)}
     else:
         translator, report["training"] = _train(classifier, lm, store, train_pairs, dev_pairs, args)
-    translator.eval()
+    translator.to(args.device).eval()
     report["translator"] = asdict(translator.config)
     report["dev_loss"] = _dev_losses(translator, lm, store, dev_pairs, args)
     print("dev losses:", report["dev_loss"], flush=True)
@@ -127,7 +147,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--content-weight", type=float, default=1.0, help="weight of content words' tokens in the loss")
     parser.add_argument("--no-residual", action="store_true")
     parser.add_argument("--no-start-token", action="store_true")
+    parser.add_argument("--anchor", default="auto", help="the translator's start: auto, eos, bos or chat")
+    parser.add_argument("--feature-layer", default="", help="the classifier's feature layer (global_pool: mean-pooled)")
+    parser.add_argument("--device", default="cpu", help="where the LM and translator run (cuda on a GPU)")
+    parser.add_argument("--mixed-precision", help="no, bf16 or fp16: how the translator trains on a GPU")
+    parser.add_argument("--sample-batch", type=int, help="sentences decoded together, over images (default --samples)")
     parser.add_argument("--train-images", type=int, help="use only the first N training images")
+    parser.add_argument("--dev-images", type=int, help="use only the first N dev images (a smoke run)")
     parser.add_argument("--images", type=int, default=200, help="dev images explained")
     parser.add_argument("--samples", type=int, default=200, help="sentences per dev image")
     parser.add_argument("--lengths", default="5-20", help="sentence-length rules min-max, comma-separated")
@@ -136,10 +162,18 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of steering/<variant>.json and the table")
+    parser.add_argument("--unmeasured", help="only add the variant's row, marked unmeasured for this reason")
     args = parser.parse_args()
     args.lengths = [r.strip() for r in args.lengths.split(",") if r.strip()]
     args.out = args.out or Path("runs/steering") / args.variant
+    args.sample_batch = args.sample_batch or args.samples
     return args
+
+
+def _first_images(pairs, n: int | None) -> list:
+    """The pairs of the first ``n`` images (all when n is None)."""
+    keep = set(list(dict.fromkeys(p.image for p in pairs))[:n])
+    return [p for p in pairs if p.image in keep]
 
 
 def _groups(pairs) -> dict[str, list[str]]:
@@ -150,18 +184,24 @@ def _groups(pairs) -> dict[str, list[str]]:
     return dict(groups)
 
 
-def _lm_context_losses(lm: FrozenLM, groups: list[list[str]]) -> dict[str, float]:
+def _lm_context_losses(lm: FrozenLM, groups: list[list[str]], anchor: str) -> dict[str, float]:
     """Caption loss with no context, the right words and another image's words (see the module docstring)."""
     words = sorted({w for g in groups for ws in sibling_words(g) for w in ws})
     table = WordTable(words, lm.tokenizer)
     rows = encode_groups(lm.tokenizer, table, groups, max_tokens=40)
     if lm.recipe:
         return context_losses(lm.model, table, rows, int(lm.recipe["slots"]))
-    return _token_context_losses(lm, table, rows)
+    return _token_context_losses(lm, table, rows, start_tokens(lm, anchor)[1])
 
 
-def _token_context_losses(lm: FrozenLM, table: WordTable, rows, slots: int = 8) -> dict[str, float]:
-    """For an LM without a slot recipe: the context words as ordinary tokens, then the start token, then the caption."""
+def _token_context_losses(lm: FrozenLM, table: WordTable, rows, start_ids: list[int],
+                          slots: int = 8) -> dict[str, float]:
+    """For an LM without a slot recipe: the context words as ordinary tokens, then the start, then the caption.
+
+    ``start_ids``: the token ids a translator's start would be
+    (:func:`~texplain.models.lm.start_tokens`), in place of the rows' leading
+    end-of-sentence token.
+    """
     order = list(range(len(rows.ids)))
     random.Random(0).shuffle(order)
     wrong = [next(j for j in order[i:] + order[:i] if rows.groups[j] != rows.groups[i]) for i in range(len(order))]
@@ -171,17 +211,18 @@ def _token_context_losses(lm: FrozenLM, table: WordTable, rows, slots: int = 8) 
         for start in range(0, len(rows.ids), 64):
             batch = range(start, min(start + 64, len(rows.ids)))
             texts = [" ".join(table.words[w] for w in words[i][:slots]) for i in batch]
-            prefixes = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] if t else [] for t in texts]
-            seqs = [[*p, *rows.ids[i]] for p, i in zip(prefixes, batch)]
+            prefixes = [[*lm.tokenizer(t, add_special_tokens=False)["input_ids"], *start_ids] if t else start_ids
+                        for t in texts]
+            seqs = [[*p, *rows.ids[i][1:]] for p, i in zip(prefixes, batch)]
             width = max(map(len, seqs))
             ids = torch.full((len(seqs), width), lm.eos_token_id)
             labels = torch.full((len(seqs), width), -100)
             for r, (p, s) in enumerate(zip(prefixes, seqs)):
                 ids[r, : len(s)] = torch.tensor(s)
-                labels[r, len(p) + 1 : len(s)] = ids[r, len(p) + 1 : len(s)]
+                labels[r, len(p) : len(s)] = ids[r, len(p) : len(s)]
             n = int((labels[:, 1:] != -100).sum())
             with torch.inference_mode():
-                total += float(lm.model(input_ids=ids, labels=labels).loss) * n
+                total += float(lm.model(input_ids=ids.to(lm.device), labels=labels.to(lm.device)).loss) * n
             count += n
         out[name] = total / count
     return out
@@ -191,36 +232,26 @@ def _train(classifier, lm: FrozenLM, store, train_pairs, dev_pairs, args) -> tup
     """A new translator for this recipe, trained on the train pairs; its history and minutes."""
     settings = {"mode": args.mode, "hidden": args.hidden, "dropout": args.dropout,
                 "feature_dropout": args.feature_dropout, "residual": not args.no_residual,
-                "start_token": not args.no_start_token, **({"prefix_len": args.prefix_len} if args.prefix_len else {})}
+                "start_token": not args.no_start_token, "anchor": args.anchor,
+                **({"prefix_len": args.prefix_len} if args.prefix_len else {})}
     translator = new_translator(classifier, lm, store.token_shape, **settings)
     started = time.perf_counter()
     history = train_translator(translator, lm, store, [Phase("train", train_pairs, args.epochs, args.lr)], args.out,
-                               TrainConfig(batch_size=args.batch_size, seed=args.seed, content_weight=args.content_weight),
+                               TrainConfig(batch_size=args.batch_size, seed=args.seed, content_weight=args.content_weight,
+                                           device=args.device, mixed_precision=args.mixed_precision),
                                dev_pairs=dev_pairs[:1000])
     minutes = (time.perf_counter() - started) / 60
     return translator, {"settings": settings, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                        "content_weight": args.content_weight,
+                        "content_weight": args.content_weight, "device": args.device,
+                        "mixed_precision": args.mixed_precision,
                         "history": history.epochs, "minutes": round(minutes, 1),
                         "trainable_parameters": sum(p.numel() for p in translator.parameters() if p.requires_grad)}
 
 
-def _alone(translator: Translator, batch: int) -> torch.Tensor:
-    """The LM-alone prefix (B, P, d): what the translator gives when its MLP says nothing.
-
-    For an anchored (residual) translator that is K null slots and the start
-    token, the empty context the LM was pretrained with; otherwise the start
-    token alone.
-    """
-    c = translator.config
-    slots = [translator.null[None].expand(c.prefix_len, -1)] if c.residual else []
-    prefix = torch.cat([*slots, translator.start[None]])  # (P, d)
-    return prefix[None].expand(batch, -1, -1)
-
-
 def _dev_losses(translator: Translator, lm: FrozenLM, store, pairs, args) -> dict[str, float]:
-    """Dev caption loss with the true, shuffled and mean features, and the LM alone."""
+    """Dev caption loss with the true, shuffled and mean features, and the LM alone (with and without null slots)."""
     images = list(dict.fromkeys(str(p.image) for p in pairs))
-    features = store.load_all(images).float()  # (N, T, D)
+    features = store.load_all(images).float().to(args.device)  # (N, T, D)
     row = {p: i for i, p in enumerate(images)}
     shuffled = torch.tensor(derangement(len(images), args.seed))
     mean = features.mean(0, keepdim=True)  # (1, T, D)
@@ -228,7 +259,9 @@ def _dev_losses(translator: Translator, lm: FrozenLM, store, pairs, args) -> dic
         "true": lambda rows: translator(features[rows]),
         "shuffled": lambda rows: translator(features[shuffled[rows]]),
         "mean": lambda rows: translator(mean.expand(len(rows), -1, -1)),
-        "lm_alone": lambda rows: _alone(translator, len(rows)),
+        "lm_alone": lambda rows: translator.resting_prefix().expand(len(rows), -1, -1),
+        **({"start_alone": lambda rows: lm_start.expand(len(rows), -1, -1)}
+           if (lm_start := translator.lm_start()) is not None else {}),
     }
     out = {}
     with torch.inference_mode():
@@ -236,8 +269,8 @@ def _dev_losses(translator: Translator, lm: FrozenLM, store, pairs, args) -> dic
             total, count = 0.0, 0
             for start in range(0, len(pairs), 256):
                 batch = pairs[start : start + 256]
-                rows = torch.tensor([row[str(p.image)] for p in batch])
-                ids, mask = lm.tokenize_captions([p.caption for p in batch])
+                rows = torch.tensor([row[str(p.image)] for p in batch], device=args.device)
+                ids, mask = (t.to(args.device) for t in lm.tokenize_captions([p.caption for p in batch]))
                 total += float(lm.caption_loss(prefix_of(rows), ids, mask)) * int(mask.sum())
                 count += int(mask.sum())
             out[name] = round(total / count, 4)
@@ -247,24 +280,22 @@ def _dev_losses(translator: Translator, lm: FrozenLM, store, pairs, args) -> dic
 def _explanations(translator, lm, store, images, references, rule: str, args) -> dict:
     """Dominant words of N sentences per image, beside the null prefix and shuffled explanations, under one length rule."""
     low, high = (int(x) for x in rule.split("-"))
-    config = SamplingConfig(num_samples=args.samples, min_words=low, max_words=high, batch_size=args.samples,
+    config = SamplingConfig(num_samples=args.samples, min_words=low, max_words=high, batch_size=args.sample_batch,
                             seed=args.seed, top_p=args.top_p, temperature=args.temperature)
     words = WordConfig(top_k=10)
     started = time.perf_counter()
     tops, counters, firsts, lengths, top_frequencies = [], [], [], [], []
+    features = store.load_all(images).float()  # (N, T, D)
+    for explanation in explain_stream(translator, lm, features, ExplainConfig(sampling=config, words=words)):
+        sentences, counter = explanation.sentences, explanation.counter
+        counters.append(counter.frequencies())
+        top = counter.top(10)
+        tops.append([w for w, _ in top])
+        firsts.append(top[0][1] if top else 0.0)
+        top_frequencies.append(sum(f for _, f in top) / max(len(top), 1))
+        lengths.append(sum(len(s.split()) for s in sentences) / len(sentences))
     with torch.inference_mode():
-        features = store.load_all(images).float()
-        for i in range(len(images)):
-            sentences = sample_sentences(lm, translator(features[i : i + 1])[0], config)
-            counter = WordCounter(words)
-            counter.update(sentences)
-            counters.append(counter.frequencies())
-            top = counter.top(10)
-            tops.append([w for w, _ in top])
-            firsts.append(top[0][1] if top else 0.0)
-            top_frequencies.append(sum(f for _, f in top) / max(len(top), 1))
-            lengths.append(sum(len(s.split()) for s in sentences) / len(sentences))
-        null_sentences = sample_sentences(lm, _alone(translator, 1)[0], config)
+        null_sentences = sample_sentences(lm, translator.resting_prefix(), replace(config, batch_size=args.samples))
     seconds = time.perf_counter() - started
     null_counter = WordCounter(words)
     null_counter.update(null_sentences)
@@ -322,10 +353,22 @@ def _cell(value: float | None) -> str:
 
 
 def _write_table(results: Path) -> None:
-    """The variants table: a row per variant and length rule, variants in the order their JSON was written."""
+    """The variants table: a row per variant and length rule.
+
+    Variants keep their place in the table as it was (a checkout gives the
+    JSON files any modification times); new ones follow in the order their
+    JSON was written.
+    """
+    table = results / "steering_variants.md"
+    listed = re.findall(r"^\| ([^|]+?) \|", table.read_text(), re.MULTILINE) if table.is_file() else []
+    place = {name: i for i, name in reversed(list(enumerate(listed)))}
     rows = []
-    for path in sorted((results / "steering").glob("*.json"), key=lambda p: p.stat().st_mtime):
+    for path in sorted((results / "steering").glob("*.json"),
+                       key=lambda p: (place.get(p.stem, len(listed)), p.stat().st_mtime)):
         r = json.loads(path.read_text())
+        if "unmeasured" in r:
+            rows.append(f"| {r['variant']} | {r['note']} | unmeasured: {r['unmeasured']} |" + " - |" * 15)
+            continue
         lm, loss = r["lm_context_loss"], r["dev_loss"]
         probe = f"{r['probe']['p_at_10']:.3f}" + ("" if "penalty" in r["probe"] else "*")
         for rule, e in r["explanations"].items():
@@ -354,7 +397,7 @@ def _write_table(results: Path) -> None:
         "lengths | words | p@10 | null | shuffled | above prior | sampling | p@1 | prior top-1 | probe p@10 | minutes |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
-    write_text(results / "steering_variants.md", header + "\n".join(rows) + "\n")
+    write_text(table, header + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

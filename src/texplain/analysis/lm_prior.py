@@ -11,7 +11,9 @@ that carry no image content, with the same translator, LM and sampling:
 * ``shuffled``: each feature coordinate drawn from a different image, so the
   marginals of real features remain and their joint structure (the content)
   is gone;
-* ``lm``: no features at all, the LM after its end-of-sentence token alone.
+* ``lm``: no features at all, the LM after the translator's start alone (its
+  end-of-sentence token for a prefix-ready caption LM, a request for a
+  caption for a chat LM: :func:`~texplain.models.lm.start_tokens`).
 
 The first three go through the translator, so they also hold what the
 translator makes of an average input: where a classifier reads any average of
@@ -255,7 +257,8 @@ def explain_prior(
         config = replace(config, sampling=replace(config.sampling, num_samples=samples))
     by_kind: dict[str, PriorSample] = {}
     for kind, feats in features:
-        explanation = explain_lm_alone(lm, config) if feats is None else explain_features(translator, lm, feats, config)
+        explanation = (explain_lm_alone(lm, config, translator.lm_start()) if feats is None
+                       else explain_features(translator, lm, feats, config))
         by_kind.setdefault(kind, PriorSample(WordCounter(config.words))).add(
             explanation.counter, class_mentions(explanation.sentences, index, config.words))
         log.info("prior (%s): %s", kind, ", ".join(w for w, _ in explanation.top_words[:8]))

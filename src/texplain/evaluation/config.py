@@ -24,7 +24,7 @@ CAUSAL_FILLS = ("zero", *(fill for fill in MASK_FILLS if fill not in ("shuffle",
 NULL_PREFIXES: dict[str, str] = {
     "mean": "translator applied to the mean feature of the evaluated images (knows the dataset, not the image)",
     "zero": "translator applied to all-zero features",
-    "empty": "the LM with an empty prefix (its end-of-sentence token alone)",
+    "empty": "the LM with an empty prefix (the translator's start alone: the end-of-sentence token of a caption LM)",
 }
 
 

@@ -8,7 +8,7 @@ figure comes in three rows:
 - ``null_prefix``: a caption-only LM that sees no image. By default the
   translator applied to the mean feature of the evaluated images (it knows
   the dataset, not the image); ``zero`` uses all-zero features, ``empty`` the
-  LM started from its end-of-sentence token alone (:data:`~texplain.evaluation.config.NULL_PREFIXES`);
+  LM started from the translator's start alone (:data:`~texplain.evaluation.config.NULL_PREFIXES`);
 - ``shuffled``: each image explained with another image's features (a seeded
   derangement), scored against the first image's captions.
 
@@ -159,7 +159,7 @@ def image_features(
 def null_explanation(translator: Translator, lm: FrozenLM, features: Tensor, config: EvaluateConfig) -> Explanation:
     """The caption-only baseline: sentences from a prefix that carries no image (see :data:`~texplain.evaluation.config.NULL_PREFIXES`)."""
     if config.null_prefix == "empty":
-        return explain_lm_alone(lm, config.explain)
+        return explain_lm_alone(lm, config.explain, translator.lm_start())
     mean = features.mean(0)  # (T, D)
     return explain_features(translator, lm, mean if config.null_prefix == "mean" else torch.zeros_like(mean), config.explain)
 

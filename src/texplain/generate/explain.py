@@ -51,10 +51,18 @@ def explain_features(
     return next(explain_stream(translator, lm, [features], config, progress))
 
 
-def explain_lm_alone(lm: FrozenLM, config: ExplainConfig) -> Explanation:
-    """What the LM writes with no image at all: its sentences after its end-of-sentence token alone."""
-    prefix = lm.embed_tokens(torch.tensor([lm.eos_token_id], device=lm.device))  # (1, d)
-    sentences = sample_sentences(lm, prefix.detach(), config.sampling)
+def explain_lm_alone(lm: FrozenLM, config: ExplainConfig, start: Tensor | None = None) -> Explanation:
+    """What the LM writes with no image at all: its sentences after the start alone, no slot before it.
+
+    ``start`` (S, d): the translator's (:meth:`~texplain.models.translator.Translator.lm_start`),
+    so that the LM alone starts where the translator's prefix ends (a chat
+    LM's request for a caption); None: the end-of-sentence token, the start
+    of a prefix-ready caption LM and of every translator before starts had
+    a kind.
+    """
+    if start is None:
+        start = lm.embed_tokens(torch.tensor([lm.eos_token_id], device=lm.device))  # (1, d)
+    sentences = sample_sentences(lm, start, config.sampling)
     counter = WordCounter(config.words)
     counter.update(sentences)
     return Explanation(counter.top(), sentences, counter)

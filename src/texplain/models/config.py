@@ -31,6 +31,9 @@ class ExtractionConfig:
 
 MODES = ("auto", "pooled", "token", "resampler", "flatten")
 
+ANCHORS = ("auto", "eos", "bos", "chat")
+"""Where a translated prefix sits among an LM's tokens; see :func:`texplain.models.lm.start_tokens`."""
+
 
 @dataclass
 class TranslatorConfig:
@@ -43,6 +46,9 @@ class TranslatorConfig:
     ``auto`` (flatten when T = 1, else pooled). dropout: before the last
     layer; feature_dropout: on the input features, both against overfitting
     small caption sets. residual, start_token: see :mod:`.translator`.
+    anchor: which start (:data:`ANCHORS`); ``auto`` is resolved by
+    :func:`~texplain.models.translator.new_translator` for its LM.
+    start_len: the start's tokens, S.
     """
 
     in_tokens: int
@@ -55,9 +61,11 @@ class TranslatorConfig:
     feature_dropout: float = 0.0
     residual: bool = True
     start_token: bool = True
+    anchor: str = "auto"
+    start_len: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("in_tokens", "in_dim", "lm_dim", "prefix_len", "hidden"):
+        for name in ("in_tokens", "in_dim", "lm_dim", "prefix_len", "hidden", "start_len"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise TexplainError(f"translator {name} must be a whole number, not {getattr(self, name)!r}")
         for name in ("dropout", "feature_dropout"):
@@ -68,7 +76,9 @@ class TranslatorConfig:
                 raise TexplainError(f"translator {name} must be true or false, not {getattr(self, name)!r}")
         if not isinstance(self.mode, str) or self.mode not in MODES:
             raise TexplainError(f"translator mode {self.mode!r}: choose one of {', '.join(MODES)}")
-        for name in ("in_tokens", "in_dim", "lm_dim", "prefix_len", "hidden"):
+        if not isinstance(self.anchor, str) or self.anchor not in ANCHORS:
+            raise TexplainError(f"translator anchor {self.anchor!r}: choose one of {', '.join(ANCHORS)}")
+        for name in ("in_tokens", "in_dim", "lm_dim", "prefix_len", "hidden", "start_len"):
             if int(getattr(self, name)) < 1:
                 raise TexplainError(f"translator {name} must be at least 1, not {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.feature_dropout < 1.0:
@@ -82,5 +92,5 @@ class TranslatorConfig:
 
     @property
     def output_len(self) -> int:
-        """Positions of the prefix the LM reads: K slots, and the start token when there is one."""
-        return self.prefix_len + int(self.start_token)
+        """Positions of the prefix the LM reads: K slots, and the S start tokens when there is a start."""
+        return self.prefix_len + self.start_len * int(self.start_token)

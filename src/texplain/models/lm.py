@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from texplain.atomic import building_folder
 from texplain.data.wordnet import cache_root
 from texplain.errors import TexplainError, first_line
+from texplain.models.config import ANCHORS
 from texplain.models.hub import HF_LOAD_ERRORS, check_remote_code
 
 log = logging.getLogger(__name__)
@@ -217,3 +218,62 @@ def _gguf_as_folder(path: Path, cache_dir: str | os.PathLike | None) -> Path:
         tokenizer.save_pretrained(tmp)
     return folder
 
+
+CAPTION_STYLE = ("You write one short sentence about who is in a photo and what they are doing, "
+                 "such as: A person is doing something somewhere .")
+"""The system turn of a chat LM's start: a caption's form without content (Flickr8k's: a space before the stop)."""
+CAPTION_REQUEST = "Caption this photo."
+"""The user's turn of a chat LM's start; the assistant's turn that follows is the caption."""
+
+
+def start_tokens(lm: FrozenLM, anchor: str = "auto", style: str = CAPTION_STYLE) -> tuple[str, list[int]]:
+    """The tokens an LM reads after the translator's slots and before the caption: (the anchor, their ids).
+
+    The start is where the LM alone writes captions, so that an untrained
+    translator (its slots at the null embedding) starts training from the LM
+    alone. ``eos``: the end-of-sentence token, as a prefix-ready caption LM
+    was pretrained (and GPT-2's beginning of text). ``bos``: the
+    beginning-of-text token. ``chat``: the LM's own chat template, its system
+    turn saying what a caption is like (``style``; in the user's turn where
+    the template has no system role), the user asking for one
+    (:data:`CAPTION_REQUEST`) and the assistant's turn begun, so that the
+    caption's end-of-sentence token is where an instruct model ends its turn.
+    ``auto``: ``eos`` for a prefix-ready LM, ``chat`` for a tokenizer with a
+    chat template, ``bos`` for one with a beginning-of-text token of its own,
+    else ``eos``. SmolLM2-135M-Instruct alone (eight null slots, then the
+    start), on 400 Flickr8k dev captions, scores 6.59 nats a token after
+    ``eos``, 4.26 after this chat start without the style's example and 3.94
+    with it; its top 10 words over 200 sentences match the first 200 dev
+    photos' captions at precision 0.099, 0.184 and 0.171
+    (``benchmarks/smollm2_check.py``; the start was chosen on 100 other dev
+    captions, where plain requests for a caption or a description scored
+    4.3-4.6).
+    """
+    if anchor not in ANCHORS:
+        raise TexplainError(f"prefix anchor {anchor!r}: choose one of {', '.join(ANCHORS)}")
+    tokenizer = lm.tokenizer
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if anchor == "auto":
+        if lm.recipe:
+            anchor = "eos"
+        elif getattr(tokenizer, "chat_template", None):
+            anchor = "chat"
+        else:
+            anchor = "bos" if bos is not None and bos != lm.eos_token_id else "eos"
+    if anchor == "eos":
+        return anchor, [lm.eos_token_id]
+    if anchor == "bos":
+        if bos is None:
+            raise TexplainError(f"language model {lm.spec}: its tokenizer has no beginning-of-text token")
+        return anchor, [int(bos)]
+    if not getattr(tokenizer, "chat_template", None):
+        raise TexplainError(f"language model {lm.spec}: its tokenizer has no chat template")
+    from jinja2 import TemplateError
+
+    turns = [{"role": "system", "content": style}, {"role": "user", "content": CAPTION_REQUEST}]
+    try:
+        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    except TemplateError:  # a template without a system role (Gemma's raises)
+        turns = [{"role": "user", "content": f"{style} {CAPTION_REQUEST}"}]
+        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    return anchor, list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -19,9 +19,14 @@ Two choices put the prefix where the LM is at home. With ``residual`` the
 MLP's last layer starts at zero and its output is added to the LM's null
 slot (its end-of-sentence embedding), so an untrained translator gives the
 LM alone exactly, and training moves the prefix away from there only as far
-as the caption loss pays for. With ``start_token`` the LM's start token
-follows the K slots, as in pretraining: the LM begins its sentence where it
-always does. Both anchors are buffers copied from the LM by :func:`new_translator`.
+as the caption loss pays for. With ``start_token`` the LM's start follows
+the K slots: the tokens after which the LM alone writes a caption
+(:func:`~texplain.models.lm.start_tokens`). For a prefix-ready caption LM
+that is its end-of-sentence token, as in its pretraining; for a chat LM
+such as SmolLM2-Instruct, its own chat template asking for a one-sentence
+description, a start of several tokens. Both anchors are buffers copied
+from the LM by :func:`new_translator`, saved with the weights; the config
+names the start's kind (``anchor``) and length.
 
 A checkpoint is a folder: ``translator.safetensors`` plus ``translator.json``
 holding the config and what it was trained for (classifier spec, feature
@@ -47,7 +52,7 @@ from texplain.data.files import load_json
 from texplain.errors import TexplainError, first_line
 from texplain.models.classifiers import Classifier, feature_source
 from texplain.models.config import TranslatorConfig
-from texplain.models.lm import FrozenLM
+from texplain.models.lm import FrozenLM, start_tokens
 from texplain.weights import load_safetensors, open_safetensors
 
 WEIGHTS_FILE = "translator.safetensors"
@@ -86,7 +91,7 @@ def bn_mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
 
 
 class Translator(nn.Module):
-    """Features (B, T, D) → prefix embeddings (B, K (+1), d)."""
+    """Features (B, T, D) → prefix embeddings (B, K (+ S), d)."""
 
     def __init__(self, config: TranslatorConfig, provenance: Provenance | None = None):
         super().__init__()
@@ -94,7 +99,7 @@ class Translator(nn.Module):
         self.provenance = provenance or Provenance()
         c = config
         self.register_buffer("null", torch.zeros(c.lm_dim))  # (d,) the LM's null slot
-        self.register_buffer("start", torch.zeros(c.lm_dim))  # (d,) the LM's start token
+        self.register_buffer("start", torch.zeros(c.start_len, c.lm_dim))  # (S, d) the LM's start
         self.feature_dropout = nn.Dropout(c.feature_dropout)
         mode = c.resolved_mode
         if mode == "token":
@@ -114,11 +119,27 @@ class Translator(nn.Module):
             nn.init.zeros_(self.mlp[-1].bias)
 
     def anchor(self, null: Tensor, start: Tensor) -> Translator:
-        """Set the LM's null-slot and start-token embeddings (d,) that the prefix is built around."""
+        """Set the LM's null-slot embedding (d,) and start embeddings (S, d) that the prefix is built around."""
+        if start.numel() != self.start.numel():
+            raise TexplainError(f"translator: start embeddings of shape {tuple(start.shape)} do not fit its start of "
+                                f"{self.config.start_len} tokens of width {self.config.lm_dim}")
         with torch.no_grad():
             self.null.copy_(null.reshape(-1))
-            self.start.copy_(start.reshape(-1))
+            self.start.copy_(start.reshape(self.start.shape))
         return self
+
+    def resting_prefix(self) -> Tensor:
+        """The prefix (P, d) an untrained translator gives whatever the features: K null slots when residual, the start.
+
+        With null slots that the LM reads as nothing, this is the LM alone
+        (:meth:`lm_start`) and where training starts from.
+        """
+        slots = [self.null[None].expand(self.config.prefix_len, -1)] if self.config.residual else []
+        return torch.cat([*slots, self.start])  # (P, d)
+
+    def lm_start(self) -> Tensor | None:
+        """The start (S, d) the LM alone is run from, the same as under the slots; None without a start."""
+        return self.start if self.config.start_token else None
 
     def forward(self, features: Tensor) -> Tensor:
         c = self.config
@@ -143,7 +164,7 @@ class Translator(nn.Module):
         if c.residual:
             slots = slots + self.null  # (B, K, d)
         if c.start_token:
-            slots = torch.cat([slots, self.start.expand(batch, 1, -1)], dim=1)  # (B, K + 1, d)
+            slots = torch.cat([slots, self.start.expand(batch, -1, -1)], dim=1)  # (B, K + S, d)
         return slots
 
     def check_lm(self, lm: FrozenLM) -> None:
@@ -161,20 +182,25 @@ def new_translator(classifier: Classifier, lm: FrozenLM, token_shape: tuple[int,
     ``settings`` are the :class:`TranslatorConfig` fields other than the
     shapes (prefix_len, hidden, mode, ...); K defaults to the slots a
     prefix-ready LM was pretrained with. The translator is anchored on the
-    LM's end-of-sentence embedding (null slot and start token), and its
-    provenance names the classifier whose features these are
-    (``feature_spec``), the feature layer, the LM and its recipe, so that
-    loading it for anything else is refused.
+    LM's end-of-sentence embedding (the null slot) and on the start that
+    ``settings["anchor"]`` names (``auto`` by default, resolved for this LM
+    by :func:`~texplain.models.lm.start_tokens`), and its provenance names
+    the classifier whose features these are (``feature_spec``), the feature
+    layer, the LM and its recipe, so that loading it for anything else is
+    refused.
     """
     t, d = token_shape
     if lm.recipe and "prefix_len" not in settings:
         settings = {**settings, "prefix_len": int(lm.recipe["slots"])}
     config = TranslatorConfig(in_tokens=t, in_dim=d, lm_dim=lm.embed_dim, **settings)
+    anchor, start = start_tokens(lm, config.anchor)
+    config = replace(config, anchor=anchor, start_len=len(start))
     provenance = Provenance(classifier=_absolute(classifier.feature_spec), feature_layer=classifier.feature_layer,
                             lm=_absolute(lm.spec), lm_recipe=lm.recipe)
     with torch.no_grad():
-        eos = lm.embed_tokens(torch.tensor([lm.eos_token_id], device=lm.device))[0].float().cpu()  # (d,)
-    return Translator(config, provenance).anchor(eos, eos)
+        ids = torch.tensor([lm.eos_token_id, *start], device=lm.device)
+        embeddings = lm.embed_tokens(ids).float().cpu()  # (1 + S, d): the null slot, then the start
+    return Translator(config, provenance).anchor(embeddings[0], embeddings[1:])
 
 
 def contiguous_average(n_in: int, n_out: int, device: torch.device | str | None = None) -> Tensor:
@@ -277,6 +303,8 @@ def load_translator(
     state = load_safetensors(folder / WEIGHTS_FILE)
     if not (config.residual or config.start_token):
         state = {**translator.state_dict(), **state}  # a checkpoint from before the anchors has none to restore
+    if state.get("start") is not None and state["start"].dim() == 1:
+        state = {**state, "start": state["start"][None]}  # a one-token start, saved as (d,) before starts had a length
     translator.load_state_dict(state)
     return translator.eval()
 
@@ -298,6 +326,8 @@ def _check_shapes(folder: Path, config: TranslatorConfig) -> None:
             found = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
         if not (config.residual or config.start_token):
             found = {**{k: expected[k] for k in ("null", "start")}, **found}  # written before the anchors existed
+        if len(found.get("start", ())) == 1:
+            found["start"] = (1, *found["start"])  # a one-token start, saved as (d,) before starts had a length
         problem = next((f"{name}: {found.get(name)} in the file, {shape} by the config"
                         for name, shape in expected.items() if found.get(name) != shape), None)
         problem = problem or next((f"{name}: in the file, not in the translator" for name in found if name not in expected),
@@ -307,7 +337,14 @@ def _check_shapes(folder: Path, config: TranslatorConfig) -> None:
 
 
 def _upgrade(config: dict) -> dict:
-    """A config written before the prefix anchors existed: no residual, no start token, ``auto`` meant ``token``."""
+    """An older config as it was meant.
+
+    Before starts had a kind, the start was the end-of-sentence token; before
+    the prefix anchors existed there was no residual and no start token, and
+    ``auto`` meant ``token``.
+    """
+    if "anchor" not in config:
+        config = {**config, "anchor": "eos"}
     if "residual" in config:
         return config
     old = {**config, "residual": False, "start_token": False}

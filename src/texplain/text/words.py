@@ -47,8 +47,6 @@ _TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
-
-
 @functools.lru_cache(maxsize=64)
 def _stopwords(extra: tuple[str, ...]) -> frozenset[str]:
     """:data:`STOP_WORDS` plus a config's extra words, built once per distinct extra set."""
