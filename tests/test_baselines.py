@@ -1,4 +1,4 @@
-"""JTT and DFR in the mitigation harness: on a tiny two-group problem both raise the worst group over ERM."""
+"""JTT and DFR as their papers run them: on a tiny two-group problem both raise the worst group over ERM."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from PIL import Image
 
 from texplain.data.labelled import LabelledImage
 from texplain.mitigation.config import MitigateConfig
-from texplain.mitigation.harness import run_mitigation
+from texplain.mitigation.runner import load_bench, run_mitigation
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.mitigation_report import markdown_table
-from texplain.training.classifier_training import label_indices, load_pixels, train_classifier
+from texplain.training.classifier_training import label_indices, load_pixels, predict, train_classifier
 from texplain.training.config import ClassifierTrainConfig
+from texplain.training.frozen_front import cut_inputs
 
 CLASSES = ["dark", "light"]
 
@@ -52,12 +53,39 @@ def shortcut(tmp_path_factory):
 
 def test_jtt_and_dfr_raise_the_worst_group(shortcut):
     root, train, test = shortcut
-    config = MitigateConfig(methods=("erm", "jtt", "dfr"), seeds=(0,),
+    config = MitigateConfig(methods=("erm", "jtt", "dfr"), seeds=(0,), holdout=0.3,
                             finetune=ClassifierTrainConfig(epochs=5, batch_size=32, lr=1e-3))
     result, _ = run_mitigation(root / "classifier", None, None, train, test, root / "out", config)
     worst = {method: summary["worst_group"]["mean"] for method, summary in result["summary"].items()}
     assert worst["erm"] < 0.3, worst
     assert worst["jtt"] >= worst["erm"] + 0.4 and worst["dfr"] >= worst["erm"] + 0.4, worst
-    assert 0 < result["jtt_errors"] < len(train) // 4  # the minority groups, mostly
+    tuned = len(train) - result["held_out_images"]
+    assert 0 < result["runs"]["jtt"][0]["errors"] < tuned // 4  # the minority groups, mostly
+    assert result["dfr_balanced_by"] == "group"
     table = markdown_table(result)
-    assert "DFR (uses group labels)" in table and "uses the group labels" in table
+    assert "DFR (group-balanced, uses group labels)" in table and "uses the group labels" in table
+
+
+def test_scores_from_the_cached_last_stage_inputs_are_the_classifiers_own(shortcut):
+    root, train, test = shortcut
+    config = MitigateConfig(methods=("erm",), seeds=(0,), finetune=ClassifierTrainConfig(trainable="last-stages"))
+    result, _ = run_mitigation(root / "classifier", None, None, train, test, root / "out-cached", config)
+    classifier = load_classifier(str(root / "classifier"))
+    predictions = predict(classifier, load_pixels(classifier, test))
+    right = predictions == label_indices(test, CLASSES)
+    assert result["runs"]["erm"][0]["average"] == pytest.approx(right.float().mean().item())
+
+
+def test_the_front_runs_again_only_for_the_images_a_method_changed(shortcut, tmp_path):
+    root, train, test = shortcut
+    config = MitigateConfig(methods=("masktune",), finetune=ClassifierTrainConfig(trainable="last-stages"))
+    bench = load_bench(root / "classifier", train, test, config, tmp_path, progress=False)
+    assert bench.cut() == "layer4"
+    changed = [3, 5]
+    pixels = bench.train_pixels.clone()
+    pixels[changed] = 0.0
+    module = bench.classifier.module
+    assert torch.allclose(bench.front_inputs(pixels, changed), cut_inputs(module, "layer4", pixels, 64), atol=1e-5)
+    assert torch.allclose(bench.front_inputs(bench.train_pixels, []), cut_inputs(module, "layer4", bench.train_pixels, 64),
+                          atol=1e-5)
+    assert torch.equal(bench.predict_train(bench.classifier, [0, 1, 2]), predict(bench.classifier, bench.train_pixels[:3]))

@@ -8,15 +8,9 @@ from PIL import Image
 from torch import nn
 
 from conftest import tiny_vit
-from texplain.attribution.gradcam import (
-    class_cam,
-    feature_cam,
-    mask_image,
-    token_grid,
-    word_cam,
-    word_log_prob,
-    word_token_rows,
-)
+from texplain.attribution.fills import mask_image
+from texplain.attribution.gradcam import class_cam, feature_cam, token_grid, word_cam
+from texplain.attribution.word_score import word_log_prob, word_token_rows
 from texplain.errors import TexplainError
 from texplain.models.classifiers import Classifier
 from texplain.models.config import TranslatorConfig

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from colour_world import BLUE, GREY, SIZE, colour_grid, train_words
-from texplain.attribution.gradcam import finer_layer, region
+from texplain.attribution.fills import mask_batch
+from texplain.attribution.gradcam import finer_layer
+from texplain.attribution.heat import region
 from texplain.errors import TexplainError
 from texplain.mitigation.config import MaskConfig
-from texplain.mitigation.masks import cam_layer, localise, mask_batch
+from texplain.mitigation.masks import cam_layer, localise
 from texplain.models.classifiers import load_classifier
 
 OBJECT = (slice(8, 24), slice(8, 24))

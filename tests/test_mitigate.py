@@ -11,15 +11,21 @@ from conftest import tiny_vit
 from texplain import cli
 from texplain.analysis.lm_prior import LMPrior
 from texplain.analysis.suspects import ClassMerge, dominant_words
+from texplain.attribution.fills import mask_batch
+from texplain.attribution.keep import keep_heat
+from texplain.attribution.occlusion import occlusion_heat
 from texplain.errors import TexplainError
+from texplain.mitigation.bench import check_classes, save_checkpoint
 from texplain.mitigation.config import MaskConfig, MitigateConfig, SelectionConfig
-from texplain.mitigation.harness import check_classes, check_translator, fine_tune, save_checkpoint, summarise_runs
-from texplain.mitigation.masks import keep_heat, mask_batch, occlusion_heat
-from texplain.models.classifiers import save_classifier
+from texplain.mitigation.holdout import holdout_positions
+from texplain.mitigation.runner import check_translator, summarise_runs
+from texplain.mitigation.selection import _Explained, choose
+from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.models.config import TranslatorConfig
 from texplain.models.translator import Translator
 from texplain.report.mitigation_report import markdown_table
 from texplain.text.words import WordCounter
+from texplain.training.classifier_training import train_classifier
 from texplain.training.config import ClassifierTrainConfig
 
 
@@ -95,7 +101,8 @@ def test_fine_tuning_writes_a_new_checkpoint_and_never_the_original(tmp_path):
     before = {p.name: p.read_bytes() for p in original.iterdir()}
     pixels = torch.randn(8, 3, 32, 32)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    tuned = fine_tune(original, pixels, labels, ClassifierTrainConfig(epochs=1, batch_size=4, lr=1e-3))
+    tuned = load_classifier(str(original))
+    train_classifier(tuned, pixels, labels, ClassifierTrainConfig(epochs=1, batch_size=4, lr=1e-3), progress=False)
     folder = save_checkpoint(tuned, tmp_path / "tuned", original)
     assert (folder / "classifier.safetensors").is_file()
     assert (folder / "classifier.safetensors").read_bytes() != before["classifier.safetensors"]
@@ -106,7 +113,7 @@ def test_fine_tuning_writes_a_new_checkpoint_and_never_the_original(tmp_path):
 
 
 def test_bad_inputs_have_clear_messages():
-    with pytest.raises(TexplainError, match="no problematic sample"):
+    with pytest.raises(TexplainError, match="no sample to fine-tune on"):
         check_classes(torch.tensor([], dtype=torch.long), ["bird", "dog"], 1, "TExplain")
     with pytest.raises(TexplainError, match=r"too few samples .* dog \(0\)"):
         check_classes(torch.tensor([0, 0]), ["bird", "dog"], 1, "TExplain")
@@ -139,7 +146,7 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     assert summary["worst_group"]["mean"] == pytest.approx(0.3)
     assert summary["worst_group"]["std"] == pytest.approx(0.1414, abs=1e-4)
     assert summary["average"]["std"] == 0.0
-    table = markdown_table({"summary": {"texplain": summary}})
+    table = markdown_table({"summary": {"texplain": summary}, "labels": {"texplain": "TExplain"}})
     assert "| TExplain | 30.0 ± 14.1 | 80.0 ± 0.0 |" in table
 
 
@@ -150,7 +157,7 @@ def test_mitigate_command_end_to_end(tiny_demo, tmp_path):
     code = cli.main([
         "mitigate", "--demo", str(tiny_demo), "--out", str(out), "--json", str(table), "--seeds", "2",
         "--samples", "4", "--min-frequency", "0", "--min-lift", "0", "--min-per-class", "0", "--epochs", "1",
-        "--batch-size", "8", "--limit", "40",
+        "--batch-size", "8", "--limit", "40", "--select", "not-class",  # 40 images of 4 sentences show no suspect
     ])
     assert code == 0
     numbers = json.loads(table.read_text())
@@ -174,11 +181,11 @@ def test_mitigate_refuses_to_write_into_the_classifier(tiny_demo, capsys):
 
 
 def test_class_words_and_head_only_reach_the_command(tiny_demo, tmp_path, capsys):
-    """--head-only keeps the features (and the checkpoint says so); words given as class words stop counting against a sample."""
+    """--finetune head keeps the features (and the checkpoint says so); words given as class words stop counting against a sample."""
     common = ["mitigate", "--demo", str(tiny_demo), "--methods", "texplain", "--seeds", "1", "--samples", "4",
               "--min-frequency", "0", "--min-lift", "0", "--min-per-class", "0", "--epochs", "1", "--batch-size", "8",
-              "--limit", "12"]
-    assert cli.main([*common, "--out", str(tmp_path / "plain"), "--json", str(tmp_path / "plain.json"), "--head-only"]) == 0
+              "--limit", "12", "--select", "not-class"]
+    assert cli.main([*common, "--out", str(tmp_path / "plain"), "--json", str(tmp_path / "plain.json"), "--finetune", "head"]) == 0
     checkpoint = json.loads((tmp_path / "plain" / "checkpoints" / "texplain-seed0" / "classifier.json").read_text())
     assert checkpoint["features_of"] == str(tiny_demo / "classifier")
     selection = json.loads((tmp_path / "plain.json").read_text())["selection"]
@@ -189,4 +196,84 @@ def test_class_words_and_head_only_reach_the_command(tiny_demo, tmp_path, capsys
     words_file.write_text(json.dumps({name: every_word for name in ("bird", "car", "dog")}))
     capsys.readouterr()
     assert cli.main([*common, "--out", str(tmp_path / "words"), "--class-words", str(words_file)]) == 2
-    assert "no problematic sample found" in capsys.readouterr().err
+    assert "no training sample was picked" in capsys.readouterr().err
+
+
+def _image(label: str, counts: dict[str, int], said: int = 0, n: int = 10):
+    """One explained training image: per-word sentence counts out of ``n``, ``said`` of them naming the class."""
+    return _Explained(f"{label}.jpg", label, counts, {label: said} if said else {}, n)
+
+
+def _bar_like() -> list:
+    """Climbing on rock (4 images) or saying its class (2), diving in water (4), throwing with no cue of its own (4).
+
+    Every image says "man" (the actor) and "ball" about as often as the
+    others do; throwing's say rock and water too, in the others' proportions:
+    none of these is a suspect of the class.
+    """
+    climbing = [_image("climbing", {"man": 9, "rock": 8, "ball": 3}) for _ in range(4)]
+    climbing += [_image("climbing", {"man": 9, "climbing": 5, "ball": 3}, said=5) for _ in range(2)]
+    diving = [_image("diving", {"man": 9, "water": 8, "ball": 3}) for _ in range(4)]
+    throwing = [_image("throwing", {"man": 9, "ball": 3, "rock": 4, "water": 4}) for _ in range(4)]
+    return climbing + diving + throwing
+
+
+VOCABULARIES = {name: frozenset({name}) for name in ("climbing", "diving", "throwing")}
+
+
+def test_suspects_pick_the_images_that_show_their_class_shortcut_and_mask_that_word():
+    selection = choose(_bar_like(), VOCABULARIES, None, SelectionConfig())
+    assert selection.rule == "suspects"  # no class is the first word of any of its images
+    assert selection.reason == "the median class is the first word of 0% of its images: the paper's rule would pick most of the training set"
+    assert selection.suspects == {"climbing": ["rock"], "diving": ["water"], "throwing": []}
+    assert selection.words == ["rock"] * 4 + [None] * 2 + ["water"] * 4 + [None] * 4
+    per_class = selection.per_class()
+    assert per_class["climbing"]["masked_words"] == [("rock", 4)] and per_class["climbing"]["selected"] == 4
+    assert per_class["throwing"]["selected"] == 0 and per_class["throwing"]["suspects"] == []
+    assert selection.fraction == pytest.approx(8 / 14)
+    # The paper's rule masks each image's first word: the actor, in every class.
+    paper = choose(_bar_like(), VOCABULARIES, None, SelectionConfig(rule="not-class"))
+    assert paper.words == ["man"] * 14 and "asked for" in paper.reason
+
+
+def test_the_selection_threshold_asks_how_often_the_image_says_its_suspect():
+    images = _bar_like()
+    assert choose(images, VOCABULARIES, None, SelectionConfig(threshold=0.8)).indices() == [0, 1, 2, 3, 6, 7, 8, 9]
+    assert choose(images, VOCABULARIES, None, SelectionConfig(threshold=0.9)).indices() == []
+    # "rock" is the image's third word behind the actor and the class: top 2 misses it, top 3 finds it.
+    crowded = [_image("climbing", {"man": 9, "climbing": 9, "rock": 8}, said=9)] + images[1:]
+    assert choose(crowded, VOCABULARIES, None, SelectionConfig(top=2)).words[0] is None
+    assert choose(crowded, VOCABULARIES, None, SelectionConfig(top=3)).words[0] == "rock"
+
+
+def test_auto_keeps_the_papers_rule_where_classes_are_said():
+    images = [_image("bird", {"bird": 6, "water": 8}, said=6), _image("bird", {"bird": 9, "tree": 3}, said=9),
+              _image("dog", {"dog": 7, "sand": 9}, said=7), _image("dog", {"dog": 8}, said=8)]
+    vocabularies = {"bird": frozenset({"bird"}), "dog": frozenset({"dog"})}
+    selection = choose(images, vocabularies, None, SelectionConfig())
+    assert selection.rule == "not-class" and "first word of 50% of its images: the paper's rule tells" in selection.reason
+    assert selection.words == ["water", None, "sand", None]
+
+
+def test_the_held_out_part_takes_some_of_every_group_and_never_a_lone_one():
+    strata = ["a"] * 20 + ["b"] * 5 + ["c"]
+    held = holdout_positions(strata, 0.15)
+    assert held == sorted(held) and held == holdout_positions(strata, 0.15)
+    assert sum(strata[i] == "a" for i in held) == 3 and sum(strata[i] == "b" for i in held) == 1
+    assert 25 not in held  # the lone "c" stays to be trained on
+    assert holdout_positions(strata, 0.0) == []
+    with pytest.raises(TexplainError, match="holdout"):
+        holdout_positions(strata, 1.0)
+
+
+def test_the_report_marks_classes_whose_shortcut_was_not_found():
+    stat = {"mean": 0.5, "std": 0.1}
+    summary = {"worst_group": stat, "average": stat, "per_group": {}, "per_class": {"climbing": stat, "throwing": stat},
+               "seeds": [0, 1]}
+    selection = choose(_bar_like(), VOCABULARIES, None, SelectionConfig()).to_json()
+    result = {"summary": {"erm": summary, "texplain": summary}, "selection": selection,
+              "labels": {"erm": "ERM", "texplain": "TExplain"}}
+    table = markdown_table(result)
+    assert "| climbing | rock | rock (4) | 4 of 6 | 50.0 ± 10.0 | 50.0 ± 10.0 | +0.0 |" in table
+    assert "| throwing (no shortcut found) | none | none | 0 of 4 |" in table
+    assert "by the suspects rule: the median class is the first word of 0% of its images" in table

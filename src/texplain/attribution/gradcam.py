@@ -1,9 +1,9 @@
 """Grad-CAM on a class or on a word: where in the image the classifier's features carry it.
 
 TExplain says *which* words a classifier's features carry; Grad-CAM on a word
-says *where*. The score is the frozen LM's log-probability of the word's
-tokens, teacher-forced after the translated prefix (and a short opening such
-as "a"), so its gradient runs LM → translator → the classifier's feature map.
+says *where*. The score is :mod:`.word_score`'s (the frozen LM's
+log-probability of the word after the translated prefix), so its gradient
+runs LM → translator → the classifier's feature map.
 Captum's :class:`~captum.attr.LayerGradCam` weighs each channel of that map by
 its mean gradient, sums, keeps the positive part, and
 :meth:`~captum.attr.LayerAttribution.interpolate` brings it to pixel size.
@@ -18,9 +18,6 @@ Captum hooks a module, so the map is routed through :class:`GridTap`, an
 identity module on the (B, C, h, w) grid that a hook on the feature layer
 inserts into the classifier's forward pass; the values the classifier and the
 translator see are unchanged.
-
-:func:`mask_image` hides the region behind a heat map (mean colour, blur or
-noise): the causal check masks a word's region and measures what falls.
 """
 
 from __future__ import annotations
@@ -29,23 +26,14 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
+from texplain.attribution.heat import normalise
+from texplain.attribution.word_score import DEFAULT_TEMPLATES, word_log_prob, word_token_rows
 from texplain.errors import TexplainError
 from texplain.models.classifiers import INPUT_SUFFIX, Classifier, as_tokens, logits_of
 from texplain.models.lm import FrozenLM
-
-DEFAULT_TEMPLATES: tuple[str, ...] = ("", "a", "A")
-"""Openings a word is scored after: none (the word starts the caption), "a" and "A".
-
-Captions rarely start with the word itself; the word's probability is averaged
-over these openings, so whichever the LM finds natural dominates.
-"""
-
-FILLS = ("mean", "blur", "noise")
 
 Score = Callable[[Tensor, Tensor], Tensor]
 """(features (B, T, D), logits (B, C)) → one score per image (B,)."""
@@ -146,13 +134,6 @@ def finer_layer(classifier: Classifier, pixels: Tensor, min_side: int = 8) -> st
     return finished[-1] if finished else None
 
 
-def normalise(heat: Tensor) -> Tensor:
-    """Scale a non-negative map to [0, 1] by its maximum; an all-zero map stays zero."""
-    heat = heat.clamp(min=0)
-    top = heat.max()
-    return heat / top if top > 0 else heat
-
-
 @contextlib.contextmanager
 def tapped(classifier: Classifier, tap: GridTap) -> Iterator[dict[str, Tensor]]:
     """Route the feature layer's value through ``tap`` for the duration of the block.
@@ -221,91 +202,3 @@ def token_grid(module: nn.Module, value: Tensor) -> tuple[int, int, int]:
             "use a spatial feature layer (a CNN's map or a ViT's tokens)"
         )
     return tokens - side * side, side, side
-
-
-def word_token_rows(lm: FrozenLM, word: str, templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[tuple[Tensor, int]]:
-    """Token ids (L,) of ``template + word`` per template, with how many of the last ids are the word's."""
-    if not word.strip() or not templates:
-        raise TexplainError("word Grad-CAM: needs a non-empty word and at least one template")
-    tokenize = lm.tokenizer
-    rows = []
-    for template in templates:
-        opening = tokenize(template, add_special_tokens=False)["input_ids"] if template else []
-        word_ids = tokenize((" " if template else "") + word.strip(), add_special_tokens=False)["input_ids"]
-        rows.append((torch.tensor(opening + word_ids, dtype=torch.long), len(word_ids)))
-    return rows
-
-
-def word_log_prob(lm: FrozenLM, prefix: Tensor, rows: list[tuple[Tensor, int]]) -> Tensor:
-    """Log-probability of a word after each prefix (B, K, d), averaged over openings: (B,).
-
-    Each row from :func:`word_token_rows` is teacher-forced after the prefix;
-    the word's score under one opening is the sum of its tokens' log-probs.
-    Openings are averaged in probability (log-mean-exp).
-    """
-    batch, k = prefix.shape[:2]
-    scores = []
-    for ids, n_word in rows:
-        ids = ids.to(lm.device)
-        tokens = lm.embed_tokens(ids)[None].expand(batch, -1, -1)  # (B, L, d)
-        inputs = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, K+L, d)
-        logits = lm.model(inputs_embeds=inputs).logits[:, k - 1 : -1].float()  # (B, L, V): predicts ids
-        log_probs = logits.log_softmax(-1).gather(-1, ids[None, :, None].expand(batch, -1, 1))[..., 0]  # (B, L)
-        scores.append(log_probs[:, -n_word:].sum(1))  # (B,)
-    stacked = torch.stack(scores, dim=1)  # (B, n_templates)
-    return stacked.logsumexp(1) - math.log(len(rows))  # (B,)
-
-
-def mask_image(
-    image: Tensor | Image.Image,
-    heat: Tensor,
-    threshold: float = 0.5,
-    fill: str = "mean",
-    generator: torch.Generator | None = None,
-) -> Tensor | Image.Image:
-    """Hide the region where ``heat`` (h, w) reaches ``threshold``; returns the same kind as ``image``.
-
-    image: pixels (3, H, W) or (1, 3, H, W), or a PIL image (8-bit RGB). The
-    heat map is resized (bilinear) to the image when the sizes differ. fill:
-    ``mean`` (the image's per-channel mean colour), ``blur`` (a strong
-    Gaussian blur of the image) or ``noise`` (Gaussian noise with the image's
-    per-channel mean and spread; ``generator`` seeds it).
-    """
-    if fill not in FILLS:
-        raise TexplainError(f"mask fill {fill!r}: choose one of {', '.join(FILLS)}")
-    if not 0.0 <= threshold <= 1.0:
-        raise TexplainError(f"mask threshold must be in [0, 1], got {threshold}")
-    if isinstance(image, Image.Image):
-        array = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)  # (H, W, 3)
-        masked = _mask_tensor(array.permute(2, 0, 1), heat, threshold, fill, generator)  # (3, H, W)
-        out = (masked.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        return Image.fromarray(out, mode="RGB")
-    if image.dim() == 4:
-        return _mask_tensor(image[0], heat, threshold, fill, generator)[None]
-    return _mask_tensor(image, heat, threshold, fill, generator)
-
-
-def region(heat: Tensor, size: tuple[int, int], threshold: float) -> Tensor:
-    """Boolean mask (H, W): where ``heat`` (h, w), resized to ``size``, reaches ``threshold`` (and is not zero)."""
-    if tuple(heat.shape) != tuple(size):
-        heat = nn.functional.interpolate(heat[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
-    return (heat >= threshold) & (heat > 0)
-
-
-def _mask_tensor(image: Tensor, heat: Tensor, threshold: float, fill: str, generator: torch.Generator | None) -> Tensor:
-    """Masked copy of pixels (3, H, W)."""
-    mask = region(heat.to(image.device), tuple(image.shape[-2:]), threshold)  # (H, W)
-    mean = image.mean(dim=(1, 2), keepdim=True)  # (3, 1, 1)
-    if fill == "mean":
-        filler = mean.expand_as(image)
-    elif fill == "blur":
-        from torchvision.transforms.functional import gaussian_blur
-
-        side = max(image.shape[-2:])
-        kernel = 2 * (side // 8) + 1
-        filler = gaussian_blur(image[None], [kernel, kernel], [side / 8.0, side / 8.0])[0]
-    else:
-        std = image.std(dim=(1, 2), keepdim=True)  # (3, 1, 1)
-        noise = torch.randn(image.shape, generator=generator, device="cpu").to(image.device)
-        filler = mean + std * noise
-    return torch.where(mask[None], filler, image)  # (3, H, W)

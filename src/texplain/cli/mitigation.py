@@ -2,7 +2,7 @@
 
 It reads a run folder made by ``texplain demo`` (``--demo``) or the pieces
 one by one (classifier folder, translator, LM, labelled data DATA), runs
-:func:`~texplain.mitigation.harness.run_mitigation` and writes
+:func:`~texplain.mitigation.runner.run_mitigation` and writes
 ``mitigation.json``, ``table.md``, ``mitigation.png`` and ``report.html``
 under ``--out``; ``--json FILE`` writes the table's numbers as well.
 """
@@ -57,6 +57,13 @@ def mitigate_command(
     sample_batch: options.SampleBatch = str(MITIGATE.selection.sampling.batch_size),
     min_frequency: options.MinFrequency = MITIGATE.selection.min_frequency,
     min_lift: options.MinLift = MITIGATE.selection.min_lift,
+    select: Annotated[str, typer.Option(
+        help="Which samples to mask: suspects (one of the class's shortcut suspects is among the image's top words), "
+             "not-class (the paper's: the image's first word is not its class), or auto (suspects when the classes "
+             "are rarely said)")] = MITIGATE.selection.rule,
+    select_threshold: Annotated[Optional[float], typer.Option(
+        help="With suspects: pick a sample whose sentences say a suspect at least this often (0-1], instead of "
+             "among its top words")] = MITIGATE.selection.threshold,
     wordnet: options.WordNet = MITIGATE.selection.class_words.wordnet,
     class_words: options.ClassWords = None,
     mask_localise: Annotated[str, typer.Option(
@@ -77,15 +84,28 @@ def mitigate_command(
         rich_help_panel=options.MASKS,
         help="shuffle (the region of a random training image: no class cue), mean, blur, noise or zero")
     ] = MITIGATE.mask.fill,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (TExplain, RandMask)")] = MITIGATE.finetune.epochs,
+    finetune: Annotated[str, typer.Option(
+        help="What fine-tuning trains: last-stages (the backbone's last stage and the head), head (the last linear "
+             "layer alone) or all")] = MITIGATE.finetune.trainable,
+    head_only: Annotated[bool, typer.Option(hidden=True, help="Old name of --finetune head")] = False,
+    epochs: Annotated[int, typer.Option(
+        help="Most fine-tuning epochs (every method but MaskTune); training stops earlier on the held-out part")
+    ] = MITIGATE.finetune.epochs,
+    patience: Annotated[int, typer.Option(
+        help="Stop fine-tuning after this many epochs without a lower held-out loss")] = MITIGATE.finetune.patience,
+    holdout: Annotated[float, typer.Option(
+        help="Share of the training split held out for early stopping and DFR, per group or class [0, 1)")
+    ] = MITIGATE.holdout,
     masktune_epochs: Annotated[int, typer.Option(help="MaskTune's fine-tuning epochs")] = MITIGATE.masktune_epochs,
+    jtt_epochs: Annotated[int, typer.Option(
+        help="JTT: epochs of the identification model (briefly, so that it errs)")] = MITIGATE.jtt_epochs,
     jtt_upweight: Annotated[int, typer.Option(
         help="JTT: how many times a misclassified training sample counts")] = MITIGATE.jtt_upweight,
     lr: Annotated[float, typer.Option(
-        help="Fine-tuning learning rate (AdamW, warm-up then cosine decay)")] = MITIGATE.finetune.lr,
+        help="Fine-tuning learning rate of the head (AdamW, warm-up then cosine decay)")] = MITIGATE.finetune.lr,
+    backbone_lr: Annotated[float, typer.Option(
+        help="The trained backbone layers' learning rate, as a fraction of --lr (0-1]")] = MITIGATE.finetune.backbone_lr,
     batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size")] = MITIGATE.finetune.batch_size,
-    head_only: Annotated[bool, typer.Option(
-        help="Fine-tune the last linear layer alone (the features stay as they were)")] = MITIGATE.finetune.head_only,
     min_per_class: Annotated[int, typer.Option(
         help="Samples of every class a fine-tuning set needs")] = MITIGATE.min_per_class,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N training images (quick runs)")] = None,
@@ -98,7 +118,7 @@ def mitigate_command(
 
     from texplain.atomic import check_output_file, check_writable, write_json
     from texplain.data.labelled import read_labelled
-    from texplain.mitigation.harness import run_mitigation
+    from texplain.mitigation.runner import run_mitigation
     from texplain.models.explainer import load_explainer
     from texplain.report.mitigation_report import (
         markdown_table,
@@ -112,17 +132,22 @@ def mitigate_command(
     data_file = _resolve(demo, data, "world/split/labels.jsonl", "DATA")
     if seeds < 1:
         raise TexplainError("mitigate: --seeds must be at least 1")
+    if head_only and finetune not in ("head", MITIGATE.finetune.trainable):
+        raise TexplainError(f"mitigate: --head-only (the old name of --finetune head) and --finetune {finetune} disagree")
+    trainable = "head" if head_only else finetune
     sampling = options.sampling_config(MITIGATE.selection.sampling, samples, stop_k, sample_batch, top_p=top_p,
                                        min_words=min_words, max_words=max_words, seed=seed)
     config = MitigateConfig(
         selection=replace(MITIGATE.selection, sampling=sampling, min_frequency=min_frequency, min_lift=min_lift,
-                          class_words=options.class_word_config(class_words, wordnet)),
+                          class_words=options.class_word_config(class_words, wordnet), rule=select,
+                          threshold=select_threshold),
         mask=replace(MITIGATE.mask, localise=mask_localise, heat=mask_heat, layer=mask_layer, grid=mask_grid,
                      window=mask_window, threshold=mask_threshold, fill=mask_fill),
-        finetune=replace(MITIGATE.finetune, epochs=epochs, batch_size=batch_size, lr=lr, device=device, head_only=head_only),
+        finetune=replace(MITIGATE.finetune, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                         trainable=trainable, backbone_lr=backbone_lr, patience=patience),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-        seeds=tuple(range(seed, seed + seeds)), masktune_epochs=masktune_epochs, jtt_upweight=jtt_upweight,
-        min_per_class=min_per_class, device=device, trust_code=trust_code,
+        seeds=tuple(range(seed, seed + seeds)), holdout=holdout, masktune_epochs=masktune_epochs, jtt_epochs=jtt_epochs,
+        jtt_upweight=jtt_upweight, min_per_class=min_per_class, device=device, trust_code=trust_code,
     )
     train_items = read_labelled(data_file, split=train_split)[:limit]
     test_items = read_labelled(data_file, split=test_split)
@@ -139,5 +164,7 @@ def mitigate_command(
     if json_file is not None:
         write_json(json_file, {"summary": result["summary"], "selection": result.get("selection"),
                                "settings": result["settings"]})
+    if result.get("selection"):
+        typer.echo(f"selection rule: {result['selection']['rule']} ({result['selection']['reason']})")
     typer.echo(markdown_table(result), nl=False)
     typer.echo(f"report: {paths['report']}")

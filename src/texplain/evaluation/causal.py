@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from texplain.attribution.gradcam import region
+from texplain.attribution.fills import mask_batch
+from texplain.attribution.heat import region
 from texplain.generate.config import ExplainConfig
 from texplain.generate.explain import Explanation, explain_features
 from texplain.mitigation.config import MaskConfig
-from texplain.mitigation.masks import cam_layer, localise, mask_batch
+from texplain.mitigation.masks import cam_layer, localise
 from texplain.models.classifiers import Classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator

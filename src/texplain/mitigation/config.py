@@ -1,7 +1,7 @@
 """The mitigation room's settings: which training images are selected, how they are masked, how models are compared.
 
 They live apart from the code (:mod:`.selection`, :mod:`.masks`,
-:mod:`.harness`) so that the command line reads their defaults without
+:mod:`.bench`) so that the command line reads their defaults without
 loading torch.
 """
 
@@ -17,8 +17,7 @@ from texplain.training.config import ClassifierTrainConfig
 
 LOCALISERS = ("word", "class")
 MASK_FILLS = ("shuffle", "mean", "blur", "noise", "zero")
-"""``shuffle`` (the region of a random training image), the image-based fills of
-:func:`~texplain.attribution.gradcam.mask_image` (its ``FILLS``) and ``zero`` (the preprocessing's mean)."""
+"""Every fill of :mod:`texplain.attribution.fills` (its ``FILLS``), named here so that the command line needs no torch."""
 HEAT_METHODS = ("keep", "gradcam", "occlusion")
 
 
@@ -67,9 +66,13 @@ class MaskConfig:
         return f"each {self.window} x {self.window}-cell window of the {self.grid} x {self.grid} grid kept alone"
 
 
+SELECTION_RULES = ("auto", "suspects", "not-class")
+"""How training samples are picked (:mod:`.selection`)."""
+
+
 @dataclass
 class SelectionConfig:
-    """How training images are explained and judged problematic.
+    """How training images are explained and judged shortcut-reliant.
 
     sampling: how each image's sentences are drawn (a few: every training
     image is explained). min_frequency: a dominant word is in at least this
@@ -78,7 +81,11 @@ class SelectionConfig:
     :mod:`texplain.analysis.lm_prior`); both default to a class's suspect
     rule (:class:`~texplain.analysis.config.SuspectRule`). prior: which null
     prefixes make the LM prior. class_words: how class names become
-    vocabularies.
+    vocabularies. rule: one of :data:`SELECTION_RULES` (see
+    :mod:`.selection`). top: ``suspects`` picks a sample whose first ``top``
+    dominant words hold a suspect; threshold: or, when set, whose sentences
+    say a suspect at least this often (lift not asked). suspects: the
+    class-level rule for suspects.
     """
 
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(num_samples=20))
@@ -86,10 +93,18 @@ class SelectionConfig:
     min_lift: float = SuspectRule.min_lift
     prior: PriorConfig = field(default_factory=PriorConfig)
     class_words: ClassWordConfig = field(default_factory=ClassWordConfig)
+    rule: str = "auto"
+    top: int = 3
+    threshold: float | None = None
+    suspects: SuspectRule = field(default_factory=SuspectRule)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_frequency <= 1.0 or self.min_lift < 0:
             raise TexplainError("selection: min_frequency must be in [0, 1] and min_lift non-negative")
+        if self.rule not in SELECTION_RULES:
+            raise TexplainError(f"selection rule {self.rule!r}: choose {', '.join(SELECTION_RULES)}")
+        if self.top < 1 or (self.threshold is not None and not 0.0 < self.threshold <= 1.0):
+            raise TexplainError("selection: top must be at least 1 and the threshold in (0, 1]")
 
     def explain_config(self) -> ExplainConfig:
         """The sampling and word settings every training image (and the prior) is explained with."""
@@ -97,32 +112,42 @@ class SelectionConfig:
 
 
 METHODS = ("erm", "randmask", "randmask_all", "masktune", "jtt", "dfr", "texplain")
+"""Every method, in the table's order (:mod:`.runner` maps each to its file)."""
 
 
 @dataclass
 class MitigateConfig:
-    """Everything the harness needs besides the models and the data.
+    """Everything the methods need besides the models and the data.
 
-    methods: which of :data:`METHODS` to run. seeds: one fine-tuning run per
-    seed and method. finetune: epochs, lr, batch and decay of every
-    fine-tuning (its seed is replaced per run). masktune_epochs: MaskTune's
-    fine-tuning epochs. jtt_upweight: how many times JTT repeats an error.
-    dfr_epochs, dfr_lr: DFR's last-layer training. min_per_class:
-    fine-tuning sets need this many samples of every class. examples: masked
-    examples saved for the report. trust_code: let the classifier folder's
-    recipe run code from outside texplain
-    (:func:`~texplain.models.classifiers.load_classifier`).
+    methods: which of :data:`METHODS` to run. seeds: one fine-tuning
+    run per seed and method. finetune: what learns (``trainable``: the last
+    stages by default, at a tenth of the head's lr), at most how many epochs,
+    lr, batch, decay and patience of every fine-tuning (its seed is replaced
+    per run). holdout: the share of the training split held out for early
+    stopping and DFR (:mod:`.holdout`). masktune_epochs: MaskTune's
+    fine-tuning epochs (one, as MaskTune). jtt_epochs: how long JTT's
+    identification model trains (briefly, so that it errs); jtt_upweight:
+    how many times JTT counts an error. dfr_steps, dfr_lr, dfr_subsets:
+    DFR's logistic regression on each balanced subset (full-batch steps and
+    learning rate), and how many subsets are averaged. min_per_class: fine-tuning sets need this many samples of
+    every class. examples: masked examples saved for the report.
+    trust_code: let the classifier folder's recipe run code from outside
+    texplain (:func:`~texplain.models.classifiers.load_classifier`).
     """
 
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
-    finetune: ClassifierTrainConfig = field(default_factory=lambda: ClassifierTrainConfig(epochs=3, batch_size=32, lr=1e-4))
+    finetune: ClassifierTrainConfig = field(default_factory=lambda: ClassifierTrainConfig(
+        epochs=5, batch_size=32, lr=1e-3, trainable="last-stages", backbone_lr=0.1))
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
+    holdout: float = 0.15
     masktune_epochs: int = 1
+    jtt_epochs: int = 1
     jtt_upweight: int = 6
-    dfr_epochs: int = 30
+    dfr_steps: int = 300
     dfr_lr: float = 1e-2
+    dfr_subsets: int = 10
     min_per_class: int = 1
     examples: int = 6
     device: str = "cpu"
@@ -136,10 +161,12 @@ class MitigateConfig:
             raise TexplainError(f"mitigation: unknown method {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise TexplainError("mitigation: give at least one seed, each once")
-        if self.masktune_epochs < 1 or self.min_per_class < 0 or self.examples < 0:
-            raise TexplainError("mitigation: masktune_epochs must be >= 1, min_per_class and examples >= 0")
-        if self.jtt_upweight < 1 or self.dfr_epochs < 1 or self.dfr_lr <= 0:
-            raise TexplainError("mitigation: jtt_upweight and dfr_epochs must be >= 1 and dfr_lr > 0")
+        if min(self.masktune_epochs, self.jtt_epochs, self.jtt_upweight, self.dfr_steps, self.dfr_subsets) < 1:
+            raise TexplainError("mitigation: masktune_epochs, jtt_epochs, jtt_upweight, dfr_steps and dfr_subsets must be >= 1")
+        if self.min_per_class < 0 or self.examples < 0 or self.dfr_lr <= 0:
+            raise TexplainError("mitigation: min_per_class and examples must be >= 0 and dfr_lr > 0")
+        if not 0.0 <= self.holdout < 1.0:
+            raise TexplainError(f"mitigation: holdout must be in [0, 1), got {self.holdout}")
 
     def to_json(self) -> dict:
         settings = asdict(self)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from texplain.atomic import write_text, writing
 from texplain.data.images import load_rgb
-from texplain.mitigation.harness import METHOD_LABELS, MaskedExample
+from texplain.mitigation.methods.texplain import MaskedExample
 from texplain.report.templates import render_template
 
 EXAMPLE_SIZE = 160
@@ -28,12 +28,17 @@ def percent(stat: dict) -> str:
     return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
 
 
+def label(result: dict, method: str) -> str:
+    """A method's name in the table (DFR's says how it was balanced)."""
+    return result.get("labels", {}).get(method, method)
+
+
 def table_rows(result: dict) -> list[dict]:
     """One row per method: label, worst group, average, per group and per class, as percent strings."""
     rows = []
     for method, summary in result["summary"].items():
         rows.append({
-            "method": method, "label": METHOD_LABELS.get(method, method),
+            "method": method, "label": label(result, method),
             "worst": percent(summary["worst_group"]), "average": percent(summary["average"]),
             "per_group": {g: percent(s) for g, s in summary["per_group"].items()},
             "per_class": {c: percent(s) for c, s in summary["per_class"].items()},
@@ -41,8 +46,30 @@ def table_rows(result: dict) -> list[dict]:
     return rows
 
 
+def class_rows(result: dict) -> list[dict]:
+    """Per class, what TExplain did and what it changed: its suspects, the words masked (with how many images),
+    how many of its images were picked, ERM's and TExplain's test accuracy (percent strings), and whether a
+    shortcut was found for it at all (a class with no suspect, or no picked image, has none)."""
+    selection, summary = result.get("selection"), result["summary"]
+    if not selection or "texplain" not in summary:
+        return []
+    rows = []
+    for name, own in selection["per_class"].items():
+        before = summary["erm"]["per_class"].get(name) if "erm" in summary else None
+        after = summary["texplain"]["per_class"].get(name)
+        change = None if before is None or after is None else 100 * (after["mean"] - before["mean"])
+        rows.append({
+            "name": name, "images": own["images"], "selected": own["selected"], "suspects": own["suspects"],
+            "masked": ", ".join(f"{word} ({n})" for word, n in own["masked_words"]) or "none",
+            "found": own["selected"] > 0 and (selection["rule"] != "suspects" or bool(own["suspects"])),
+            "before": percent(before) if before else "", "after": percent(after) if after else "",
+            "change": "" if change is None else f"{change:+.1f}",
+        })
+    return rows
+
+
 def markdown_table(result: dict) -> str:
-    """The Table 2-style markdown: method | worst group | average, then accuracy per class."""
+    """The Table 2-style markdown: method | worst group | average, accuracy per class, then what TExplain masked per class."""
     rows = table_rows(result)
     seeds = ", ".join(str(s) for s in next(iter(result["summary"].values()))["seeds"])
     lines = [f"Test accuracy (%), mean ± std over seeds {seeds}.", "",
@@ -51,17 +78,42 @@ def markdown_table(result: dict) -> str:
     classes = list(rows[0]["per_class"]) if rows else []
     lines += ["", "| Method | " + " | ".join(classes) + " | Overall |", "|---|" + "---:|" * (len(classes) + 1)]
     lines += [f"| {r['label']} | " + " | ".join(r["per_class"][c] for c in classes) + f" | {r['average']} |" for r in rows]
+    per_class = class_rows(result)
+    if per_class:
+        lines += ["", "TExplain per class (the words masked, with how many of the class's training images each):", "",
+                  "| Class | Suspects | Masked | Picked | ERM | TExplain | Change |", "|---|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {c['name']}{'' if c['found'] else ' (no shortcut found)'} | {', '.join(c['suspects']) or 'none'} | "
+                  f"{c['masked']} | {c['selected']} of {c['images']} | {c['before']} | {c['after']} | {c['change']} |"
+                  for c in per_class]
+    lines += [""] + notes(result)
+    return "\n".join(lines) + "\n"
+
+
+def notes(result: dict) -> list[str]:
+    """The sentences under the table: how samples were picked, masked and fine-tuned, and what the baselines used."""
+    out = []
+    if "settings" in result:
+        finetune = result["settings"]["finetune"]
+        out.append(f"Fine-tuning: {finetune['trainable']} (backbone at {finetune['backbone_lr']:g} of lr {finetune['lr']:g}), "
+                   f"at most {finetune['epochs']} epochs, stopping after {finetune['patience']} without a lower loss on "
+                   f"the {result.get('held_out_images', 0)} held-out training images (never the test images).")
     if "selection" in result:
         s = result["selection"]
-        lines += ["", f"Selected {s['selected']} of {s['images']} training samples ({100 * s['fraction']:.1f}%)."]
+        out.append(f"Selected {s['selected']} of {s['images']} training samples ({100 * s['fraction']:.1f}%) by the "
+                   f"{s['rule']} rule: {s['reason']}.")
     if "texplain_masked_fraction" in result:
-        lines.append(f"TExplain's masks cover {100 * result['texplain_masked_fraction']:.1f}% of an image on average; "
-                     f"{result.get('texplain_zero_heat_maps', 0)} all-zero heat maps were left out.")
-    if "jtt_errors" in result:
-        lines.append(f"JTT up-weights the {result['jtt_errors']} training samples the classifier gets wrong.")
+        out.append(f"TExplain's masks cover {100 * result['texplain_masked_fraction']:.1f}% of an image on average; "
+                   f"{result.get('texplain_zero_heat_maps', 0)} all-zero heat maps were left out.")
+    if "jtt" in result.get("runs", {}):
+        errors = ", ".join(str(r["errors"]) for r in result["runs"]["jtt"])
+        out.append(f"JTT up-weights the training samples its briefly trained identification model gets wrong ({errors} by seed).")
     if "dfr" in result["summary"]:
-        lines.append("DFR retrains the last layer on group-balanced data: it uses the group labels, which TExplain never sees.")
-    return "\n".join(lines) + "\n"
+        balanced = result.get("dfr_balanced_by", "group")
+        out.append(f"DFR refits the last layer on the held-out images balanced by {balanced} "
+                   f"({result.get('dfr_per_group', '?')} per {balanced})"
+                   + (": it uses the group labels, which TExplain never sees." if balanced == "group" else
+                      "; the data names no groups."))
+    return out
 
 
 def draw_plot(result: dict, path: Path) -> Path:
@@ -78,7 +130,7 @@ def draw_plot(result: dict, path: Path) -> Path:
     for offset, key, name in ((-0.2, "worst_group", "worst group"), (0.2, "average", "average")):
         stats = [result["summary"][m][key] for m in methods]
         ax.bar(x + offset, [100 * s["mean"] for s in stats], 0.4, yerr=[100 * s["std"] for s in stats], label=name, capsize=3)
-    ax.set_xticks(x, [METHOD_LABELS.get(m, m) for m in methods], rotation=15)
+    ax.set_xticks(x, [label(result, m) for m in methods], rotation=15)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend()
@@ -98,7 +150,8 @@ def save_example(example: MaskedExample, threshold: float, fill: str, path: Path
     """
     import torch
 
-    from texplain.attribution.gradcam import mask_image, region
+    from texplain.attribution.fills import mask_image
+    from texplain.attribution.heat import region
 
     image = load_rgb(example.path).resize((EXAMPLE_SIZE, EXAMPLE_SIZE))
     heat = (example.heat.clamp(0, 1) * 255).to(torch.uint8).numpy()
@@ -124,7 +177,8 @@ def mitigation_section(result: dict, plot: str | None, examples: Sequence[dict])
     return render_template(
         "mitigation_section.html", settings=result["settings"], selection=result.get("selection"),
         test_images=result["test_images"], seeds=next(iter(result["summary"].values()))["seeds"],
-        rows=table_rows(result), groups=result["groups"], plot=plot, examples=examples,
+        rows=table_rows(result), groups=result["groups"], plot=plot, examples=examples, classes=class_rows(result),
+        notes=notes(result),
     )
 
 

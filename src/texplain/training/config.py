@@ -197,13 +197,23 @@ class CaptionLMConfig:
         return {"format": "word-slots", "slots": self.context.slots, "start": "eos"}
 
 
+TRAINABLE = ("head", "last-stages", "all")
+"""What classifier training may train (:mod:`.frozen_front`)."""
+
+
 @dataclass
 class ClassifierTrainConfig:
-    """Settings for training a classifier: epochs, batch size, AdamW's lr and decay, seed, device.
+    """Settings for training a classifier: epochs, batch size, AdamW's lr and decay, seed, device, what learns.
 
-    ``head_only`` trains the last linear layer alone, with the rest frozen in
-    eval mode (batch-norm statistics included), so the features stay exactly
-    those of the classifier it started from.
+    trainable: ``all``, ``head`` (the last linear layer alone, the rest frozen
+    in eval mode, batch-norm statistics included, so the features stay
+    exactly those of the classifier it started from) or ``last-stages``
+    (the backbone's last stage and the head; :mod:`.frozen_front`).
+    backbone_lr: the learning rate of the trained weights outside the head,
+    as a fraction of ``lr`` (fine-tuning moves a pretrained backbone less
+    than its new head). patience: with a held-out set, training stops after
+    this many epochs without a lower held-out loss, and the best epoch's
+    weights are kept; ``epochs`` is then the most it runs.
     """
 
     epochs: int = 10
@@ -212,8 +222,14 @@ class ClassifierTrainConfig:
     weight_decay: float = 0.05
     seed: int = 0
     device: str = "cpu"
-    head_only: bool = False
+    trainable: str = "all"
+    backbone_lr: float = 1.0
+    patience: int = 1
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise TexplainError("classifier training: epochs and batch_size must be ≥ 1 and lr > 0")
+        if self.trainable not in TRAINABLE:
+            raise TexplainError(f"classifier training: trainable {self.trainable!r}: choose {', '.join(TRAINABLE)}")
+        if not 0 < self.backbone_lr <= 1 or self.patience < 1:
+            raise TexplainError("classifier training: backbone_lr must be in (0, 1] and patience ≥ 1")

@@ -1,0 +1,88 @@
+"""TExplain's mitigation: the samples explained by a shortcut word, masked where that word is, then fine-tuning.
+
+Selection (:mod:`~texplain.mitigation.selection`) and the heat maps behind
+each picked sample's word (:mod:`~texplain.mitigation.masks`) do not depend
+on the seed and are computed once, over the whole training split. Each seed
+masks the picked samples (the ``shuffle`` fill's donors drawn with the
+seed) and fine-tunes on the training split with them in place of the
+originals, stopping early on the held-out part masked the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from texplain.attribution.fills import mask_batch
+from texplain.errors import TexplainError
+from texplain.mitigation.bench import Bench
+from texplain.mitigation.masks import heat_maps
+from texplain.mitigation.selection import Selection, select_problematic, train_features
+from texplain.models.classifiers import Classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MaskedExample:
+    """One masked training sample for the report: the image, its label, the word behind the mask, the heat map."""
+
+    path: str
+    label: str
+    word: str | None
+    heat: Tensor
+    fraction: float
+
+
+class TExplain:
+    """Select by explanation, mask behind the word, fine-tune."""
+
+    name = "texplain"
+    label = "TExplain"
+
+    def __init__(self) -> None:
+        self.selection: Selection | None = None
+        self.heats: dict[int, Tensor] = {}
+        self.fraction = 0.0
+        self.examples: list[MaskedExample] = []
+
+    def prepare(self, bench: Bench) -> dict:
+        """Explain and select every training image, and find each picked image's region."""
+        if bench.translator is None or bench.lm is None:
+            raise TexplainError("mitigation: TExplain and RandMask need a translator and a language model")
+        config = bench.config
+        labels = [bench.classifier.class_names[int(i)] for i in bench.train_labels]
+        store = train_features(bench.classifier, bench.train_paths, bench.out / "train_features", bench.progress)
+        self.selection, _ = select_problematic(bench.classifier, bench.translator, bench.lm, store, bench.train_paths,
+                                               labels, config.selection, bench.progress)
+        picked = self.selection.indices()
+        log.info("selected %d of %d training images (%.1f%%) by rule %s", len(picked), len(labels),
+                 100 * self.selection.fraction, self.selection.rule)
+        if not picked:
+            hint = ("no class has a shortcut suspect; try --select not-class, " if self.selection.rule == "suspects"
+                    else "")
+            raise TexplainError(f"TExplain: no training sample was picked by rule {self.selection.rule}, nothing to mask "
+                                f"({hint}lower --min-frequency or --min-lift, or sample more sentences)")
+        self.heats, zero = heat_maps(bench.classifier, bench.translator, bench.lm, bench.train_pixels, picked,
+                                     self.selection.words, bench.train_labels, config.mask, bench.progress)
+        if not self.heats:
+            raise TexplainError("TExplain: every selected sample's heat map is all zero: no region raises its word")
+        fractions = {i: bench.masked_fraction(h) for i, h in self.heats.items()}
+        self.fraction = float(np.mean(list(fractions.values())))
+        self.examples = [MaskedExample(bench.train_paths[i], labels[i], self.selection.words[i], self.heats[i], fractions[i])
+                         for i in list(self.heats)[: config.examples]]
+        return {"selection": self.selection.to_json(), "texplain_masked_fraction": round(self.fraction, 4),
+                "texplain_zero_heat_maps": zero, "texplain_masked_images": len(self.heats)}
+
+    def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
+        pixels = bench.train_pixels.clone()
+        index = list(self.heats)
+        pixels[index], _ = mask_batch(bench.train_pixels[index], [self.heats[i] for i in index], bench.config.mask.threshold,
+                                      bench.config.mask.fill, torch.Generator().manual_seed(seed), bench.train_pixels)
+        classifier, history = bench.fine_tune(pixels, bench.tuned, bench.held, seed, self.label, changed=index)
+        folder = bench.checkpoint(classifier, f"texplain-seed{seed}")
+        return classifier, {"fine_tuned_on": len(bench.tuned), "history": history.to_json(), "checkpoint": str(folder)}
