@@ -13,9 +13,10 @@ import typer
 from texplain.analysis.config import AnalysisConfig, DatasetExplainConfig
 from texplain.cli import COMMANDS, app, main, options
 from texplain.demo.config import DemoConfig
+from texplain.errors import TexplainError
 from texplain.evaluation.config import CAUSAL_FILLS, RATING_WORDS, EvaluateConfig
 from texplain.generate.config import ExplainConfig
-from texplain.mitigation.config import MASK_FILLS, MitigateConfig
+from texplain.mitigation.config import MASK_FILLS, MaskConfig, MitigateConfig
 from texplain.models.config import ExtractionConfig, TranslatorConfig
 from texplain.report.config import ReportConfig
 from texplain.training.config import CaptionLMConfig, Phase, TrainConfig
@@ -51,8 +52,9 @@ SETTINGS = {
     "evaluate": (EvaluateConfig, {
         **sampling("sampling"), "seed": "seed", "top_words": "words.top_k", "precision_k": "precision_k",
         "null_prefix": "null_prefix", "minilm": "minilm", "bert": "bert", "sanity_images": "sanity_images",
-        "cascade": "cascade", "causal_images": "causal_images", "mask_heat": "mask_heat",
-        "mask_threshold": "mask_threshold", "mask_fill": "mask_fill"}),
+        "cascade": "cascade", "causal_images": "causal_images", "mask_heat": "mask.heat",
+        "mask_layer": "mask.layer", "mask_grid": "mask.grid", "mask_window": "mask.window",
+        "mask_threshold": "mask.threshold", "mask_fill": "mask.fill"}),
     "mitigate": (MitigateConfig, {
         **sampling("selection.sampling"), "seed": lambda c: c.seeds[0], "seeds": lambda c: len(c.seeds),
         "trust_code": "trust_code", "methods": lambda c: ",".join(c.methods), "min_frequency": "selection.min_frequency",
@@ -166,6 +168,17 @@ def test_every_mask_fill_is_made_somewhere():
 
     assert MASK_FILLS == FILLS
     assert set(CAUSAL_FILLS) == set(MASK_FILLS) - {"shuffle"}
+
+
+def test_evaluate_takes_every_mask_option_but_whose_region():
+    """The causal check finds a word's region as mitigation does (the same options), and only a word's."""
+    params = parsed("evaluate", ["--mask-grid", "6", "--mask-window", "3", "--mask-layer", "features"])
+    assert (params["mask_grid"], params["mask_window"], params["mask_layer"]) == (6, 3, "features")
+    assert "mask_localise" not in params
+    with pytest.raises(TexplainError, match="word's region"):
+        EvaluateConfig(mask=MaskConfig(localise="class", fill="zero"))
+    with pytest.raises(TexplainError, match="mask fill 'shuffle'"):
+        EvaluateConfig(mask=MaskConfig())
 
 
 # Old names: accepted for one release, hidden from the help.

@@ -48,12 +48,15 @@ def evaluate_command(
     cascade: Annotated[bool, typer.Option(help="Run the weight-randomisation cascade")] = EVALUATE.cascade,
     causal_images: Annotated[int, typer.Option(
         help="Images for the causal masking check (0: off)")] = EVALUATE.causal_images,
-    mask_heat: options.MaskHeat = EVALUATE.mask_heat,
-    mask_threshold: options.MaskThreshold = EVALUATE.mask_threshold,
+    mask_heat: options.MaskHeat = EVALUATE.mask.heat,
+    mask_layer: options.MaskLayer = EVALUATE.mask.layer,
+    mask_grid: options.MaskGrid = EVALUATE.mask.grid,
+    mask_window: options.MaskWindow = EVALUATE.mask.window,
+    mask_threshold: options.MaskThreshold = EVALUATE.mask.threshold,
     mask_fill: Annotated[str, typer.Option(
         rich_help_panel=options.MASKS,
         help="zero (the preprocessing's mean: no colour of the image), or mean, blur or noise of the image")
-    ] = EVALUATE.mask_fill,
+    ] = EVALUATE.mask.fill,
     json_file: options.JsonFile = None,
     seed: options.Seed = EVALUATE.seed,
     device: options.Device = options.DEVICE,
@@ -72,8 +75,9 @@ def evaluate_command(
         sampling=options.sampling_config(EVALUATE.sampling, samples, stop_k, sample_batch, top_p=top_p,
                                          min_words=min_words, max_words=max_words, seed=seed),
         words=replace(EVALUATE.words, top_k=top_words), precision_k=precision_k, null_prefix=null_prefix, minilm=minilm,
-        bert=bert, sanity_images=sanity_images, cascade=cascade, causal_images=causal_images, mask_heat=mask_heat,
-        mask_threshold=mask_threshold, mask_fill=mask_fill, seed=seed,
+        bert=bert, sanity_images=sanity_images, cascade=cascade, causal_images=causal_images,
+        mask=replace(EVALUATE.mask, heat=mask_heat, layer=mask_layer, grid=mask_grid, window=mask_window,
+                     threshold=mask_threshold, fill=mask_fill), seed=seed,
     )
     references, missing = select_references(captions, images_dir, split, images, limit)
     explainer = load_explainer(translator, classifier, lm, device, trust_code)

@@ -71,14 +71,9 @@ def mitigate_command(
         help="word (where the non-class word is, TExplain's) or class (where the class logit is, MaskTune-style)")
     ] = MITIGATE.mask.localise,
     mask_heat: options.MaskHeat = MITIGATE.mask.heat,
-    mask_layer: Annotated[str, typer.Option(
-        rich_help_panel=options.MASKS,
-        help="With --mask-heat gradcam, where its map is taken: auto (the deepest map of 8 x 8 or more), features, "
-             "or a module name")] = MITIGATE.mask.layer,
-    mask_grid: Annotated[int, typer.Option(
-        rich_help_panel=options.MASKS, help="keep and occlusion: grid cells per side")] = MITIGATE.mask.grid,
-    mask_window: Annotated[int, typer.Option(
-        rich_help_panel=options.MASKS, help="keep: cells a side of the window kept alone")] = MITIGATE.mask.window,
+    mask_layer: options.MaskLayer = MITIGATE.mask.layer,
+    mask_grid: options.MaskGrid = MITIGATE.mask.grid,
+    mask_window: options.MaskWindow = MITIGATE.mask.window,
     mask_threshold: options.MaskThreshold = MITIGATE.mask.threshold,
     mask_fill: Annotated[str, typer.Option(
         rich_help_panel=options.MASKS,

@@ -137,6 +137,12 @@ MaskHeat = Annotated[str, typer.Option(
     help="How a word's region is found: keep (each window of the grid scored alone), gradcam, or occlusion "
          "(the grid's cells hidden in turn)")]
 MaskThreshold = Annotated[float, typer.Option(rich_help_panel=MASKS, help="Heat-map level (0-1] from which the region is masked")]
+MaskLayer = Annotated[str, typer.Option(
+    rich_help_panel=MASKS,
+    help="With --mask-heat gradcam, where its map is taken: auto (the deepest map of 8 x 8 or more), features, "
+         "or a module name")]
+MaskGrid = Annotated[int, typer.Option(rich_help_panel=MASKS, help="keep and occlusion: grid cells per side")]
+MaskWindow = Annotated[int, typer.Option(rich_help_panel=MASKS, help="keep: cells a side of the window kept alone")]
 
 
 def check_device(ctx: typer.Context, value: str) -> str:

@@ -42,9 +42,10 @@ class EvaluateConfig:
     folder for the paper's mean-pooled cosine (None: skipped with a note).
     sanity_images, causal_images: how many of the images the sanity and causal
     checks use (0 turns them off); cascade: run the randomisation cascade.
-    mask_heat, mask_threshold, mask_fill: how the causal check finds the
-    word's region (one of :data:`~texplain.mitigation.config.HEAT_METHODS`) and
-    masks it (one of :data:`CAUSAL_FILLS`). seed: shuffling,
+    mask: how the causal check finds the word's region and masks it
+    (mitigation's :class:`~texplain.mitigation.config.MaskConfig`, filled
+    with ``zero`` by default and only with one of :data:`CAUSAL_FILLS`; the
+    region is always the word's). seed: shuffling,
     weight randomisation and noise masks.
     """
 
@@ -58,9 +59,7 @@ class EvaluateConfig:
     sanity_images: int = 8
     cascade: bool = True
     causal_images: int = 8
-    mask_heat: str = "keep"
-    mask_threshold: float = 0.5
-    mask_fill: str = "zero"
+    mask: MaskConfig = field(default_factory=lambda: MaskConfig(fill="zero"))
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -72,15 +71,12 @@ class EvaluateConfig:
             raise TexplainError("evaluate: sanity_images and causal_images must be 0 or more")
         if self.bert is not None and not Path(self.bert).exists():
             raise TexplainError(f"evaluate: --bert {self.bert}: no such folder")
-        if self.mask_fill not in CAUSAL_FILLS:
-            raise TexplainError(f"evaluate: mask fill {self.mask_fill!r}: choose one of {', '.join(CAUSAL_FILLS)}")
-        _ = self.mask  # MaskConfig checks the heat and the threshold
+        if self.mask.fill not in CAUSAL_FILLS:
+            raise TexplainError(f"evaluate: mask fill {self.mask.fill!r}: choose one of {', '.join(CAUSAL_FILLS)}")
+        if self.mask.localise != "word":
+            raise TexplainError("evaluate: the causal check masks the word's region (mask localise 'word')")
 
     @property
     def explain(self) -> ExplainConfig:
         return ExplainConfig(sampling=self.sampling, words=self.words, word_cloud=False)
 
-    @property
-    def mask(self) -> MaskConfig:
-        """How the causal check finds and hides the region behind a word."""
-        return MaskConfig(threshold=self.mask_threshold, fill=self.mask_fill, heat=self.mask_heat)
