@@ -277,3 +277,13 @@ def test_the_report_marks_classes_whose_shortcut_was_not_found():
     assert "| climbing | rock | rock (4) | 4 of 6 | 50.0 ± 10.0 | 50.0 ± 10.0 | +0.0 |" in table
     assert "| throwing (no shortcut found) | none | none | 0 of 4 |" in table
     assert "by the suspects rule: the median class is the first word of 0% of its images" in table
+
+
+def test_head_only_is_the_hidden_old_name_of_finetune_head(tmp_path, capsys):
+    code = cli.main(["mitigate", "--demo", str(tmp_path / "d"), "--out", str(tmp_path / "m"), "--head-only",
+                     "--finetune", "all"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--head-only (the old name of --finetune head) and --finetune all" in err[0]
+    assert cli.main(["mitigate", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--finetune" in shown and "--head-only" not in shown
