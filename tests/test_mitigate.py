@@ -180,6 +180,14 @@ def test_mitigate_refuses_to_write_into_the_classifier(tiny_demo, capsys):
     assert not (tiny_demo / "classifier" / "mitigated").exists()
 
 
+def test_mitigate_names_its_classifier_as_every_command_does(tiny_demo, tmp_path, capsys):
+    """-c is a classifier name (timm:NAME, hf:ID, a folder, ...), not only a saved folder: the name reaches the loader."""
+    code = cli.main(["mitigate", "--demo", str(tiny_demo), "-c", "timm:no_such_net", "--methods", "erm",
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "classifier timm:no_such_net: Unknown model" in err[0], err
+
+
 def test_class_words_and_head_only_reach_the_command(tiny_demo, tmp_path, capsys):
     """--finetune head keeps the features (and the checkpoint says so); words given as class words stop counting against a sample."""
     common = ["mitigate", "--demo", str(tiny_demo), "--methods", "texplain", "--seeds", "1", "--samples", "4",

@@ -36,9 +36,9 @@ def mitigate_command(
         metavar="DATA", help=f"{options.LABELLED_HELP}; default: the --demo folder's")] = None,
     demo: Annotated[Optional[Path], typer.Option(
         help="A `texplain demo` run folder: its classifier, translator, LM and labelled split (DATA)")] = None,
-    classifier: Annotated[Optional[Path], typer.Option(
-        "--classifier", "-c", help="A saved classifier folder (texplain demo's, or save_classifier's): only read, "
-                                   "fine-tuned as copies")] = None,
+    classifier: Annotated[Optional[str], typer.Option(
+        "--classifier", "-c", help="As train's --classifier (timm:NAME, hf:ID, a saved folder, ...): only read, "
+                                   "fine-tuned as copies; default: the --demo folder's")] = None,
     trust_code: options.TrustCode = MITIGATE.trust_code,
     translator: Annotated[Optional[Path], typer.Option(help="Translator checkpoint folder")] = None,
     lm: options.LMOverride = None,
@@ -123,7 +123,7 @@ def mitigate_command(
     check_writable(out)
     if json_file is not None:
         check_output_file(json_file)
-    classifier_folder = _resolve(demo, classifier, "classifier", "--classifier")
+    classifier_spec = classifier or str(_resolve(demo, None, "classifier", "--classifier"))
     data_file = _resolve(demo, data, "world/split/labels.jsonl", "DATA")
     if seeds < 1:
         raise TexplainError("mitigate: --seeds must be at least 1")
@@ -150,9 +150,9 @@ def mitigate_command(
     explainer = None
     if needs_words:
         lm_spec = lm or (str(demo / "lm") if demo is not None else None)
-        explainer = load_explainer(_resolve(demo, translator, "translator", "--translator"), str(classifier_folder), lm_spec,
+        explainer = load_explainer(_resolve(demo, translator, "translator", "--translator"), classifier_spec, lm_spec,
                                    trust_code=trust_code)
-    result, examples = run_mitigation(classifier_folder, explainer and explainer.translator, explainer and explainer.lm,
+    result, examples = run_mitigation(classifier_spec, explainer and explainer.translator, explainer and explainer.lm,
                                       train_items, test_items, out, config, progress=True)
     write_json(out / "mitigation.json", result)
     paths = write_mitigation_report(out, result, examples)

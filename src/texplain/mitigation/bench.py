@@ -34,11 +34,11 @@ from texplain.training.frozen_front import cut_inputs, front_is_a_chain, last_st
 
 @dataclass
 class Bench:
-    """The classifier (folder and loaded), the training split (pixels, labels, groups; tuned and held-out positions),
+    """The classifier (its name and loaded), the training split (pixels, labels, groups; tuned and held-out positions),
     the test split (pixels, labels, groups, classes), the translator and LM where needed, the output folder."""
 
     config: MitigateConfig
-    classifier_folder: Path
+    classifier_spec: str
     classifier: Classifier
     train_paths: list[str]
     train_pixels: Tensor
@@ -69,8 +69,8 @@ class Bench:
         return any(group != self.classifier.class_names[int(label)] for group, label in zip(self.train_groups, self.train_labels))
 
     def load(self) -> Classifier:
-        """A fresh copy of the original classifier (its folder is only read)."""
-        return load_classifier(str(self.classifier_folder), trust_code=self.config.trust_code)
+        """A fresh copy of the original classifier (a folder it names is only read)."""
+        return load_classifier(self.classifier_spec, trust_code=self.config.trust_code)
 
     def fine_tune(
         self, pixels: Tensor, train: Sequence[int], held: Sequence[int] | None, seed: int, what: str,
@@ -167,7 +167,7 @@ class Bench:
 
     def checkpoint(self, classifier: Classifier, name: str) -> Path:
         """Save a fine-tuned classifier under ``out/checkpoints/name``, never in the original's folder."""
-        return save_checkpoint(classifier, self.out / "checkpoints" / name, self.classifier_folder)
+        return save_checkpoint(classifier, self.out / "checkpoints" / name, self.classifier_spec)
 
 
 class Method(Protocol):
@@ -197,7 +197,7 @@ def check_classes(labels: Tensor, class_names: Sequence[str], min_per_class: int
 
 
 def check_not_original(folder: str | os.PathLike, original: str | os.PathLike) -> None:
-    """Refuse an output folder that is the original classifier's folder or lies inside it."""
+    """Refuse an output folder that is the original classifier's folder or lies inside it (``original``: its name)."""
     folder, original = Path(folder).resolve(), Path(original).resolve()
     if folder == original or original in folder.parents:
         raise TexplainError(f"{folder}: would write into the original classifier's folder {original}; choose another --out")

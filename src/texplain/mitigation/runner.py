@@ -82,7 +82,7 @@ def check_translator(classifier: Classifier, translator: Translator, sample: tor
 
 
 def run_mitigation(
-    classifier_folder: str | os.PathLike,
+    classifier: str | os.PathLike,
     translator: Translator | None,
     lm: FrozenLM | None,
     train_items: Sequence[LabelledImage],
@@ -93,13 +93,16 @@ def run_mitigation(
 ) -> tuple[dict, list[MaskedExample]]:
     """Run every method over every seed; returns the JSON-ready result and a few masked examples.
 
+    ``classifier`` is named as everywhere (a saved folder, ``timm:NAME``,
+    ``hf:ID``, ...); it is only read, and each fine-tuned copy is saved.
+
     The TExplain checkpoint of each seed is saved under ``out/checkpoints``;
     the training images' features are kept in ``out/train_features``.
     """
     config = config or MitigateConfig()
     out = Path(out)
-    check_not_original(out, classifier_folder)
-    bench = load_bench(Path(classifier_folder), train_items, test_items, config, out, progress)
+    check_not_original(out, classifier)
+    bench = load_bench(str(classifier), train_items, test_items, config, out, progress)
     methods, texplain = methods_for(config.methods)
     if texplain is not None:
         if translator is None or lm is None:
@@ -126,17 +129,17 @@ def run_mitigation(
 
 
 def load_bench(
-    folder: Path, train_items: Sequence[LabelledImage], test_items: Sequence[LabelledImage], config: MitigateConfig,
+    spec: str, train_items: Sequence[LabelledImage], test_items: Sequence[LabelledImage], config: MitigateConfig,
     out: Path, progress: bool,
 ) -> Bench:
     """Load the classifier, preprocess both splits once, and hold out part of train."""
     if not train_items or not test_items:
         raise TexplainError("mitigation: needs labelled train and test images")
-    classifier = load_classifier(str(folder), trust_code=config.trust_code).to(config.device)
+    classifier = load_classifier(spec, trust_code=config.trust_code).to(config.device)
     names = classifier.class_names
     groups = [i.group or i.label for i in train_items]
     return Bench(
-        config=config, classifier_folder=folder, classifier=classifier, train_paths=[str(i.path) for i in train_items],
+        config=config, classifier_spec=spec, classifier=classifier, train_paths=[str(i.path) for i in train_items],
         train_pixels=load_pixels(classifier, train_items, progress), train_labels=label_indices(train_items, names),
         train_groups=groups, held=holdout_positions(groups, config.holdout),
         test_pixels=load_pixels(classifier, test_items, progress), test_labels=label_indices(test_items, names),
