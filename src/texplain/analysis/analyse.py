@@ -44,9 +44,6 @@ ALL_SPLITS = "all"
 """Split key of a class's pool over every split."""
 
 
-
-
-
 @dataclass
 class Pool:
     """The pooled sentences of one class in one split: images, word counts, class mentions."""

@@ -57,8 +57,6 @@ log = logging.getLogger(__name__)
 FEATURES = "features"
 
 
-
-
 @dataclass
 class DatasetRun:
     """What a finished call did: rows written now, rows in the folder, images skipped as unreadable."""

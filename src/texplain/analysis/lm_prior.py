@@ -77,8 +77,6 @@ SMOOTHING = 0.5
 """Pseudo-count added to a word's prior count, so a word the prior never says has a finite lift."""
 
 
-
-
 @dataclass
 class PriorSample:
     """The sentences written after one kind of null prefix: their word counts and class mentions."""

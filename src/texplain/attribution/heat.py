@@ -26,8 +26,6 @@ def region(heat: Tensor, size: tuple[int, int], threshold: float) -> Tensor:
     return (heat >= threshold) & (heat > 0)
 
 
-
-
 def grid_edges(size: int, grid: int) -> list[int]:
     """Pixel edges of ``grid`` cells along a side of ``size`` pixels (grid + 1 values)."""
     return torch.linspace(0, size, grid + 1).round().long().tolist()

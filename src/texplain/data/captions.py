@@ -413,14 +413,12 @@ def _split_from_name(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
-
 def _json_list(path: Path, data: Any, key: str) -> list[Any]:
     """``data[key]``, which must be a list."""
     value = data.get(key) if isinstance(data, dict) else None
     if not isinstance(value, list):
         raise TexplainError(f"{path}: expected a top-level '{key}' list")
     return value
-
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:

@@ -67,8 +67,6 @@ SHUFFLED = "each image explained with another image's features (seeded derangeme
 EXAMPLE_SENTENCES = 3
 
 
-
-
 @dataclass
 class Evaluated:
     """One image that has references and a non-empty explanation."""

@@ -26,8 +26,6 @@ from texplain.text.words import WordCounter
 log = logging.getLogger(__name__)
 
 
-
-
 @dataclass
 class Explanation:
     """The words that dominate the sentences the LM wrote about one set of features."""

@@ -57,8 +57,6 @@ steps, so dropping at one eighth is cheaper than either extreme.
 """
 
 
-
-
 def sample_sentences(
     lm: FrozenLM,
     prefix: Tensor,

@@ -57,8 +57,6 @@ CACHED_SHARDS = 4
 """Shards whose whole rows :meth:`FeatureStore.row` keeps after reading them (reads go shard by shard)."""
 
 
-
-
 @dataclass
 class ImageItem:
     """One image to extract: its key in the store, its index metadata, and where its bytes are.

@@ -59,8 +59,6 @@ WEIGHTS_FILE = "translator.safetensors"
 CONFIG_FILE = "translator.json"
 
 
-
-
 @dataclass
 class Provenance:
     """What a translator was trained for; checked whenever it is loaded for use.

@@ -51,8 +51,6 @@ MARKER = ".texplain-report"
 """A file every report folder holds: a folder without it is never replaced."""
 
 
-
-
 def write_report(
     folder: str | os.PathLike,
     results: ResultsFolder,

@@ -59,7 +59,6 @@ def load_overrides(path: str | Path) -> dict[str, ClassOverride]:
     return parse_overrides(data, str(path))
 
 
-
 def class_vocabulary(name: str, config: ClassWordConfig, words: WordConfig | None = None) -> frozenset[str]:
     """The normalised words that count as class ``name`` (never empty unless the override removes all)."""
     words = words or WordConfig()

@@ -57,8 +57,6 @@ METADATA_FILE = "texplain_lm.json"
 """Written beside the model: the training config and the final losses."""
 
 
-
-
 def train_caption_tokenizer(captions: Sequence[str], vocab_size: int):
     """Train a byte-level BPE on the captions; returns a ``PreTrainedTokenizerFast``.
 

@@ -93,10 +93,6 @@ LOSS_EVERY = 25
 """Steps between reads of the running loss (each read waits for the GPU)."""
 
 
-
-
-
-
 @dataclass
 class History:
     """Loss per finished epoch: rows of {phase, epoch, train_loss, dev_loss, steps}."""

@@ -42,8 +42,6 @@ MIX = 3
 """Most words one slot mixes."""
 
 
-
-
 class WordTable:
     """Content words (lemmas) and their token ids: word index → slot embedding.
 
