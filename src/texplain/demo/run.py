@@ -77,6 +77,8 @@ RESULTS = {"split": "results", "only_bg": "results_only_bg"}
 SUSPECT_SPLIT = "test"
 """The split whose pools give the suspects and the summary: the balanced one."""
 VIT_KWARGS = {"patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3}
+
+
 def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     """Run (or reuse) every step and return the summary that is also written to ``summary.json``."""
     out = _prepare_output(config)

@@ -15,6 +15,7 @@ from PIL import ImageDraw
 
 RGB = tuple[int, int, int]
 
+
 class Pen:
     """Draws shapes given in a unit box (x, y in [-1, 1], y down, facing right).
 

@@ -18,6 +18,7 @@ from texplain.errors import TexplainError
 
 log = logging.getLogger(__name__)
 
+
 def select_references(
     captions: Path, images_dir: Path | None = None, split: str | None = None, images: Path | None = None,
     limit: int | None = None,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from texplain.data.caption_shards import CaptionShards
     from texplain.data.captions import CaptionPair
 
+
 @dataclass
 class TrainConfig:
     """Optimisation settings shared by all phases.
