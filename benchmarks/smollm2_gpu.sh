@@ -44,20 +44,8 @@ pack() {
     cd "$ROOT"
     "$PYTHON" "$HERE/gpu.py" pack
     rm -rf "$FLICKR" && mkdir -p "$FLICKR/site"
-    "$PYTHON" - "$CAPTIONS" "$FEATURES" <<'EOF'
-import sys
-from texplain.data.captions import read_captions
-from texplain.models.classifiers import load_classifier
-from texplain.models.config import ExtractionConfig
-from texplain.models.features import extract_features
-
-captions, folder = sys.argv[1:]
-paths = list(dict.fromkeys(str(p.image) for split in ("train", "dev") for p in read_captions(captions, split=split)))
-_, skipped = extract_features(load_classifier("efficientnet_lite0", feature_layer="global_pool"), paths, folder,
-                              ExtractionConfig(fp16=True))
-if skipped:
-    raise SystemExit(f"unreadable photos: {skipped[:3]}")
-EOF
+    "$PYTHON" "$HERE/steering.py" --extract-only --captions "$CAPTIONS" --features "$FEATURES" \
+        --feature-layer global_pool
     local wheels
     wheels=$(mktemp -d)
     "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

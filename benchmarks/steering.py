@@ -82,14 +82,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    train_pairs = read_captions(args.captions, split="train")
-    dev_pairs = read_captions(args.captions, split="dev")
-    train_pairs, dev_pairs = _first_images(train_pairs, args.train_images), _first_images(dev_pairs, args.dev_images)
-    classifier = load_classifier(args.classifier, feature_layer=args.feature_layer)
-    paths = list(dict.fromkeys(str(p.image) for p in [*train_pairs, *dev_pairs]))
-    store, skipped = extract_features(classifier, paths, args.features, ExtractionConfig(fp16=True), progress=True)
-    if skipped:
-        raise SystemExit(f"unreadable images: {skipped[:3]}")
+    classifier, train_pairs, dev_pairs, store = _features(args)
+    if args.extract_only:
+        print(f"features of {len(store)} images in {args.features}")
+        return
     lm = load_lm(args.lm)
     report: dict = {"variant": args.variant, "note": args.note, "lm": str(args.lm), "classifier": classifier.spec,
                     "lm_recipe": lm.recipe, "train_images": len({p.image for p in train_pairs}),
@@ -128,8 +124,8 @@ def main() -> None:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lm", required=True, help="LM folder (a caption LM from texplain pretrain-lm, or any HF LM)")
-    parser.add_argument("--variant", required=True, help="name of this row of the variants table")
+    parser.add_argument("--lm", help="LM folder (a caption LM from texplain pretrain-lm, or any HF LM); required")
+    parser.add_argument("--variant", help="name of this row of the variants table; required")
     parser.add_argument("--note", default="", help="what this variant changes")
     parser.add_argument("--captions", type=Path, default=DATA)
     parser.add_argument("--classifier", default="efficientnet_lite0")
@@ -152,6 +148,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="where the LM and translator run (cuda on a GPU)")
     parser.add_argument("--mixed-precision", help="no, bf16 or fp16: how the translator trains on a GPU")
     parser.add_argument("--sample-batch", type=int, help="sentences decoded together, over images (default --samples)")
+    parser.add_argument("--extract-only", action="store_true",
+                        help="only extract the train and dev images' features into --features (to carry them elsewhere)")
     parser.add_argument("--train-images", type=int, help="use only the first N training images")
     parser.add_argument("--dev-images", type=int, help="use only the first N dev images (a smoke run)")
     parser.add_argument("--images", type=int, default=200, help="dev images explained")
@@ -164,10 +162,25 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of steering/<variant>.json and the table")
     parser.add_argument("--unmeasured", help="only add the variant's row, marked unmeasured for this reason")
     args = parser.parse_args()
+    if not args.extract_only and not (args.lm and args.variant):
+        parser.error("--lm and --variant are required (but with --extract-only)")
     args.lengths = [r.strip() for r in args.lengths.split(",") if r.strip()]
-    args.out = args.out or Path("runs/steering") / args.variant
+    if args.variant:
+        args.out = args.out or Path("runs/steering") / args.variant
     args.sample_batch = args.sample_batch or args.samples
     return args
+
+
+def _features(args: argparse.Namespace):
+    """The classifier, the train and dev pairs used, and the feature store of their images (extracted where missing)."""
+    train_pairs = _first_images(read_captions(args.captions, split="train"), args.train_images)
+    dev_pairs = _first_images(read_captions(args.captions, split="dev"), args.dev_images)
+    classifier = load_classifier(args.classifier, feature_layer=args.feature_layer)
+    paths = list(dict.fromkeys(str(p.image) for p in [*train_pairs, *dev_pairs]))
+    store, skipped = extract_features(classifier, paths, args.features, ExtractionConfig(fp16=True), progress=True)
+    if skipped:
+        raise SystemExit(f"unreadable images: {skipped[:3]}")
+    return classifier, train_pairs, dev_pairs, store
 
 
 def _first_images(pairs, n: int | None) -> list:
