@@ -89,3 +89,36 @@ def test_the_front_runs_again_only_for_the_images_a_method_changed(shortcut, tmp
     assert torch.allclose(bench.front_inputs(bench.train_pixels, []), cut_inputs(module, "layer4", bench.train_pixels, 64),
                           atol=1e-5)
     assert torch.equal(bench.predict_train(bench.classifier, [0, 1, 2]), predict(bench.classifier, bench.train_pixels[:3]))
+    wider = torch.cat([pixels, torch.ones_like(pixels[:2])])  # two rows a method adds after the split's
+    assert torch.allclose(bench.front_inputs(wider, changed), cut_inputs(module, "layer4", wider, 64), atol=1e-5)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_masked_images_take_their_originals_place_or_are_added_beside_them(shortcut, tmp_path, monkeypatch, keep):
+    root, train, test = shortcut
+    config = MitigateConfig(methods=("texplain",), keep_originals=keep, holdout=0.3,
+                            finetune=ClassifierTrainConfig(trainable="last-stages", epochs=1))
+    bench = load_bench(root / "classifier", train, test, config, tmp_path, progress=False)
+    seen = {}
+
+    def record(classifier, pixels, labels, settings, progress, held_out, front_inputs):
+        seen.update(pixels=pixels, labels=labels, held=held_out, front=front_inputs)
+
+    monkeypatch.setattr("texplain.mitigation.bench.train_classifier", record)
+    index = [bench.tuned[0], bench.tuned[1], bench.held[0]]
+    masked = torch.full((3, *bench.train_pixels.shape[1:]), 7.0)
+    _, _, samples = bench.fine_tune_masked(index, masked, 0, "TExplain")
+    n, tuned = len(train), len(bench.tuned)
+    is_masked = (seen["pixels"] == 7.0).flatten(1).all(1)
+    held_masked = (seen["held"][0] == 7.0).flatten(1).all(1)
+    if keep:  # every original once, and each masked copy beside it under its label, a held-out one held out
+        assert samples == tuned + 2 and len(seen["labels"]) == tuned + 2 and int(is_masked.sum()) == 2
+        assert torch.equal(seen["pixels"][:tuned], bench.train_pixels[bench.tuned])
+        assert torch.equal(seen["labels"][tuned:], bench.train_labels[index[:2]])
+        assert len(seen["held"][1]) == len(bench.held) + 1 and int(held_masked.sum()) == 1
+        assert torch.equal(seen["held"][1][-1], bench.train_labels[index[2]])
+    else:  # the masked ones in their originals' place
+        assert samples == tuned == len(seen["labels"]) and int(is_masked.sum()) == 2
+        assert torch.equal(seen["labels"], bench.train_labels[bench.tuned])
+        assert len(seen["held"][1]) == len(bench.held) and int(held_masked.sum()) == 1
+    assert len(seen["front"][0]) == len(seen["labels"]) and n == len(bench.train_labels)

@@ -23,7 +23,7 @@ from texplain.mitigation.selection import _Explained, choose
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.models.config import TranslatorConfig
 from texplain.models.translator import Translator
-from texplain.report.mitigation_report import markdown_table
+from texplain.report.mitigation_report import markdown_table, notes
 from texplain.text.words import WordCounter
 from texplain.training.classifier_training import train_classifier
 from texplain.training.config import ClassifierTrainConfig
@@ -148,6 +148,13 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     assert summary["average"]["std"] == 0.0
     table = markdown_table({"summary": {"texplain": summary}, "labels": {"texplain": "TExplain"}})
     assert "| TExplain | 30.0 ± 14.1 | 80.0 ± 0.0 |" in table
+
+
+def test_the_report_says_whether_masked_images_replaced_their_originals():
+    for kept, said in ((True, "added beside their originals"), (False, "seen in place of their originals")):
+        result = {"summary": {}, "texplain_masked_fraction": 0.4, "settings": {
+            "keep_originals": kept, "finetune": {"trainable": "all", "backbone_lr": 1, "lr": 1e-4, "epochs": 5, "patience": 1}}}
+        assert any(said in line for line in notes(result))
 
 
 def test_mitigate_command_end_to_end(tiny_demo, tmp_path):

@@ -91,6 +91,9 @@ def mitigate_command(
     holdout: Annotated[float, typer.Option(
         help="Share of the training split held out for early stopping and DFR, per group or class [0, 1)")
     ] = MITIGATE.holdout,
+    keep_originals: Annotated[bool, typer.Option(
+        help="TExplain and RandMask: fine-tune on the original images with the masked ones added as copies, "
+             "not in their place")] = MITIGATE.keep_originals,
     masktune_epochs: Annotated[int, typer.Option(help="MaskTune's fine-tuning epochs")] = MITIGATE.masktune_epochs,
     jtt_epochs: Annotated[int, typer.Option(
         help="JTT: epochs of the identification model (briefly, so that it errs)")] = MITIGATE.jtt_epochs,
@@ -141,8 +144,8 @@ def mitigate_command(
         finetune=replace(MITIGATE.finetune, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                          trainable=trainable, backbone_lr=backbone_lr, patience=patience),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-        seeds=tuple(range(seed, seed + seeds)), holdout=holdout, masktune_epochs=masktune_epochs, jtt_epochs=jtt_epochs,
-        jtt_upweight=jtt_upweight, min_per_class=min_per_class, device=device, trust_code=trust_code,
+        seeds=tuple(range(seed, seed + seeds)), holdout=holdout, keep_originals=keep_originals,
+        masktune_epochs=masktune_epochs, jtt_epochs=jtt_epochs, jtt_upweight=jtt_upweight, min_per_class=min_per_class, device=device, trust_code=trust_code,
     )
     train_items = read_labelled(data_file, split=train_split)[:limit]
     test_items = read_labelled(data_file, split=test_split)

@@ -75,6 +75,7 @@ class Bench:
     def fine_tune(
         self, pixels: Tensor, train: Sequence[int], held: Sequence[int] | None, seed: int, what: str,
         changed: Sequence[int] = (), epochs: int | None = None, classifier: Classifier | None = None,
+        labels: Tensor | None = None,
     ) -> tuple[Classifier, TrainingHistory]:
         """A copy of the classifier (or ``classifier``) fine-tuned on the positions ``train`` of a whole training split
         as the method sees it (pixels (N, 3, H, W); a position may repeat), stopping early on the positions ``held``.
@@ -82,8 +83,12 @@ class Bench:
         ``changed``: the positions whose pixels differ from the original
         images (masked): where the last stages train from cached inputs,
         only these go through the frozen front again (:meth:`front_inputs`).
+        ``labels``: the label (M,) of every row of ``pixels`` where a method
+        adds rows after the training split's (masked copies); by default the
+        training split's labels.
         """
-        labels = self.train_labels[list(train)]
+        every = self.train_labels if labels is None else labels
+        labels = every[list(train)]
         check_classes(labels, self.classifier.class_names, self.config.min_per_class, what)
         if len(labels) < 2:
             raise TexplainError(f"{what}: need at least 2 samples to fine-tune on, got {len(labels)}")
@@ -95,26 +100,54 @@ class Bench:
         front = self.front_inputs(pixels, changed)
         given = None if front is None else (front[train], front[held])
         history = train_classifier(classifier, pixels[train], labels, settings, progress=False,
-                                   held_out=(pixels[held], self.train_labels[held]) if held else None, front_inputs=given)
+                                   held_out=(pixels[held], every[held]) if held else None, front_inputs=given)
         return classifier, history
 
+    def fine_tune_masked(self, index: Sequence[int], masked: Tensor, seed: int, what: str) -> tuple[Classifier, TrainingHistory, int]:
+        """A copy of the classifier fine-tuned with the training images at ``index`` masked (``masked`` (n, 3, H, W)),
+        and how many samples it was fine-tuned on.
+
+        The masked images take their originals' place, or, with
+        ``config.keep_originals``, are added beside them as copies (a
+        held-out image's copy is held out with it): the shortcut is then
+        seen both present and hidden under one label.
+        """
+        index = list(index)
+        if not self.config.keep_originals:
+            pixels = self.train_pixels.clone()
+            pixels[index] = masked
+            classifier, history = self.fine_tune(pixels, self.tuned, self.held, seed, what, changed=index)
+            return classifier, history, len(self.tuned)
+        n, held = len(self.train_labels), set(self.held)
+        pixels = torch.cat([self.train_pixels, masked])
+        labels = torch.cat([self.train_labels, self.train_labels[index]])
+        train = self.tuned + [n + j for j, i in enumerate(index) if i not in held]
+        held_rows = self.held + [n + j for j, i in enumerate(index) if i in held]
+        classifier, history = self.fine_tune(pixels, train, held_rows, seed, what, labels=labels)
+        return classifier, history, len(train)
+
     def front_inputs(self, pixels: Tensor, changed: Sequence[int]) -> Tensor | None:
-        """The last stages' inputs for a whole training split as a method sees it (pixels (N, 3, H, W)), or None where
-        fine-tuning does not train from them (``trainable`` is not ``last-stages``, or the front is not a chain).
+        """The last stages' inputs for a whole training split as a method sees it (pixels (M, 3, H, W): the split's N
+        rows, then any a method adds), or None where fine-tuning does not train from them (``trainable`` is not
+        ``last-stages``, or the front is not a chain).
 
         The original images' inputs are computed once; only the ``changed``
-        positions go through the front again.
+        positions and the added rows go through the front again.
         """
         cut = self.cut()
         if cut is None:
             return None
         if self._train_front is None:
             self._train_front = cut_inputs(self.classifier.module, cut, self.train_pixels, 64, self.progress)
-        if not len(changed):
+        n = len(self.train_pixels)
+        if not len(changed) and len(pixels) == n:
             return self._train_front
         inputs = self._train_front.clone()
-        index = list(changed)
-        inputs[index] = cut_inputs(self.classifier.module, cut, pixels[index], 64)
+        index = [i for i in changed if i < n]
+        if index:
+            inputs[index] = cut_inputs(self.classifier.module, cut, pixels[index], 64)
+        if len(pixels) > n:
+            inputs = torch.cat([inputs, cut_inputs(self.classifier.module, cut, pixels[n:], 64)])
         return inputs
 
     def predict_train(self, classifier: Classifier, positions: Sequence[int]) -> Tensor:

@@ -124,7 +124,9 @@ class MitigateConfig:
     stages by default, at a tenth of the head's lr), at most how many epochs,
     lr, batch, decay and patience of every fine-tuning (its seed is replaced
     per run). holdout: the share of the training split held out for early
-    stopping and DFR (:mod:`.holdout`). masktune_epochs: MaskTune's
+    stopping and DFR (:mod:`.holdout`). keep_originals: TExplain and
+    RandMask fine-tune on the original images with the masked ones added as
+    copies, rather than in their place. masktune_epochs: MaskTune's
     fine-tuning epochs (one, as MaskTune). jtt_epochs: how long JTT's
     identification model trains (briefly, so that it errs); jtt_upweight:
     how many times JTT counts an error. dfr_steps, dfr_lr, dfr_subsets:
@@ -142,6 +144,7 @@ class MitigateConfig:
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
     holdout: float = 0.15
+    keep_originals: bool = False
     masktune_epochs: int = 1
     jtt_epochs: int = 1
     jtt_upweight: int = 6

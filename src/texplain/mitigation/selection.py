@@ -138,6 +138,22 @@ def select_problematic(
     The LM prior is explained first from the null prefixes of ``config.prior``
     (built from the classifier and ``store``), with the same sampling.
     """
+    explained, vocabularies, prior = explain_training(classifier, translator, lm, store, paths, labels, config, progress)
+    return choose(explained, vocabularies, prior, config), prior
+
+
+def explain_training(
+    classifier: Classifier,
+    translator: Translator,
+    lm: FrozenLM,
+    store: FeatureStore,
+    paths: Sequence[str],
+    labels: Sequence[str],
+    config: SelectionConfig,
+    progress: bool = False,
+) -> tuple[list[_Explained], dict[str, frozenset[str]], LMPrior]:
+    """Every training image explained (its word counts and class mentions), the class vocabularies and the LM prior:
+    what :func:`choose` reads, so that several rules can be applied to one explanation of the training split."""
     explain_config = config.explain_config()
     vocabularies = class_vocabularies(classifier.class_names, config.class_words, explain_config.words)
     index = word_index(vocabularies)
@@ -149,7 +165,7 @@ def select_problematic(
         mentions = class_mentions(explanation.sentences, index, explain_config.words)
         explained.append(_Explained(str(path), label, explanation.counter.document_counts(), mentions,
                                     explanation.counter.n_sentences))
-    return choose(explained, vocabularies, prior, config), prior
+    return explained, vocabularies, prior
 
 
 def choose(explained: Sequence[_Explained], vocabularies: dict[str, frozenset[str]], prior: LMPrior | None,

@@ -102,8 +102,10 @@ def notes(result: dict) -> list[str]:
         out.append(f"Selected {s['selected']} of {s['images']} training samples ({100 * s['fraction']:.1f}%) by the "
                    f"{s['rule']} rule: {s['reason']}.")
     if "texplain_masked_fraction" in result:
+        kept = result.get("settings", {}).get("keep_originals")
         out.append(f"TExplain's masks cover {100 * result['texplain_masked_fraction']:.1f}% of an image on average; "
-                   f"{result.get('texplain_zero_heat_maps', 0)} all-zero heat maps were left out.")
+                   f"{result.get('texplain_zero_heat_maps', 0)} all-zero heat maps were left out. The masked images are "
+                   f"{'added beside their originals' if kept else 'seen in place of their originals'} (RandMask's too).")
     if "jtt" in result.get("runs", {}):
         errors = ", ".join(str(r["errors"]) for r in result["runs"]["jtt"])
         out.append(f"JTT up-weights the training samples its briefly trained identification model gets wrong ({errors} by seed).")

@@ -33,8 +33,7 @@ class RandMask(Method):
         heats = [torch.rand((max(2, h // 8), max(2, w // 8)), generator=generator) for _ in index]
         share = self.texplain.fraction or 1.0 - bench.config.mask.threshold
         threshold = min(max(1.0 - share, 1e-3), 1.0)
-        pixels = bench.train_pixels.clone()
-        pixels[index], _ = mask_batch(bench.train_pixels[index], heats, threshold, bench.config.mask.fill, generator,
-                                      bench.train_pixels)
-        classifier, history = bench.fine_tune(pixels, bench.tuned, bench.held, seed, self.label, changed=index)
-        return classifier, {"fine_tuned_on": len(bench.tuned), "masked": count, "history": history.to_json()}
+        masked, _ = mask_batch(bench.train_pixels[index], heats, threshold, bench.config.mask.fill, generator,
+                               bench.train_pixels)
+        classifier, history, samples = bench.fine_tune_masked(index, masked, seed, self.label)
+        return classifier, {"fine_tuned_on": samples, "masked": count, "history": history.to_json()}

@@ -5,7 +5,8 @@ each picked sample's word (:mod:`~texplain.mitigation.masks`) do not depend
 on the seed and are computed once, over the whole training split. Each seed
 masks the picked samples (the ``shuffle`` fill's donors drawn with the
 seed) and fine-tunes on the training split with them in place of the
-originals, stopping early on the held-out part masked the same way.
+originals (or beside them, ``keep_originals``), stopping early on the
+held-out part masked the same way.
 """
 
 from __future__ import annotations
@@ -79,10 +80,9 @@ class TExplain:
                 "texplain_zero_heat_maps": zero, "texplain_masked_images": len(self.heats)}
 
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
-        pixels = bench.train_pixels.clone()
         index = list(self.heats)
-        pixels[index], _ = mask_batch(bench.train_pixels[index], [self.heats[i] for i in index], bench.config.mask.threshold,
-                                      bench.config.mask.fill, torch.Generator().manual_seed(seed), bench.train_pixels)
-        classifier, history = bench.fine_tune(pixels, bench.tuned, bench.held, seed, self.label, changed=index)
+        masked, _ = mask_batch(bench.train_pixels[index], [self.heats[i] for i in index], bench.config.mask.threshold,
+                               bench.config.mask.fill, torch.Generator().manual_seed(seed), bench.train_pixels)
+        classifier, history, samples = bench.fine_tune_masked(index, masked, seed, self.label)
         folder = bench.checkpoint(classifier, f"texplain-seed{seed}")
-        return classifier, {"fine_tuned_on": len(bench.tuned), "history": history.to_json(), "checkpoint": str(folder)}
+        return classifier, {"fine_tuned_on": samples, "history": history.to_json(), "checkpoint": str(folder)}

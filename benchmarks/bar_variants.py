@@ -1,0 +1,166 @@
+"""BAR mitigation variants side by side: which selection rule and which way of fine-tuning on the masks.
+
+The training split is explained once (:func:`~texplain.mitigation.selection.explain_training`),
+each heat map is found once per (image, word), and every variant is then
+selected, masked and fine-tuned in the same process as ``texplain mitigate``
+does it (:class:`~texplain.mitigation.bench.Bench`: the last stages, early
+stopping on the held-out part), for the same seeds. A variant is
+``RULE-MODE``: RULE ``suspects`` or ``not-class`` (:mod:`texplain.mitigation.selection`),
+MODE ``replace`` (the picked images are seen masked only, as ``texplain mitigate``
+fine-tunes) or ``add`` (the originals are kept and a masked copy of each
+picked image is added); ``randmask-MODE`` is random masks of TExplain's
+size on as many random images as the previous variant picked, the control for
+masking itself. ERM's scores are printed first. Writes
+``benchmarks/results/bar/variants.md`` and ``.json``.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bar_variants.py --bar runs/bar --translator runs/flickr8k/translator \\
+        --variants suspects-replace,suspects-add,randmask-add,not-class-add --seeds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from bar_mitigation import DOMINANCE
+
+from texplain.atomic import write_json, write_text
+from texplain.attribution.fills import mask_batch
+from texplain.data.labelled import read_labelled
+from texplain.mitigation.config import MitigateConfig
+from texplain.mitigation.masks import heat_maps
+from texplain.mitigation.runner import load_bench
+from texplain.mitigation.selection import choose, explain_training, train_features
+from texplain.models.explainer import load_explainer
+from texplain.text.class_vocabulary import load_overrides
+from texplain.text.config import ClassWordConfig
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bar", type=Path, required=True, help="a benchmarks/bar_analysis.py --head-only --out folder")
+    parser.add_argument("--translator", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=Path("runs/bar-variants"))
+    parser.add_argument("--results", type=Path, default=HERE / "results" / "bar")
+    parser.add_argument("--class-words", type=Path, default=HERE / "bar_class_words_people.json")
+    parser.add_argument("--variants", default="suspects-replace,suspects-add,randmask-add,not-class-add")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--every", type=int, default=1, help="every k-th training image only (a smoke test)")
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    selection = replace(MitigateConfig().selection, min_frequency=float(DOMINANCE[1]), min_lift=float(DOMINANCE[3]),
+                        class_words=ClassWordConfig(overrides=load_overrides(args.class_words)))
+    config = MitigateConfig(selection=selection, methods=("texplain",), seeds=tuple(range(args.seeds)))
+    metadata = args.data / "bar" / "metadata.json"
+    spec = str(args.bar / "classifier")
+    bench = load_bench(spec, read_labelled(metadata, split="train")[:: args.every], read_labelled(metadata, split="test"), config,
+                       args.out, progress=True)
+    explainer = load_explainer(args.translator, bench.classifier)
+    bench.translator, bench.lm = explainer.translator, explainer.lm
+    names = [bench.classifier.class_names[int(i)] for i in bench.train_labels]
+    features = args.bar / "results" / "features"
+    store = train_features(bench.classifier, bench.train_paths, features if features.is_dir() else args.out / "features")
+    explained, vocabularies, prior = explain_training(bench.classifier, bench.translator, bench.lm, store,
+                                                      bench.train_paths, names, config.selection, progress=True)
+    rows = [score_row("ERM", None, [bench.score(bench.classifier, 0, {})])]
+    print(rows[0]["line"], flush=True)
+    heats: dict[tuple[int, str], torch.Tensor] = {}
+    last_count, last_fraction = 0, 0.0
+    for variant in args.variants.split(","):
+        rule, mode = variant.rsplit("-", 1)
+        if rule == "randmask":
+            index, maps, picked = random_masks(bench, last_count, last_fraction)
+        else:
+            chosen = choose(explained, vocabularies, prior, replace(config.selection, rule=rule))
+            wanted = [i for i in chosen.indices() if (i, chosen.words[i]) not in heats]
+            found, _ = heat_maps(bench.classifier, bench.translator, bench.lm, bench.train_pixels, wanted, chosen.words,
+                                 bench.train_labels, config.mask, progress=True)
+            heats.update({(i, chosen.words[i]): h for i, h in found.items()})
+            index = [i for i in chosen.indices() if (i, chosen.words[i]) in heats]
+            maps = [heats[i, chosen.words[i]] for i in index]
+            picked = chosen.to_json()
+            last_count = len(index)
+            last_fraction = float(np.mean([bench.masked_fraction(h) for h in maps]))
+        runs = [bench.score(fine_tuned(bench, index, maps, mode, seed), seed, {}) for seed in config.seeds]
+        rows.append(score_row(variant, picked, runs))
+        print(rows[-1]["line"], flush=True)
+    minutes = (time.perf_counter() - started) / 60
+    write_json(args.results / "variants.json", {"rows": rows, "seeds": list(config.seeds), "minutes": round(minutes, 1)})
+    write_text(args.results / "variants.md", table(rows, config.seeds, minutes, " ".join(sys.argv[1:])))
+    print(f"written {args.results / 'variants.md'} in {minutes:.0f} min")
+    return 0
+
+
+def random_masks(bench, count: int, fraction: float) -> tuple[list[int], list[torch.Tensor], dict]:
+    """``count`` random training images with random maps covering ``fraction`` of each on average (as RandMask)."""
+    generator = torch.Generator().manual_seed(0)
+    n = len(bench.train_labels)
+    index = sorted(torch.randperm(n, generator=generator)[:count].tolist())
+    h, w = bench.train_pixels.shape[-2:]
+    maps = [torch.rand((max(2, h // 8), max(2, w // 8)), generator=generator) for _ in index]
+    quantile = torch.quantile(torch.stack([m.flatten() for m in maps]), 1.0 - fraction) if maps else 0.5
+    maps = [(m >= quantile).float() for m in maps]  # covers ``fraction`` at any threshold in (0, 1]
+    return index, maps, {"selected": len(index), "fraction": round(len(index) / n, 4), "rule": "random"}
+
+
+def fine_tuned(bench, index: list[int], maps: list[torch.Tensor], mode: str, seed: int):
+    """The classifier fine-tuned with the images at ``index`` masked by ``maps``, in their place or as added copies."""
+    masked, _ = mask_batch(bench.train_pixels[index], maps, bench.config.mask.threshold, bench.config.mask.fill,
+                           torch.Generator().manual_seed(seed), bench.train_pixels)
+    bench.config = replace(bench.config, keep_originals=mode == "add")
+    return bench.fine_tune_masked(index, masked, seed, "variant")[0]
+
+
+def score_row(name: str, picked: dict | None, runs: list[dict]) -> dict:
+    """Mean and spread of the worst class and overall over seeds, per class means, and what was picked."""
+    worst = [100 * r["worst_group"] for r in runs]
+    overall = [100 * r["average"] for r in runs]
+    classes = {c: round(float(np.mean([100 * r["per_class"][c] for r in runs])), 1) for c in runs[0]["per_class"]}
+    spread = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+    row = {"variant": name, "worst": round(float(np.mean(worst)), 1), "worst_std": round(spread(worst), 1),
+           "overall": round(float(np.mean(overall)), 1), "overall_std": round(spread(overall), 1), "per_class": classes}
+    if picked is not None:
+        row["selected"] = picked["selected"]
+        row["fraction"] = picked["fraction"]
+        row["per_class_picked"] = {c: [v["selected"], v["masked_words"][:4], v["suspects"]]
+                                   for c, v in picked.get("per_class", {}).items()}
+    row["line"] = (f"{name}: worst {row['worst']} ± {row['worst_std']}, overall {row['overall']} ± {row['overall_std']}"
+                   + (f", picked {row['selected']} ({100 * row['fraction']:.1f}%)" if picked else "")
+                   + " | " + ", ".join(f"{c} {a}" for c, a in classes.items()))
+    return row
+
+
+def table(rows: list[dict], seeds, minutes: float, command: str) -> str:
+    classes = list(rows[0]["per_class"])
+    lines = [f"BAR test accuracy (%), mean ± std over seeds {', '.join(map(str, seeds))}; made by "
+             f"`python benchmarks/bar_variants.py {command}` in {minutes:.0f} min.", "",
+             "| Variant | Picked | Worst class | Overall | " + " | ".join(classes) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(classes)]
+    for r in rows:
+        picked = f"{r['selected']} ({100 * r['fraction']:.1f}%)" if "selected" in r else ""
+        lines.append(f"| {r['variant']} | {picked} | {r['worst']} ± {r['worst_std']} | {r['overall']} ± {r['overall_std']} | "
+                     + " | ".join(str(r["per_class"][c]) for c in classes) + " |")
+    picks = [r for r in rows if r.get("per_class_picked")]
+    for r in picks:
+        lines += ["", f"{r['variant']}: per class, images picked, the words masked most, the suspects:"]
+        lines += [f"- {c}: {n}; {', '.join(f'{w} ({k})' for w, k in words) or 'none'}; {', '.join(s) or '-'}"
+                  for c, (n, words, s) in r["per_class_picked"].items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(run())
