@@ -5,10 +5,11 @@ each heat map is found once per (image, word), and every variant is then
 selected, masked and fine-tuned in the same process as ``texplain mitigate``
 does it (:class:`~texplain.mitigation.bench.Bench`: the last stages, early
 stopping on the held-out part), for the same seeds. A variant is
-``RULE-MODE``: RULE ``suspects`` or ``not-class`` (:mod:`texplain.mitigation.selection`),
+``RULE-MODE``: RULE ``suspects`` (``suspects:K``: a suspect among the first K dominant words) or ``not-class`` (:mod:`texplain.mitigation.selection`),
 MODE ``replace`` (the picked images are seen masked only, as ``texplain mitigate``
 fine-tunes) or ``add`` (the originals are kept and a masked copy of each
-picked image is added); ``randmask-MODE`` is random masks of TExplain's
+picked image is added); ``plain-replace`` fine-tunes with nothing masked,
+the control for fine-tuning itself; ``randmask-MODE`` is random masks of TExplain's
 size on as many random images as the previous variant picked, the control for
 masking itself. ERM's scores are printed first. Writes
 ``benchmarks/results/bar/variants.md`` and ``.json``.
@@ -28,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from bar_mitigation import DOMINANCE
+from safetensors.torch import load_file, save_file
 
-from texplain.atomic import write_json, write_text
+from texplain.atomic import write_json, write_text, writing
 from texplain.attribution.fills import mask_batch
 from texplain.data.labelled import read_labelled
 from texplain.mitigation.config import MitigateConfig
@@ -54,6 +56,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variants", default="suspects-replace,suspects-add,randmask-add,not-class-add")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plan", action="store_true", help="print what each variant picks, and stop")
     parser.add_argument("--every", type=int, default=1, help="every k-th training image only (a smoke test)")
     return parser.parse_args(argv)
 
@@ -78,18 +81,31 @@ def run(argv: list[str] | None = None) -> int:
                                                       bench.train_paths, names, config.selection, progress=True)
     rows = [score_row("ERM", None, [bench.score(bench.classifier, 0, {})])]
     print(rows[0]["line"], flush=True)
-    heats: dict[tuple[int, str], torch.Tensor] = {}
+    cache = args.out / "heats.safetensors"  # (image, word) -> heat map, kept between runs of the same --out
+    heats = {(int(key.split(":", 1)[0]), key.split(":", 1)[1]): heat for key, heat in load_file(cache).items()} \
+        if cache.is_file() else {}
     last_count, last_fraction = 0, 0.0
     for variant in args.variants.split(","):
         rule, mode = variant.rsplit("-", 1)
-        if rule == "randmask":
+        if rule in ("randmask", "plain") and args.plan:
+            continue
+        if rule == "plain":
+            index, maps, picked = [], [], None
+        elif rule == "randmask":
             index, maps, picked = random_masks(bench, last_count, last_fraction)
         else:
-            chosen = choose(explained, vocabularies, prior, replace(config.selection, rule=rule))
+            chosen = choose(explained, vocabularies, prior, selection_rule(config.selection, rule))
+            print(f"{variant}: picks {len(chosen.indices())} ({100 * chosen.fraction:.1f}%): " + "; ".join(
+                f"{c} {v['selected']} ({', '.join(w for w, _ in v['masked_words'][:3])})"
+                for c, v in chosen.per_class().items()), flush=True)
+            if args.plan:
+                continue
             wanted = [i for i in chosen.indices() if (i, chosen.words[i]) not in heats]
             found, _ = heat_maps(bench.classifier, bench.translator, bench.lm, bench.train_pixels, wanted, chosen.words,
                                  bench.train_labels, config.mask, progress=True)
             heats.update({(i, chosen.words[i]): h for i, h in found.items()})
+            with writing(cache) as temporary:
+                save_file({f"{i}:{word}": heat.contiguous() for (i, word), heat in heats.items()}, temporary)
             index = [i for i in chosen.indices() if (i, chosen.words[i]) in heats]
             maps = [heats[i, chosen.words[i]] for i in index]
             picked = chosen.to_json()
@@ -99,10 +115,18 @@ def run(argv: list[str] | None = None) -> int:
         rows.append(score_row(variant, picked, runs))
         print(rows[-1]["line"], flush=True)
     minutes = (time.perf_counter() - started) / 60
+    if args.plan:
+        return 0
     write_json(args.results / "variants.json", {"rows": rows, "seeds": list(config.seeds), "minutes": round(minutes, 1)})
     write_text(args.results / "variants.md", table(rows, config.seeds, minutes, " ".join(sys.argv[1:])))
     print(f"written {args.results / 'variants.md'} in {minutes:.0f} min")
     return 0
+
+
+def selection_rule(selection, rule: str):
+    """``suspects``, ``suspects:K`` (a suspect among the first K dominant words) or ``not-class`` as a selection config."""
+    name, _, top = rule.partition(":")
+    return replace(selection, rule=name, top=int(top) if top else selection.top)
 
 
 def random_masks(bench, count: int, fraction: float) -> tuple[list[int], list[torch.Tensor], dict]:
@@ -118,7 +142,10 @@ def random_masks(bench, count: int, fraction: float) -> tuple[list[int], list[to
 
 
 def fine_tuned(bench, index: list[int], maps: list[torch.Tensor], mode: str, seed: int):
-    """The classifier fine-tuned with the images at ``index`` masked by ``maps``, in their place or as added copies."""
+    """The classifier fine-tuned with the images at ``index`` masked by ``maps``, in their place or as added copies
+    (nothing masked: fine-tuned on the training split as it is)."""
+    if not index:
+        return bench.fine_tune(bench.train_pixels, bench.tuned, bench.held, seed, "plain")[0]
     masked, _ = mask_batch(bench.train_pixels[index], maps, bench.config.mask.threshold, bench.config.mask.fill,
                            torch.Generator().manual_seed(seed), bench.train_pixels)
     bench.config = replace(bench.config, keep_originals=mode == "add")
