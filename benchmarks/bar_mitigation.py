@@ -42,16 +42,22 @@ DOMINANCE = ("--min-frequency", "0.1", "--min-lift", "1.5")
 """The per-image dominance rule the committed table was made with (the default is now the suspects' 0.05 and 1.25)."""
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bar_parser(description: str, out: str, seeds: int) -> argparse.ArgumentParser:
+    """The arguments every BAR mitigation benchmark takes: the analysis run, the translator, data, output, class words."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bar", type=Path, required=True, help="a benchmarks/bar_analysis.py --head-only --out folder")
     parser.add_argument("--translator", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=Path("runs/bar-mitigate"))
+    parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--results", type=Path, default=HERE / "results" / "bar")
     parser.add_argument("--class-words", type=Path, default=HERE / "bar_class_words_people.json")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=seeds)
     parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = bar_parser(__doc__.splitlines()[0], "runs/bar-mitigate", 3)
     parser.add_argument("--device", default="cpu")
     return parser.parse_args(argv)
 

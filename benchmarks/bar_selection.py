@@ -24,7 +24,7 @@ import torch
 from texplain.atomic import write_json
 from texplain.data.labelled import read_labelled
 from texplain.mitigation.config import SelectionConfig
-from texplain.mitigation.selection import select_problematic
+from texplain.mitigation.selection import choose, explain_training
 from texplain.models.explainer import load_explainer
 from texplain.models.features import FeatureStore
 from texplain.text.class_vocabulary import load_overrides
@@ -50,9 +50,10 @@ def main() -> None:
     train = [i for i in read_labelled(args.data / "bar" / "metadata.json") if i.split == "train"]
     class_words = args.class_words or args.bar / "class_words.json"
     config = SelectionConfig(class_words=ClassWordConfig(overrides=load_overrides(class_words)), rule=args.select)
-    selection, _ = select_problematic(explainer.classifier, explainer.translator, explainer.lm,
-                                      FeatureStore(args.bar / "results" / "features"), [str(i.path) for i in train],
-                                      [i.label for i in train], config, progress=True)
+    explained = explain_training(explainer.classifier, explainer.translator, explainer.lm,
+                                 FeatureStore(args.bar / "results" / "features"), [str(i.path) for i in train],
+                                 [i.label for i in train], config, progress=True)
+    selection = choose(*explained, config)
     result = {"translator": str(args.translator), "class_words": str(class_words),
               "sentences_per_image": config.sampling.num_samples, "min_frequency": config.min_frequency, "min_lift": config.min_lift, **selection.to_json(),
               "seconds": round(time.perf_counter() - started, 1)}

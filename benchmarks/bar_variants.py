@@ -15,7 +15,7 @@ masking itself. ERM's scores are printed first. Writes
 ``benchmarks/results/bar/variants.md`` and ``.json``.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bar_variants.py --bar runs/bar --translator runs/flickr8k/translator \\
-        --variants suspects-replace,suspects-add,randmask-add,not-class-add --seeds 1
+        --variants plain-replace,suspects:1-replace,suspects:1-add,randmask-add --seeds 3
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bar_mitigation import DOMINANCE
+from bar_mitigation import DOMINANCE, bar_parser
 from safetensors.torch import load_file, save_file
 
 from texplain.atomic import write_json, write_text, writing
@@ -46,16 +46,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bar", type=Path, required=True, help="a benchmarks/bar_analysis.py --head-only --out folder")
-    parser.add_argument("--translator", type=Path, required=True)
-    parser.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=Path("runs/bar-variants"))
-    parser.add_argument("--results", type=Path, default=HERE / "results" / "bar")
-    parser.add_argument("--class-words", type=Path, default=HERE / "bar_class_words_people.json")
-    parser.add_argument("--variants", default="suspects-replace,suspects-add,randmask-add,not-class-add")
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = bar_parser(__doc__.splitlines()[0], "runs/bar-variants", 1)
+    parser.add_argument("--variants", default="plain-replace,suspects:1-replace,suspects:1-add,randmask-add")
     parser.add_argument("--plan", action="store_true", help="print what each variant picks, and stop")
     parser.add_argument("--every", type=int, default=1, help="every k-th training image only (a smoke test)")
     return parser.parse_args(argv)

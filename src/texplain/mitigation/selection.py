@@ -123,25 +123,6 @@ def train_features(
     return store
 
 
-def select_problematic(
-    classifier: Classifier,
-    translator: Translator,
-    lm: FrozenLM,
-    store: FeatureStore,
-    paths: Sequence[str],
-    labels: Sequence[str],
-    config: SelectionConfig,
-    progress: bool = False,
-) -> tuple[Selection, LMPrior]:
-    """Explain every training image and pick the shortcut-reliant ones by ``config.rule``.
-
-    The LM prior is explained first from the null prefixes of ``config.prior``
-    (built from the classifier and ``store``), with the same sampling.
-    """
-    explained, vocabularies, prior = explain_training(classifier, translator, lm, store, paths, labels, config, progress)
-    return choose(explained, vocabularies, prior, config), prior
-
-
 def explain_training(
     classifier: Classifier,
     translator: Translator,
@@ -153,7 +134,11 @@ def explain_training(
     progress: bool = False,
 ) -> tuple[list[_Explained], dict[str, frozenset[str]], LMPrior]:
     """Every training image explained (its word counts and class mentions), the class vocabularies and the LM prior:
-    what :func:`choose` reads, so that several rules can be applied to one explanation of the training split."""
+    what :func:`choose` reads, so that several rules can be applied to one explanation of the training split.
+
+    The LM prior is explained first from the null prefixes of ``config.prior``
+    (built from the classifier and ``store``), with the same sampling.
+    """
     explain_config = config.explain_config()
     vocabularies = class_vocabularies(classifier.class_names, config.class_words, explain_config.words)
     index = word_index(vocabularies)

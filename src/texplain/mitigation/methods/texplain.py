@@ -22,7 +22,7 @@ from texplain.attribution.fills import mask_batch
 from texplain.errors import TexplainError
 from texplain.mitigation.bench import Bench
 from texplain.mitigation.masks import heat_maps
-from texplain.mitigation.selection import Selection, select_problematic, train_features
+from texplain.mitigation.selection import Selection, choose, explain_training, train_features
 from texplain.models.classifiers import Classifier
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,9 @@ class TExplain:
         config = bench.config
         labels = [bench.classifier.class_names[int(i)] for i in bench.train_labels]
         store = train_features(bench.classifier, bench.train_paths, bench.out / "train_features", bench.progress)
-        self.selection, _ = select_problematic(bench.classifier, bench.translator, bench.lm, store, bench.train_paths,
-                                               labels, config.selection, bench.progress)
+        explained = explain_training(bench.classifier, bench.translator, bench.lm, store, bench.train_paths, labels,
+                                     config.selection, bench.progress)
+        self.selection = choose(*explained, config.selection)
         picked = self.selection.indices()
         log.info("selected %d of %d training images (%.1f%%) by rule %s", len(picked), len(labels),
                  100 * self.selection.fraction, self.selection.rule)
