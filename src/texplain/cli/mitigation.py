@@ -61,6 +61,8 @@ def mitigate_command(
         help="Which samples to mask: suspects (one of the class's shortcut suspects is among the image's top words), "
              "not-class (the paper's: the image's first word is not its class), or auto (suspects when the classes "
              "are rarely said)")] = MITIGATE.selection.rule,
+    select_top: Annotated[int, typer.Option(
+        help="With suspects: pick a sample when a suspect is among its first this many words")] = MITIGATE.selection.top,
     select_threshold: Annotated[Optional[float], typer.Option(
         help="With suspects: pick a sample whose sentences say a suspect at least this often (0-1], instead of "
              "among its top words")] = MITIGATE.selection.threshold,
@@ -138,7 +140,7 @@ def mitigate_command(
     config = MitigateConfig(
         selection=replace(MITIGATE.selection, sampling=sampling, min_frequency=min_frequency, min_lift=min_lift,
                           class_words=options.class_word_config(class_words, wordnet), rule=select,
-                          threshold=select_threshold),
+                          top=select_top, threshold=select_threshold),
         mask=replace(MITIGATE.mask, localise=mask_localise, heat=mask_heat, layer=mask_layer, grid=mask_grid,
                      window=mask_window, threshold=mask_threshold, fill=mask_fill),
         finetune=replace(MITIGATE.finetune, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
