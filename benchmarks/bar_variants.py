@@ -5,14 +5,18 @@ each heat map is found once per (image, word), and every variant is then
 selected, masked and fine-tuned in the same process as ``texplain mitigate``
 does it (:class:`~texplain.mitigation.bench.Bench`: the last stages, early
 stopping on the held-out part), for the same seeds. A variant is
-``RULE-MODE``: RULE ``suspects`` (``suspects:K``: a suspect among the first K dominant words) or ``not-class`` (:mod:`texplain.mitigation.selection`),
-MODE ``replace`` (the picked images are seen masked only, as ``texplain mitigate``
-fine-tunes) or ``add`` (the originals are kept and a masked copy of each
-picked image is added); ``plain-replace`` fine-tunes with nothing masked,
-the control for fine-tuning itself; ``randmask-MODE`` is random masks of TExplain's
-size on as many random images as the previous variant picked, the control for
-masking itself. ERM's scores are printed first. Writes
-``benchmarks/results/bar/variants.md`` and ``.json``.
+``RULE-MODE``: RULE ``suspects`` (``suspects:K``: a suspect among the first
+K dominant words) or ``not-class`` (:mod:`texplain.mitigation.selection`),
+MODE ``replace`` (the picked images are seen masked only, as ``texplain
+mitigate`` fine-tunes by default) or ``add`` (the originals are kept and a
+masked copy of each picked image is added, ``--keep-originals``);
+``plain-replace`` fine-tunes with nothing masked, the control for
+fine-tuning itself; ``randmask-MODE`` is random masks of TExplain's size on
+as many random images as the previous variant picked (drawn once, the same
+for every seed), the control for masking itself. ERM's scores are printed
+first. Writes ``benchmarks/results/bar/variants.md`` and ``.json``; its
+runs need ``benchmarks/bar_analysis.py --head-only`` (the classifier) and
+``make flickr8k`` (the translator), as ``bar_mitigation.py``'s do.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bar_variants.py --bar runs/bar --translator runs/flickr8k/translator \\
         --variants plain-replace,suspects:1-replace,suspects:1-add,randmask-add --seeds 3
@@ -62,8 +66,8 @@ def run(argv: list[str] | None = None) -> int:
     config = MitigateConfig(selection=selection, methods=("texplain",), seeds=tuple(range(args.seeds)))
     metadata = args.data / "bar" / "metadata.json"
     spec = str(args.bar / "classifier")
-    bench = load_bench(spec, read_labelled(metadata, split="train")[:: args.every], read_labelled(metadata, split="test"), config,
-                       args.out, progress=True)
+    train = read_labelled(metadata, split="train")[:: args.every]
+    bench = load_bench(spec, train, read_labelled(metadata, split="test"), config, args.out, progress=True)
     explainer = load_explainer(args.translator, bench.classifier)
     bench.translator, bench.lm = explainer.translator, explainer.lm
     names = [bench.classifier.class_names[int(i)] for i in bench.train_labels]

@@ -147,7 +147,8 @@ def mitigate_command(
                          trainable=trainable, backbone_lr=backbone_lr, patience=patience),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         seeds=tuple(range(seed, seed + seeds)), holdout=holdout, keep_originals=keep_originals,
-        masktune_epochs=masktune_epochs, jtt_epochs=jtt_epochs, jtt_upweight=jtt_upweight, min_per_class=min_per_class, device=device, trust_code=trust_code,
+        masktune_epochs=masktune_epochs, jtt_epochs=jtt_epochs, jtt_upweight=jtt_upweight, min_per_class=min_per_class,
+        device=device, trust_code=trust_code,
     )
     train_items = read_labelled(data_file, split=train_split)[:limit]
     test_items = read_labelled(data_file, split=test_split)

@@ -103,7 +103,9 @@ class Bench:
                                    held_out=(pixels[held], every[held]) if held else None, front_inputs=given)
         return classifier, history
 
-    def fine_tune_masked(self, index: Sequence[int], masked: Tensor, seed: int, what: str) -> tuple[Classifier, TrainingHistory, int]:
+    def fine_tune_masked(
+        self, index: Sequence[int], masked: Tensor, seed: int, what: str,
+    ) -> tuple[Classifier, TrainingHistory, int]:
         """A copy of the classifier fine-tuned with the training images at ``index`` masked (``masked`` (n, 3, H, W)),
         and how many samples it was fine-tuned on.
 
