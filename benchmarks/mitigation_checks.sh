@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mitigation on the demo world and on BAR; the tables land in benchmarks/results/.
 #
-#   bash benchmarks/mitigation_checks.sh [RUNS_FOLDER]     # about 3.5 h on 2 busy CPU cores
+#   bash benchmarks/mitigation_checks.sh [RUNS_FOLDER]     # about 4 h on 2 busy CPU cores
 #
 # Demo world: the demo's default classifier, a resnet10t that first learns the captioned
 # scenes' objects, then is fine-tuned on the biased split. BAR: the linear-probe EfficientNet-Lite0
@@ -28,3 +28,6 @@ python "$here/mitigation_masks.py" --demo "$runs/demo-cnn"
 python "$here/bar_analysis.py" --out "$runs/bar" --head-only --translator "$runs/flickr8k/translator" \
     --classifier-epochs 20 --samples 50
 python "$here/bar_mitigation.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-mitigate"
+# Selection rules and fine-tuning modes side by side (benchmarks/results/bar/variants.md, 32 min).
+python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
+    --variants plain-replace,suspects:1-replace,suspects:1-add,randmask-add --seeds 3
