@@ -52,6 +52,8 @@ HERE = Path(__file__).resolve().parent
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = bar_parser(__doc__.splitlines()[0], "runs/bar-variants", 1)
     parser.add_argument("--variants", default="plain-replace,suspects:1-replace,suspects:1-add,randmask-add")
+    parser.add_argument("--finetune", default="last-stages", choices=("head", "last-stages", "all"),
+                        help="what every variant fine-tunes, as texplain mitigate --finetune")
     parser.add_argument("--plan", action="store_true", help="print what each variant picks, and stop")
     parser.add_argument("--every", type=int, default=1, help="every k-th training image only (a smoke test)")
     return parser.parse_args(argv)
@@ -63,7 +65,8 @@ def run(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     selection = replace(MitigateConfig().selection, min_frequency=float(DOMINANCE[1]), min_lift=float(DOMINANCE[3]),
                         class_words=ClassWordConfig(overrides=load_overrides(args.class_words)))
-    config = MitigateConfig(selection=selection, methods=("texplain",), seeds=tuple(range(args.seeds)))
+    finetune = replace(MitigateConfig().finetune, trainable=args.finetune)
+    config = MitigateConfig(selection=selection, finetune=finetune, methods=("texplain",), seeds=tuple(range(args.seeds)))
     metadata = args.data / "bar" / "metadata.json"
     spec = str(args.bar / "classifier")
     train = read_labelled(metadata, split="train")[:: args.every]
