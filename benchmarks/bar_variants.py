@@ -40,7 +40,8 @@ from texplain.attribution.fills import mask_batch
 from texplain.data.labelled import read_labelled
 from texplain.mitigation.config import MitigateConfig
 from texplain.mitigation.masks import heat_maps
-from texplain.mitigation.runner import load_bench
+from texplain.mitigation.methods.randmask import random_maps
+from texplain.mitigation.runner import load_bench, summarise_runs
 from texplain.mitigation.selection import choose, explain_training, train_features
 from texplain.models.explainer import load_explainer
 from texplain.text.class_vocabulary import load_overrides
@@ -130,11 +131,8 @@ def selection_rule(selection, rule: str):
 
 def random_masks(bench, count: int, fraction: float) -> tuple[list[int], list[torch.Tensor], dict]:
     """``count`` random training images with random maps covering ``fraction`` of each on average (as RandMask)."""
-    generator = torch.Generator().manual_seed(0)
     n = len(bench.train_labels)
-    index = sorted(torch.randperm(n, generator=generator)[:count].tolist())
-    h, w = bench.train_pixels.shape[-2:]
-    maps = [torch.rand((max(2, h // 8), max(2, w // 8)), generator=generator) for _ in index]
+    index, maps = random_maps(bench.train_pixels, count, torch.Generator().manual_seed(0))
     quantile = torch.quantile(torch.stack([m.flatten() for m in maps]), 1.0 - fraction) if maps else 0.5
     maps = [(m >= quantile).float() for m in maps]  # covers ``fraction`` at any threshold in (0, 1]
     return index, maps, {"selected": len(index), "fraction": round(len(index) / n, 4), "rule": "random"}
@@ -153,12 +151,11 @@ def fine_tuned(bench, index: list[int], maps: list[torch.Tensor], mode: str, see
 
 def score_row(name: str, picked: dict | None, runs: list[dict]) -> dict:
     """Mean and spread of the worst class and overall over seeds, per class means, and what was picked."""
-    worst = [100 * r["worst_group"] for r in runs]
-    overall = [100 * r["average"] for r in runs]
-    classes = {c: round(float(np.mean([100 * r["per_class"][c] for r in runs])), 1) for c in runs[0]["per_class"]}
-    spread = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
-    row = {"variant": name, "worst": round(float(np.mean(worst)), 1), "worst_std": round(spread(worst), 1),
-           "overall": round(float(np.mean(overall)), 1), "overall_std": round(spread(overall), 1), "per_class": classes}
+    summary = summarise_runs(runs)
+    classes = {c: round(100 * v["mean"], 1) for c, v in summary["per_class"].items()}
+    row = {"variant": name, "worst": round(100 * summary["worst_group"]["mean"], 1),
+           "worst_std": round(100 * summary["worst_group"]["std"], 1), "overall": round(100 * summary["average"]["mean"], 1),
+           "overall_std": round(100 * summary["average"]["std"], 1), "per_class": classes}
     if picked is not None:
         row["selected"] = picked["selected"]
         row["fraction"] = picked["fraction"]

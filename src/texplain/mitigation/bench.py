@@ -141,12 +141,10 @@ class Bench:
             return None
         if self._train_front is None:
             self._train_front = cut_inputs(self.classifier.module, cut, self.train_pixels, 64, self.progress)
-        n = len(self.train_pixels)
-        if not len(changed) and len(pixels) == n:
-            return self._train_front
-        inputs = self._train_front.clone()
+        n, inputs = len(self.train_pixels), self._train_front
         index = [i for i in changed if i < n]
         if index:
+            inputs = inputs.clone()
             inputs[index] = cut_inputs(self.classifier.module, cut, pixels[index], 64)
         if len(pixels) > n:
             inputs = torch.cat([inputs, cut_inputs(self.classifier.module, cut, pixels[n:], 64)])

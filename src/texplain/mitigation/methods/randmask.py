@@ -9,6 +9,7 @@ share (or 1 - threshold when TExplain found nothing to size them by).
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from texplain.attribution.fills import mask_batch
 from texplain.mitigation.bench import Bench, Method
@@ -28,12 +29,18 @@ class RandMask(Method):
         generator = torch.Generator().manual_seed(seed)
         n = len(bench.train_labels)
         count = n if self.every else len(self.texplain.heats)
-        index = sorted(torch.randperm(n, generator=generator)[:count].tolist())
-        h, w = bench.train_pixels.shape[-2:]
-        heats = [torch.rand((max(2, h // 8), max(2, w // 8)), generator=generator) for _ in index]
+        index, heats = random_maps(bench.train_pixels, count, generator)
         share = self.texplain.fraction or 1.0 - bench.config.mask.threshold
         threshold = min(max(1.0 - share, 1e-3), 1.0)
         masked, _ = mask_batch(bench.train_pixels[index], heats, threshold, bench.config.mask.fill, generator,
                                bench.train_pixels)
         classifier, history, samples = bench.fine_tune_masked(index, masked, seed, self.label)
         return classifier, {"fine_tuned_on": samples, "masked": count, "history": history.to_json()}
+
+
+def random_maps(pixels: Tensor, count: int, generator: torch.Generator) -> tuple[list[int], list[Tensor]]:
+    """``count`` random positions of ``pixels`` (N, 3, H, W), sorted, and a random map in [0, 1) for each, an eighth
+    of the image's side (at least 2 x 2 cells)."""
+    index = sorted(torch.randperm(len(pixels), generator=generator)[:count].tolist())
+    h, w = pixels.shape[-2:]
+    return index, [torch.rand((max(2, h // 8), max(2, w // 8)), generator=generator) for _ in index]
