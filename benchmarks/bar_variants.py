@@ -9,7 +9,10 @@ stopping on the held-out part), for the same seeds. A variant is
 K dominant words) or ``not-class`` (:mod:`texplain.mitigation.selection`),
 MODE ``replace`` (the picked images are seen masked only, as ``texplain
 mitigate`` fine-tunes by default) or ``add`` (the originals are kept and a
-masked copy of each picked image is added, ``--keep-originals``);
+masked copy of each picked image is added, ``--keep-originals``), either
+followed by ``+spread`` (``--spread-masks``: images of the less-masked
+classes are masked too, with borrowed maps, until every class has the same
+share masked; :mod:`texplain.mitigation.spread`);
 ``plain-replace`` fine-tunes with nothing masked, the control for
 fine-tuning itself; ``randmask-MODE`` is random masks of TExplain's size on
 as many random images as the previous variant picked (drawn once, the same
@@ -43,6 +46,7 @@ from texplain.mitigation.masks import heat_maps
 from texplain.mitigation.methods.randmask import random_maps
 from texplain.mitigation.runner import load_bench, summarise_runs
 from texplain.mitigation.selection import choose, explain_training, train_features
+from texplain.mitigation.spread import spread_masks, spread_targets
 from texplain.models.explainer import load_explainer
 from texplain.text.class_vocabulary import load_overrides
 from texplain.text.config import ClassWordConfig
@@ -84,7 +88,7 @@ def run(argv: list[str] | None = None) -> int:
     cache = args.out / "heats.safetensors"  # (image, word) -> heat map, kept between runs of the same --out
     heats = {(int(key.split(":", 1)[0]), key.split(":", 1)[1]): heat for key, heat in load_file(cache).items()} \
         if cache.is_file() else {}
-    last_count, last_fraction = 0, 0.0
+    last_count, last_fraction, classes = 0, 0.0, len(bench.classifier.class_names)
     for variant in args.variants.split(","):
         rule, mode = variant.rsplit("-", 1)
         if rule in ("randmask", "plain") and args.plan:
@@ -93,6 +97,7 @@ def run(argv: list[str] | None = None) -> int:
             index, maps, picked = [], [], None
         elif rule == "randmask":
             index, maps, picked = random_masks(bench, last_count, last_fraction)
+            mode = mode.removesuffix("+spread")  # random masks are spread over the classes already
         else:
             chosen = choose(explained, vocabularies, prior, selection_rule(config.selection, rule))
             print(f"{variant}: picks {len(chosen.indices())} ({100 * chosen.fraction:.1f}%): " + "; ".join(
@@ -109,7 +114,8 @@ def run(argv: list[str] | None = None) -> int:
             index = [i for i in chosen.indices() if (i, chosen.words[i]) in heats]
             maps = [heats[i, chosen.words[i]] for i in index]
             picked = chosen.to_json()
-            last_count = len(index)
+            last_count = int(spread_targets(bench.train_labels, index, classes).sum()) if mode.endswith("+spread") \
+                else len(index)
             last_fraction = float(np.mean([bench.masked_fraction(h) for h in maps]))
         runs = [bench.score(fine_tuned(bench, index, maps, mode, seed), seed, {}) for seed in config.seeds]
         rows.append(score_row(variant, picked, runs))
@@ -139,13 +145,16 @@ def random_masks(bench, count: int, fraction: float) -> tuple[list[int], list[to
 
 
 def fine_tuned(bench, index: list[int], maps: list[torch.Tensor], mode: str, seed: int):
-    """The classifier fine-tuned with the images at ``index`` masked by ``maps``, in their place or as added copies
-    (nothing masked: fine-tuned on the training split as it is)."""
+    """The classifier fine-tuned with the images at ``index`` masked by ``maps``, in their place or as added copies,
+    spread over the classes for a ``+spread`` mode (nothing masked: fine-tuned on the training split as it is)."""
     if not index:
         return bench.fine_tune(bench.train_pixels, bench.tuned, bench.held, seed, "plain")[0]
+    generator = torch.Generator().manual_seed(seed)
+    if mode.endswith("+spread"):
+        index, maps = spread_masks(bench.train_labels, index, maps, len(bench.classifier.class_names), generator)
     masked, _ = mask_batch(bench.train_pixels[index], maps, bench.config.mask.threshold, bench.config.mask.fill,
-                           torch.Generator().manual_seed(seed), bench.train_pixels)
-    bench.config = replace(bench.config, keep_originals=mode == "add")
+                           generator, bench.train_pixels)
+    bench.config = replace(bench.config, keep_originals=mode.startswith("add"))
     return bench.fine_tune_masked(index, masked, seed, "variant")[0]
 
 

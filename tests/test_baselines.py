@@ -8,11 +8,15 @@ import torch
 from PIL import Image
 
 from texplain.data.labelled import LabelledImage
+from texplain.mitigation.bench import Bench
 from texplain.mitigation.config import MitigateConfig
+from texplain.mitigation.methods.randmask import RandMask
+from texplain.mitigation.methods.texplain import TExplain
 from texplain.mitigation.runner import load_bench, run_mitigation
+from texplain.mitigation.spread import spread_targets
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.mitigation_report import markdown_table
-from texplain.training.classifier_training import label_indices, load_pixels, predict, train_classifier
+from texplain.training.classifier_training import TrainingHistory, label_indices, load_pixels, predict, train_classifier
 from texplain.training.config import ClassifierTrainConfig
 from texplain.training.frozen_front import cut_inputs
 
@@ -122,3 +126,25 @@ def test_masked_images_take_their_originals_place_or_are_added_beside_them(short
         assert torch.equal(seen["labels"], bench.train_labels[bench.tuned])
         assert len(seen["held"][1]) == len(bench.held) and int(held_masked.sum()) == 1
     assert len(seen["front"][0]) == len(seen["labels"]) and n == len(bench.train_labels)
+
+
+def test_spread_masks_reach_every_class_and_randmask_masks_as_many(shortcut, tmp_path, monkeypatch):
+    root, train, test = shortcut
+    config = MitigateConfig(methods=("texplain", "randmask"), spread_masks=True, holdout=0.3,
+                            finetune=ClassifierTrainConfig(trainable="last-stages", epochs=1))
+    bench = load_bench(root / "classifier", train, test, config, tmp_path, progress=False)
+    texplain = TExplain()
+    dark = torch.nonzero(bench.train_labels == 0).flatten().tolist()
+    texplain.heats = {i: torch.rand(4, 4) for i in dark[: len(dark) // 2]}  # half of one class picked, none of the other
+    texplain.count = int(spread_targets(bench.train_labels, list(texplain.heats), 2).sum())
+    seen = []
+    monkeypatch.setattr(Bench, "fine_tune_masked", lambda self, index, masked, seed, what: seen.append(
+        (list(index), masked)) or (self.classifier, TrainingHistory(), 0))
+    monkeypatch.setattr(Bench, "checkpoint", lambda self, classifier, name: tmp_path / name)
+    _, record = texplain.run(bench, 0)
+    RandMask(texplain, every=False).run(bench, 0)
+    (index, masked), (random_index, _) = seen
+    shares = torch.bincount(bench.train_labels[index]) / torch.bincount(bench.train_labels)
+    assert record["masked"] == len(index) == texplain.count == len(random_index)
+    assert set(texplain.heats) < set(index) and abs(float(shares[0] - shares[1])) < 0.01
+    assert not torch.equal(masked, bench.train_pixels[index])

@@ -61,7 +61,7 @@ SETTINGS = {
         "min_lift": "selection.min_lift", "wordnet": "selection.class_words.wordnet", "mask_localise": "mask.localise",
         "mask_heat": "mask.heat", "mask_layer": "mask.layer", "mask_grid": "mask.grid", "mask_window": "mask.window",
         "mask_threshold": "mask.threshold", "mask_fill": "mask.fill", "epochs": "finetune.epochs",
-        "keep_originals": "keep_originals", "masktune_epochs": "masktune_epochs", "jtt_upweight": "jtt_upweight",
+        "keep_originals": "keep_originals", "spread_masks": "spread_masks", "masktune_epochs": "masktune_epochs", "jtt_upweight": "jtt_upweight",
         "lr": "finetune.lr", "batch_size": "finetune.batch_size", "finetune": "finetune.trainable",
         "patience": "finetune.patience", "backbone_lr": "finetune.backbone_lr", "select": "selection.rule",
         "select_top": "selection.top", "select_threshold": "selection.threshold",

@@ -155,6 +155,8 @@ def test_the_report_says_whether_masked_images_replaced_their_originals():
         result = {"summary": {}, "texplain_masked_fraction": 0.4, "settings": {
             "keep_originals": kept, "finetune": {"trainable": "all", "backbone_lr": 1, "lr": 1e-4, "epochs": 5, "patience": 1}}}
         assert any(said in line for line in notes(result))
+    result["texplain_masked_images"], result["texplain_spread_images"] = 30, 70
+    assert any("Spread: 70 more images" in line and "(100 in all" in line for line in notes(result))
 
 
 def test_mitigate_command_end_to_end(tiny_demo, tmp_path):

@@ -126,7 +126,10 @@ class MitigateConfig:
     per run). holdout: the share of the training split held out for early
     stopping and DFR (:mod:`.holdout`). keep_originals: TExplain and
     RandMask fine-tune on the original images with the masked ones added as
-    copies, rather than in their place. masktune_epochs: MaskTune's
+    copies, rather than in their place. spread_masks: TExplain also masks
+    images of the less-masked classes, with borrowed maps, until every
+    class has the same share masked (:mod:`.spread`); RandMask masks as many.
+    masktune_epochs: MaskTune's
     fine-tuning epochs (one, as MaskTune). jtt_epochs: how long JTT's
     identification model trains (briefly, so that it errs); jtt_upweight:
     how many times JTT counts an error. dfr_steps, dfr_lr, dfr_subsets:
@@ -145,6 +148,7 @@ class MitigateConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     holdout: float = 0.15
     keep_originals: bool = False
+    spread_masks: bool = False
     masktune_epochs: int = 1
     jtt_epochs: int = 1
     jtt_upweight: int = 6

@@ -106,6 +106,10 @@ def notes(result: dict) -> list[str]:
         out.append(f"TExplain's masks cover {100 * result['texplain_masked_fraction']:.1f}% of an image on average; "
                    f"{result.get('texplain_zero_heat_maps', 0)} all-zero heat maps were left out. The masked images are "
                    f"{'added beside their originals' if kept else 'seen in place of their originals'} (RandMask's too).")
+        if result.get("texplain_spread_images"):
+            out.append(f"Spread: {result['texplain_spread_images']} more images of the less-masked classes were masked, "
+                       f"each with a picked image's map, so that every class has the same share masked "
+                       f"({result['texplain_masked_images'] + result['texplain_spread_images']} in all; RandMask masks as many).")
     if "jtt" in result.get("runs", {}):
         errors = ", ".join(str(r["errors"]) for r in result["runs"]["jtt"])
         out.append(f"JTT up-weights the training samples its briefly trained identification model gets wrong ({errors} by seed).")

@@ -1,4 +1,4 @@
-"""RandMask: random masks as large as TExplain's, on as many random samples (or on all): the control for masking itself.
+"""RandMask: random masks as large as TExplain's, on as many random samples as it masks (or on all): the control for masking itself.
 
 It is fine-tuned exactly as TExplain is; only where the masks fall
 differs. The random maps are drawn at an eighth of the image's side (at
@@ -28,7 +28,7 @@ class RandMask(Method):
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
         generator = torch.Generator().manual_seed(seed)
         n = len(bench.train_labels)
-        count = n if self.every else len(self.texplain.heats)
+        count = n if self.every else self.texplain.count
         index, heats = random_maps(bench.train_pixels, count, generator)
         share = self.texplain.fraction or 1.0 - bench.config.mask.threshold
         threshold = min(max(1.0 - share, 1e-3), 1.0)

@@ -4,7 +4,9 @@ Selection (:mod:`~texplain.mitigation.selection`) and the heat maps behind
 each picked sample's word (:mod:`~texplain.mitigation.masks`) do not depend
 on the seed and are computed once, over the whole training split. Each seed
 masks the picked samples (the ``shuffle`` fill's donors drawn with the
-seed) and fine-tunes on the training split with them in place of the
+seed; with ``spread_masks``, as many more of the other classes' images as
+make every class's masked share the same, :mod:`~texplain.mitigation.spread`)
+and fine-tunes on the training split with them in place of the
 originals (or beside them, ``keep_originals``), stopping early on the
 held-out part masked the same way.
 """
@@ -23,6 +25,7 @@ from texplain.errors import TexplainError
 from texplain.mitigation.bench import Bench
 from texplain.mitigation.masks import heat_maps
 from texplain.mitigation.selection import Selection, choose, explain_training, train_features
+from texplain.mitigation.spread import spread_masks, spread_targets
 from texplain.models.classifiers import Classifier
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ class TExplain:
         self.selection: Selection | None = None
         self.heats: dict[int, Tensor] = {}
         self.fraction = 0.0
+        self.count = 0
         self.examples: list[MaskedExample] = []
 
     def prepare(self, bench: Bench) -> dict:
@@ -75,15 +79,23 @@ class TExplain:
             raise TexplainError("TExplain: every selected sample's heat map is all zero: no region raises its word")
         fractions = {i: bench.masked_fraction(h) for i, h in self.heats.items()}
         self.fraction = float(np.mean(list(fractions.values())))
+        self.count = len(self.heats)
+        if config.spread_masks:
+            self.count = int(spread_targets(bench.train_labels, list(self.heats), len(bench.classifier.class_names)).sum())
         self.examples = [MaskedExample(bench.train_paths[i], labels[i], self.selection.words[i], self.heats[i], fractions[i])
                          for i in list(self.heats)[: config.examples]]
         return {"selection": self.selection.to_json(), "texplain_masked_fraction": round(self.fraction, 4),
-                "texplain_zero_heat_maps": zero, "texplain_masked_images": len(self.heats)}
+                "texplain_zero_heat_maps": zero, "texplain_masked_images": len(self.heats),
+                "texplain_spread_images": self.count - len(self.heats)}
 
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
-        index = list(self.heats)
-        masked, _ = mask_batch(bench.train_pixels[index], [self.heats[i] for i in index], bench.config.mask.threshold,
-                               bench.config.mask.fill, torch.Generator().manual_seed(seed), bench.train_pixels)
+        generator = torch.Generator().manual_seed(seed)
+        index, heats = list(self.heats), list(self.heats.values())
+        if bench.config.spread_masks:
+            index, heats = spread_masks(bench.train_labels, index, heats, len(bench.classifier.class_names), generator)
+        masked, _ = mask_batch(bench.train_pixels[index], heats, bench.config.mask.threshold, bench.config.mask.fill,
+                               generator, bench.train_pixels)
         classifier, history, samples = bench.fine_tune_masked(index, masked, seed, self.label)
         folder = bench.checkpoint(classifier, f"texplain-seed{seed}")
-        return classifier, {"fine_tuned_on": samples, "history": history.to_json(), "checkpoint": str(folder)}
+        return classifier, {"fine_tuned_on": samples, "masked": len(index), "history": history.to_json(),
+                            "checkpoint": str(folder)}
