@@ -116,6 +116,7 @@ def run(argv: list[str] | None = None) -> int:
             picked = chosen.to_json()
             last_count = int(spread_targets(bench.train_labels, index, classes).sum()) if mode.endswith("+spread") \
                 else len(index)
+            picked["masked"] = last_count
             last_fraction = float(np.mean([bench.masked_fraction(h) for h in maps]))
         runs = [bench.score(fine_tuned(bench, index, maps, mode, seed), seed, {}) for seed in config.seeds]
         rows.append(score_row(variant, picked, runs))
@@ -168,10 +169,11 @@ def score_row(name: str, picked: dict | None, runs: list[dict]) -> dict:
     if picked is not None:
         row["selected"] = picked["selected"]
         row["fraction"] = picked["fraction"]
+        row["masked"] = picked.get("masked", picked["selected"])
         row["per_class_picked"] = {c: [v["selected"], v["masked_words"][:4], v["suspects"]]
                                    for c, v in picked.get("per_class", {}).items()}
     row["line"] = (f"{name}: worst {row['worst']} ± {row['worst_std']}, overall {row['overall']} ± {row['overall_std']}"
-                   + (f", picked {row['selected']} ({100 * row['fraction']:.1f}%)" if picked else "")
+                   + (f", picked {row['selected']} ({100 * row['fraction']:.1f}%), masked {row['masked']}" if picked else "")
                    + " | " + ", ".join(f"{c} {a}" for c, a in classes.items()))
     return row
 
@@ -184,6 +186,7 @@ def table(rows: list[dict], seeds, minutes: float, command: str) -> str:
              "|---|---:|---:|---:|" + "---:|" * len(classes)]
     for r in rows:
         picked = f"{r['selected']} ({100 * r['fraction']:.1f}%)" if "selected" in r else ""
+        picked += f", {r['masked']} masked" if r.get("masked", r.get("selected")) != r.get("selected") else ""
         lines.append(f"| {r['variant']} | {picked} | {r['worst']} ± {r['worst_std']} | {r['overall']} ± {r['overall_std']} | "
                      + " | ".join(str(r["per_class"][c]) for c in classes) + " |")
     picks = [r for r in rows if r.get("per_class_picked")]
