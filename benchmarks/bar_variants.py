@@ -16,8 +16,9 @@ share masked; :mod:`texplain.mitigation.spread`);
 ``plain-replace`` fine-tunes with nothing masked, the control for
 fine-tuning itself; ``randmask-MODE`` is random masks of TExplain's size on
 as many random images as the previous variant picked (drawn once, the same
-for every seed), the control for masking itself. ERM's scores are printed
-first. Writes ``benchmarks/results/bar/variants.md`` and ``.json``; its
+for every seed), the control for masking itself. ``--fill`` sets what hides
+every variant's masked regions (as ``--mask-fill``). ERM's scores are
+printed first. Writes ``benchmarks/results/bar/variants.md`` and ``.json``; its
 runs need ``benchmarks/bar_analysis.py --head-only`` (the classifier) and
 ``make flickr8k`` (the translator), as ``bar_mitigation.py``'s do.
 
@@ -39,9 +40,9 @@ from bar_mitigation import DOMINANCE, bar_parser
 from safetensors.torch import load_file, save_file
 
 from texplain.atomic import write_json, write_text, writing
-from texplain.attribution.fills import mask_batch
+from texplain.attribution.fills import FILLS, mask_batch
 from texplain.data.labelled import read_labelled
-from texplain.mitigation.config import MitigateConfig
+from texplain.mitigation.config import MaskConfig, MitigateConfig
 from texplain.mitigation.masks import heat_maps
 from texplain.mitigation.methods.randmask import random_maps
 from texplain.mitigation.runner import load_bench, summarise_runs
@@ -59,6 +60,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variants", default="plain-replace,suspects:1-replace,suspects:1-add,randmask-add")
     parser.add_argument("--finetune", default="last-stages", choices=("head", "last-stages", "all"),
                         help="what every variant fine-tunes, as texplain mitigate --finetune")
+    parser.add_argument("--fill", default=MaskConfig().fill, choices=FILLS,
+                        help="what hides every variant's masked regions, as texplain mitigate --mask-fill")
     parser.add_argument("--plan", action="store_true", help="print what each variant picks, and stop")
     parser.add_argument("--every", type=int, default=1, help="every k-th training image only (a smoke test)")
     return parser.parse_args(argv)
@@ -71,7 +74,8 @@ def run(argv: list[str] | None = None) -> int:
     selection = replace(MitigateConfig().selection, min_frequency=float(DOMINANCE[1]), min_lift=float(DOMINANCE[3]),
                         class_words=ClassWordConfig(overrides=load_overrides(args.class_words)))
     finetune = replace(MitigateConfig().finetune, trainable=args.finetune)
-    config = MitigateConfig(selection=selection, finetune=finetune, methods=("texplain",), seeds=tuple(range(args.seeds)))
+    config = MitigateConfig(selection=selection, finetune=finetune, mask=replace(MaskConfig(), fill=args.fill),
+                            methods=("texplain",), seeds=tuple(range(args.seeds)))
     metadata = args.data / "bar" / "metadata.json"
     spec = str(args.bar / "classifier")
     train = read_labelled(metadata, split="train")[:: args.every]
