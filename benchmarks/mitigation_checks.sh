@@ -31,11 +31,15 @@ python "$here/bar_mitigation.py" --bar "$runs/bar" --translator "$runs/flickr8k/
 # Selection rules and fine-tuning modes side by side (benchmarks/results/bar/variants.md, 32 min).
 python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
     --variants plain-replace,suspects:1-replace,suspects:1-add,randmask-add --seeds 3
-# The same with the masks spread over the classes (--spread-masks), with the last stages and with the head alone
-# fine-tuned (benchmarks/results/bar/spread/, 40 and 25 min).
+# The same with the masks spread over the classes (--spread-masks): with the last stages (43 min), with a flat fill
+# (24 min), with the head alone (16 min), and the head alone unspread beside it (10 min); benchmarks/results/bar/spread/.
 python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
     --results "$here/results/bar/spread" \
     --variants plain-replace,suspects:1-replace+spread,suspects:1-add+spread,randmask-add+spread --seeds 3
 python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
     --results "$here/results/bar/spread/head" --finetune head \
     --variants plain-replace,suspects:1-replace+spread,suspects:1-add+spread,randmask-add+spread --seeds 3
+python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
+    --results "$here/results/bar/spread/zero" --fill zero --variants suspects:1-add+spread,randmask-add+spread --seeds 3
+python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
+    --results "$here/results/bar/spread/head/unspread" --finetune head --variants suspects:1-replace,suspects:1-add --seeds 3
