@@ -15,7 +15,7 @@ classes are masked too, with borrowed maps, until every class has the same
 share masked; :mod:`texplain.mitigation.spread`);
 ``plain-replace`` fine-tunes with nothing masked, the control for
 fine-tuning itself; ``randmask-MODE`` is random masks of TExplain's size on
-as many random images as the previous variant picked (drawn once, the same
+as many random images as the previous variant masked (drawn once, the same
 for every seed), the control for masking itself. ``--fill`` sets what hides
 every variant's masked regions (as ``--mask-fill``). ERM's scores are
 printed first. Writes ``benchmarks/results/bar/variants.md`` and ``.json``; its
