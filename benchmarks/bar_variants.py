@@ -40,14 +40,15 @@ from bar_mitigation import DOMINANCE, bar_parser
 from safetensors.torch import load_file, save_file
 
 from texplain.atomic import write_json, write_text, writing
-from texplain.attribution.fills import FILLS, mask_batch
+from texplain.attribution.fills import FILLS
 from texplain.data.labelled import read_labelled
 from texplain.mitigation.config import MaskConfig, MitigateConfig
 from texplain.mitigation.masks import heat_maps
 from texplain.mitigation.methods.randmask import random_maps
+from texplain.mitigation.methods.texplain import fine_tune_on_maps
 from texplain.mitigation.runner import load_bench, summarise_runs
 from texplain.mitigation.selection import choose, explain_training, train_features
-from texplain.mitigation.spread import spread_masks, spread_targets
+from texplain.mitigation.spread import spread_count
 from texplain.models.explainer import load_explainer
 from texplain.text.class_vocabulary import load_overrides
 from texplain.text.config import ClassWordConfig
@@ -118,8 +119,7 @@ def run(argv: list[str] | None = None) -> int:
             index = [i for i in chosen.indices() if (i, chosen.words[i]) in heats]
             maps = [heats[i, chosen.words[i]] for i in index]
             picked = chosen.to_json()
-            last_count = int(spread_targets(bench.train_labels, index, classes).sum()) if mode.endswith("+spread") \
-                else len(index)
+            last_count = spread_count(bench.train_labels, index, classes) if mode.endswith("+spread") else len(index)
             picked["masked"] = last_count
             last_fraction = float(np.mean([bench.masked_fraction(h) for h in maps]))
         runs = [bench.score(fine_tuned(bench, index, maps, mode, seed), seed, {}) for seed in config.seeds]
@@ -154,13 +154,8 @@ def fine_tuned(bench, index: list[int], maps: list[torch.Tensor], mode: str, see
     spread over the classes for a ``+spread`` mode (nothing masked: fine-tuned on the training split as it is)."""
     if not index:
         return bench.fine_tune(bench.train_pixels, bench.tuned, bench.held, seed, "plain")[0]
-    generator = torch.Generator().manual_seed(seed)
-    if mode.endswith("+spread"):
-        index, maps = spread_masks(bench.train_labels, index, maps, len(bench.classifier.class_names), generator)
-    masked, _ = mask_batch(bench.train_pixels[index], maps, bench.config.mask.threshold, bench.config.mask.fill,
-                           generator, bench.train_pixels)
-    bench.config = replace(bench.config, keep_originals=mode.startswith("add"))
-    return bench.fine_tune_masked(index, masked, seed, "variant")[0]
+    bench.config = replace(bench.config, keep_originals=mode.startswith("add"), spread_masks=mode.endswith("+spread"))
+    return fine_tune_on_maps(bench, index, maps, seed, "variant")[0]
 
 
 def score_row(name: str, picked: dict | None, runs: list[dict]) -> dict:

@@ -13,7 +13,7 @@ from texplain.mitigation.config import MitigateConfig
 from texplain.mitigation.methods.randmask import RandMask
 from texplain.mitigation.methods.texplain import TExplain
 from texplain.mitigation.runner import load_bench, run_mitigation
-from texplain.mitigation.spread import spread_targets
+from texplain.mitigation.spread import spread_count
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.mitigation_report import markdown_table
 from texplain.training.classifier_training import TrainingHistory, label_indices, load_pixels, predict, train_classifier
@@ -136,7 +136,7 @@ def test_spread_masks_reach_every_class_and_randmask_masks_as_many(shortcut, tmp
     texplain = TExplain()
     dark = torch.nonzero(bench.train_labels == 0).flatten().tolist()
     texplain.heats = {i: torch.rand(4, 4) for i in dark[: len(dark) // 2]}  # half of one class picked, none of the other
-    texplain.count = int(spread_targets(bench.train_labels, list(texplain.heats), 2).sum())
+    texplain.count = spread_count(bench.train_labels, list(texplain.heats), 2)
     seen = []
     monkeypatch.setattr(Bench, "fine_tune_masked", lambda self, index, masked, seed, what: seen.append(
         (list(index), masked)) or (self.classifier, TrainingHistory(), 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from texplain.mitigation.spread import spread_masks, spread_targets
+from texplain.mitigation.spread import spread_count, spread_masks, spread_targets
 
 
 def labels_and_picks():
@@ -20,6 +20,7 @@ def test_every_class_gets_the_most_masked_share():
     labels, index, _ = labels_and_picks()
     assert spread_targets(labels, index, 3).tolist() == [10, 5, 15]
     assert spread_targets(labels, index, 4).tolist() == [10, 5, 15, 0]  # a class with no image stays at none
+    assert spread_count(labels, index, 3) == 30
 
 
 def test_spread_adds_unpicked_images_with_borrowed_maps():

@@ -28,6 +28,11 @@ def spread_targets(labels: Tensor, index: Sequence[int], classes: int) -> Tensor
     return torch.maximum(picked, torch.round(share * sizes).long())
 
 
+def spread_count(labels: Tensor, index: Sequence[int], classes: int) -> int:
+    """How many images are masked in all once the picked positions ``index`` are spread (:func:`spread_targets`)."""
+    return int(spread_targets(labels, index, classes).sum())
+
+
 def spread_masks(
     labels: Tensor, index: Sequence[int], heats: Sequence[Tensor], classes: int, generator: torch.Generator,
 ) -> tuple[list[int], list[Tensor]]:

@@ -25,8 +25,9 @@ from texplain.errors import TexplainError
 from texplain.mitigation.bench import Bench
 from texplain.mitigation.masks import heat_maps
 from texplain.mitigation.selection import Selection, choose, explain_training, train_features
-from texplain.mitigation.spread import spread_masks, spread_targets
+from texplain.mitigation.spread import spread_count, spread_masks
 from texplain.models.classifiers import Classifier
+from texplain.training.classifier_training import TrainingHistory
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class TExplain:
         self.fraction = float(np.mean(list(fractions.values())))
         self.count = len(self.heats)
         if config.spread_masks:
-            self.count = int(spread_targets(bench.train_labels, list(self.heats), len(bench.classifier.class_names)).sum())
+            self.count = spread_count(bench.train_labels, list(self.heats), len(bench.classifier.class_names))
         self.examples = [MaskedExample(bench.train_paths[i], labels[i], self.selection.words[i], self.heats[i], fractions[i])
                          for i in list(self.heats)[: config.examples]]
         return {"selection": self.selection.to_json(), "texplain_masked_fraction": round(self.fraction, 4),
@@ -89,13 +90,23 @@ class TExplain:
                 "texplain_spread_images": self.count - len(self.heats)}
 
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
-        generator = torch.Generator().manual_seed(seed)
-        index, heats = list(self.heats), list(self.heats.values())
-        if bench.config.spread_masks:
-            index, heats = spread_masks(bench.train_labels, index, heats, len(bench.classifier.class_names), generator)
-        masked, _ = mask_batch(bench.train_pixels[index], heats, bench.config.mask.threshold, bench.config.mask.fill,
-                               generator, bench.train_pixels)
-        classifier, history, samples = bench.fine_tune_masked(index, masked, seed, self.label)
+        classifier, history, samples, masked = fine_tune_on_maps(bench, list(self.heats), list(self.heats.values()), seed,
+                                                                 self.label)
         folder = bench.checkpoint(classifier, f"texplain-seed{seed}")
-        return classifier, {"fine_tuned_on": samples, "masked": len(index), "history": history.to_json(),
+        return classifier, {"fine_tuned_on": samples, "masked": masked, "history": history.to_json(),
                             "checkpoint": str(folder)}
+
+
+def fine_tune_on_maps(
+    bench: Bench, index: list[int], heats: list[Tensor], seed: int, what: str,
+) -> tuple[Classifier, TrainingHistory, int, int]:
+    """A copy of the classifier fine-tuned with the training images at ``index`` masked where their maps ``heats`` rise
+    above the threshold (spread over the classes first with ``config.spread_masks``; the fill's donors drawn with
+    ``seed``), and how many samples it was fine-tuned on and how many images were masked."""
+    generator = torch.Generator().manual_seed(seed)
+    if bench.config.spread_masks:
+        index, heats = spread_masks(bench.train_labels, index, heats, len(bench.classifier.class_names), generator)
+    masked, _ = mask_batch(bench.train_pixels[index], heats, bench.config.mask.threshold, bench.config.mask.fill,
+                           generator, bench.train_pixels)
+    classifier, history, samples = bench.fine_tune_masked(index, masked, seed, what)
+    return classifier, history, samples, len(index)
