@@ -6,7 +6,8 @@ selected, masked and fine-tuned in the same process as ``texplain mitigate``
 does it (:class:`~texplain.mitigation.bench.Bench`: the last stages, early
 stopping on the held-out part), for the same seeds. A variant is
 ``RULE-MODE``: RULE ``suspects`` (``suspects:K``: a suspect among the first
-K dominant words) or ``not-class`` (:mod:`texplain.mitigation.selection`),
+K dominant words; ``suspects@T``: a suspect said in at least a share T of
+the image's sentences) or ``not-class`` (:mod:`texplain.mitigation.selection`),
 MODE ``replace`` (the picked images are seen masked only, as ``texplain
 mitigate`` fine-tunes by default) or ``add`` (the originals are kept and a
 masked copy of each picked image is added, ``--keep-originals``), either
@@ -135,9 +136,12 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def selection_rule(selection, rule: str):
-    """``suspects``, ``suspects:K`` (a suspect among the first K dominant words) or ``not-class`` as a selection config."""
+    """``suspects``, ``suspects:K`` (a suspect among the first K dominant words), ``suspects@T`` (a suspect said in at
+    least a share T of the image's sentences, as ``--select-threshold``) or ``not-class`` as a selection config."""
+    rule, _, threshold = rule.partition("@")
     name, _, top = rule.partition(":")
-    return replace(selection, rule=name, top=int(top) if top else selection.top)
+    return replace(selection, rule=name, top=int(top) if top else selection.top,
+                   threshold=float(threshold) if threshold else None)
 
 
 def random_masks(bench, count: int, fraction: float) -> tuple[list[int], list[torch.Tensor], dict]:
