@@ -11,7 +11,9 @@ the image's sentences) or ``not-class`` (:mod:`texplain.mitigation.selection`),
 MODE ``replace`` (the picked images are seen masked only, as ``texplain
 mitigate`` fine-tunes by default) or ``add`` (the originals are kept and a
 masked copy of each picked image is added, ``--keep-originals``), either
-followed by ``+spread`` (``--spread-masks``: images of the less-masked
+followed by ``+spare`` (``--spare-class``: the region of the image's
+most-said class word is never masked; :func:`~texplain.mitigation.masks.spare_maps`)
+and by ``+spread`` (``--spread-masks``: images of the less-masked
 classes are masked too, with borrowed maps, until every class has the same
 share masked; :mod:`texplain.mitigation.spread`);
 ``plain-replace`` fine-tunes with nothing masked, the control for
@@ -44,7 +46,7 @@ from texplain.atomic import write_json, write_text, writing
 from texplain.attribution.fills import FILLS
 from texplain.data.labelled import read_labelled
 from texplain.mitigation.config import MaskConfig, MitigateConfig
-from texplain.mitigation.masks import heat_maps
+from texplain.mitigation.masks import heat_maps, spare_maps
 from texplain.mitigation.methods.randmask import random_maps
 from texplain.mitigation.methods.texplain import fine_tune_on_maps
 from texplain.mitigation.runner import load_bench, summarise_runs
@@ -103,7 +105,7 @@ def run(argv: list[str] | None = None) -> int:
             index, maps, picked = [], [], None
         elif rule == "randmask":
             index, maps, picked = random_masks(bench, last_count, last_fraction)
-            mode = mode.removesuffix("+spread")  # random masks are spread over the classes already
+            mode = mode.split("+")[0]  # random masks are spread over the classes already and spare nothing
         else:
             chosen = choose(explained, vocabularies, prior, selection_rule(config.selection, rule))
             print(f"{variant}: picks {len(chosen.indices())} ({100 * chosen.fraction:.1f}%): " + "; ".join(
@@ -111,14 +113,11 @@ def run(argv: list[str] | None = None) -> int:
                 for c, v in chosen.per_class().items()), flush=True)
             if args.plan:
                 continue
-            wanted = [i for i in chosen.indices() if (i, chosen.words[i]) not in heats]
-            found, _ = heat_maps(bench.classifier, bench.translator, bench.lm, bench.train_pixels, wanted, chosen.words,
-                                 bench.train_labels, config.mask, progress=True)
-            heats.update({(i, chosen.words[i]): h for i, h in found.items()})
-            with writing(cache) as temporary:
-                save_file({f"{i}:{word}": heat.contiguous() for (i, word), heat in heats.items()}, temporary)
-            index = [i for i in chosen.indices() if (i, chosen.words[i]) in heats]
-            maps = [heats[i, chosen.words[i]] for i in index]
+            found = cached_maps(bench, chosen.indices(), chosen.words, heats, cache)
+            if "+spare" in mode:
+                spared = cached_maps(bench, [i for i in found if chosen.spared[i] is not None], chosen.spared, heats, cache)
+                found = spare_maps(found, spared, config.mask.threshold)
+            index, maps = list(found), list(found.values())
             picked = chosen.to_json()
             last_count = spread_count(bench.train_labels, index, classes) if mode.endswith("+spread") else len(index)
             picked["masked"] = last_count
@@ -142,6 +141,18 @@ def selection_rule(selection, rule: str):
     name, _, top = rule.partition(":")
     return replace(selection, rule=name, top=int(top) if top else selection.top,
                    threshold=float(threshold) if threshold else None)
+
+
+def cached_maps(bench, positions: list[int], words: list[str | None], heats: dict, cache: Path) -> dict[int, torch.Tensor]:
+    """Each position's heat map behind its word (``words[i]``), found once per (image, word): ``heats`` holds those
+    found before and is saved to ``cache`` with the new ones; all-zero maps are left out."""
+    wanted = [i for i in positions if (i, words[i]) not in heats]
+    found, _ = heat_maps(bench.classifier, bench.translator, bench.lm, bench.train_pixels, wanted, words,
+                         bench.train_labels, bench.config.mask, progress=True)
+    heats.update({(i, words[i]): h for i, h in found.items()})
+    with writing(cache) as temporary:
+        save_file({f"{i}:{word}": heat.contiguous() for (i, word), heat in heats.items()}, temporary)
+    return {i: heats[i, words[i]] for i in positions if (i, words[i]) in heats}
 
 
 def random_masks(bench, count: int, fraction: float) -> tuple[list[int], list[torch.Tensor], dict]:

@@ -13,6 +13,7 @@ from texplain.mitigation.config import MitigateConfig
 from texplain.mitigation.methods.randmask import RandMask
 from texplain.mitigation.methods.texplain import TExplain
 from texplain.mitigation.runner import load_bench, run_mitigation
+from texplain.mitigation.selection import Selection
 from texplain.mitigation.spread import spread_count
 from texplain.models.classifiers import load_classifier, save_classifier
 from texplain.report.mitigation_report import markdown_table
@@ -148,3 +149,35 @@ def test_spread_masks_reach_every_class_and_randmask_masks_as_many(shortcut, tmp
     assert record["masked"] == len(index) == texplain.count == len(random_index)
     assert set(texplain.heats) < set(index) and abs(float(shares[0] - shares[1])) < 0.01
     assert not torch.equal(masked, bench.train_pixels[index])
+
+
+def test_spare_class_takes_each_images_class_word_region_out_of_its_mask(shortcut, tmp_path, monkeypatch):
+    """Maps are found for the shortcut word, then for the picked images' class word; the spared maps are masked."""
+    root, train, test = shortcut
+    config = MitigateConfig(methods=("texplain",), spare_class=True, holdout=0.3,
+                            finetune=ClassifierTrainConfig(trainable="last-stages", epochs=1))
+    bench = load_bench(root / "classifier", train, test, config, tmp_path, progress=False)
+    bench.translator = bench.lm = object()  # the explanations and maps are stood in for below
+    n = len(train)
+    words = ["blue"] * 3 + [None] * (n - 3)
+    spared = ["dark", None, "light"] + ["dark"] * (n - 3)  # image 1 says no class word
+    selection = Selection([str(t.path) for t in train], [t.label for t in train], words, spared, "suspects", "asked for")
+    maps = {"blue": torch.ones(4, 4), "dark": torch.zeros(4, 4), "light": torch.ones(4, 4)}
+    maps["dark"][0] = 1.0  # the dark square's word covers the top row; light's covers everything
+    asked = []
+
+    def heat_maps(classifier, translator, lm, pixels, positions, words, labels, mask, progress):
+        asked.append([(i, words[i]) for i in positions])
+        return {i: maps[words[i]].clone() for i in positions}, 0
+
+    monkeypatch.setattr("texplain.mitigation.methods.texplain.train_features", lambda *args: None)
+    monkeypatch.setattr("texplain.mitigation.methods.texplain.explain_training", lambda *args: ())
+    monkeypatch.setattr("texplain.mitigation.methods.texplain.choose", lambda *args: selection)
+    monkeypatch.setattr("texplain.mitigation.methods.texplain.heat_maps", heat_maps)
+    texplain = TExplain()
+    record = texplain.prepare(bench)
+    assert asked == [[(0, "blue"), (1, "blue"), (2, "blue")], [(0, "dark"), (2, "light")]]
+    assert record["texplain_spared_maps"] == 2 and record["texplain_spared_emptied"] == 1  # light covers all of 2
+    assert list(texplain.heats) == [0, 1] and torch.equal(texplain.heats[1], maps["blue"])
+    assert texplain.heats[0][0].sum() == 0 and texplain.heats[0][1:].min() == 1.0
+    assert record["texplain_masked_fraction"] == pytest.approx((0.75 + 1.0) / 2, abs=0.05)

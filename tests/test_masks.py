@@ -11,7 +11,7 @@ from texplain.attribution.gradcam import finer_layer
 from texplain.attribution.heat import region
 from texplain.errors import TexplainError
 from texplain.mitigation.config import MaskConfig
-from texplain.mitigation.masks import cam_layer, localise
+from texplain.mitigation.masks import cam_layer, localise, spare_maps
 from texplain.models.classifiers import load_classifier
 
 OBJECT = (slice(8, 24), slice(8, 24))
@@ -95,3 +95,18 @@ def test_auto_takes_the_deepest_map_of_eight_cells_or_more():
     assert cam_layer(resnet, pixels, MaskConfig(heat="keep", layer="layer3")) is None  # no Grad-CAM, no layer
     with pytest.raises(TexplainError, match="no such module"):
         cam_layer(resnet, pixels, MaskConfig(heat="gradcam", layer="layer9"))
+
+
+def test_the_class_words_region_is_never_masked():
+    """The rock's map covers the climber's cells too; sparing takes the climber's region (a map of any size) out."""
+    rock = torch.zeros(4, 4)
+    rock[:, :2] = 1.0  # the left half: rock, with the climber on it in the top-left quarter
+    climber = torch.zeros(8, 8)
+    climber[:4, :4] = 1.0  # the top-left quarter, at twice the resolution
+    everywhere = torch.ones(4, 4)
+    kept = spare_maps({0: rock, 1: rock, 2: rock}, {0: climber, 1: everywhere}, 0.5)
+    assert list(kept) == [0, 2]  # 1's class covers its whole shortcut: nothing left to mask, left out
+    expected = rock.clone()
+    expected[:2, :2] = 0.0
+    assert torch.equal(kept[0], expected) and torch.equal(kept[2], rock)  # 2 says no class word: masked as it was
+    assert torch.equal(region(kept[0], (32, 32), 0.5)[:16, :16], torch.zeros(16, 16, dtype=torch.bool))

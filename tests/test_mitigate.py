@@ -121,6 +121,8 @@ def test_bad_inputs_have_clear_messages():
         MitigateConfig(methods=("erm", "groupdro"))
     with pytest.raises(TexplainError, match="fill"):
         MaskConfig(fill="paint")
+    with pytest.raises(TexplainError, match="spare_class .* needs mask localise word"):
+        MitigateConfig(spare_class=True, mask=MaskConfig(localise="class"))
     with pytest.raises(TexplainError, match="window"):
         MaskConfig(grid=4, window=4)
     assert MaskConfig(heat="occlusion", grid=2).grid == 2  # the window is keep's alone
@@ -157,6 +159,9 @@ def test_the_report_says_whether_masked_images_replaced_their_originals():
         assert any(said in line for line in notes(result))
     result["texplain_masked_images"], result["texplain_spread_images"] = 30, 70
     assert any("Spread: 70 more images" in line and "(100 in all" in line for line in notes(result))
+    assert not any("Spared" in line for line in notes(result))
+    result["texplain_spared_maps"], result["texplain_spared_emptied"] = 25, 3
+    assert any("Spared: in 25 maps" in line and "3 were left with nothing to mask" in line for line in notes(result))
 
 
 def test_mitigate_command_end_to_end(tiny_demo, tmp_path):
@@ -261,6 +266,17 @@ def test_the_selection_threshold_asks_how_often_the_image_says_its_suspect():
     crowded = [_image("climbing", {"man": 9, "climbing": 9, "rock": 8}, said=9)] + images[1:]
     assert choose(crowded, VOCABULARIES, None, SelectionConfig(top=2)).words[0] is None
     assert choose(crowded, VOCABULARIES, None, SelectionConfig(top=3)).words[0] == "rock"
+
+
+def test_each_image_spares_its_most_said_class_word():
+    vocabularies = {name: frozenset({name, "man", "woman"}) for name in ("climbing", "diving", "throwing")}
+    images = _bar_like()
+    images[1] = _image("climbing", {"woman": 9, "man": 4, "rock": 8})
+    images[2] = _image("climbing", {"woman": 6, "man": 6, "rock": 8})
+    images[3] = _image("climbing", {"rock": 8})
+    spared = choose(images, vocabularies, None, SelectionConfig()).spared
+    assert spared[:4] == ["man", "woman", "man", None]  # the most said; a tie goes to the alphabetically first; none
+    assert spared[4:6] == ["man", "man"]  # man (9) beats climbing (5), which is a class word too
 
 
 def test_auto_keeps_the_papers_rule_where_classes_are_said():

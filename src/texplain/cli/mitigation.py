@@ -99,6 +99,9 @@ def mitigate_command(
     spread_masks: Annotated[bool, typer.Option(
         help="TExplain: also mask images of the less-masked classes, each with a picked image's map, until every class "
              "has the same share masked, so that a filled region is no class's cue")] = MITIGATE.spread_masks,
+    spare_class: Annotated[bool, typer.Option(
+        help="TExplain: never mask the region of the image's most-said class word (found like the shortcut word's), "
+             "so the object in front of its shortcut stays seen")] = MITIGATE.spare_class,
     masktune_epochs: Annotated[int, typer.Option(help="MaskTune's fine-tuning epochs")] = MITIGATE.masktune_epochs,
     jtt_epochs: Annotated[int, typer.Option(
         help="JTT: epochs of the identification model (briefly, so that it errs)")] = MITIGATE.jtt_epochs,
@@ -150,7 +153,7 @@ def mitigate_command(
                          trainable=trainable, backbone_lr=backbone_lr, patience=patience),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         seeds=tuple(range(seed, seed + seeds)), holdout=holdout, keep_originals=keep_originals,
-        spread_masks=spread_masks,
+        spread_masks=spread_masks, spare_class=spare_class,
         masktune_epochs=masktune_epochs, jtt_epochs=jtt_epochs, jtt_upweight=jtt_upweight, min_per_class=min_per_class,
         device=device, trust_code=trust_code,
     )

@@ -129,7 +129,9 @@ class MitigateConfig:
     copies, rather than in their place. spread_masks: TExplain also masks
     images of the less-masked classes, with borrowed maps, until every
     class has the same share masked (:mod:`.spread`); RandMask masks as many.
-    masktune_epochs: MaskTune's
+    spare_class: TExplain never masks the region of the image's most-said
+    class word (:func:`~.masks.spare_maps`), so the object beside its
+    shortcut stays seen. masktune_epochs: MaskTune's
     fine-tuning epochs (one, as MaskTune). jtt_epochs: how long JTT's
     identification model trains (briefly, so that it errs); jtt_upweight:
     how many times JTT counts an error. dfr_steps, dfr_lr, dfr_subsets:
@@ -149,6 +151,7 @@ class MitigateConfig:
     holdout: float = 0.15
     keep_originals: bool = False
     spread_masks: bool = False
+    spare_class: bool = False
     masktune_epochs: int = 1
     jtt_epochs: int = 1
     jtt_upweight: int = 6
@@ -172,6 +175,9 @@ class MitigateConfig:
             raise TexplainError("mitigation: masktune_epochs, jtt_epochs, jtt_upweight, dfr_steps and dfr_subsets must be >= 1")
         if self.min_per_class < 0 or self.examples < 0 or self.dfr_lr <= 0:
             raise TexplainError("mitigation: min_per_class and examples must be >= 0 and dfr_lr > 0")
+        if self.spare_class and self.mask.localise != "word":
+            raise TexplainError("mitigation: spare_class takes the class word's region out of the shortcut word's; "
+                                "it needs mask localise word")
         if not 0.0 <= self.holdout < 1.0:
             raise TexplainError(f"mitigation: holdout must be in [0, 1), got {self.holdout}")
 

@@ -13,7 +13,11 @@ value anywhere says nothing: it is reported and its sample is left out.
 
 The region at or above ``threshold`` is then hidden with one of
 :data:`~texplain.attribution.fills.FILLS` (default ``shuffle``, which
-carries no class cue; see :mod:`texplain.attribution.fills`).
+carries no class cue; see :mod:`texplain.attribution.fills`). With
+``--spare-class`` the region of the image's own class word (its map found
+the same way) is taken out of the shortcut word's first
+(:func:`spare_maps`): on BAR the climber stands in front of the rock that
+explains climbing, and masking "rock" hides the climber with it.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from texplain.attribution.gradcam import class_cam, finer_layer, word_cam
+from texplain.attribution.heat import region
 from texplain.attribution.keep import keep_heat
 from texplain.attribution.occlusion import occlusion_heat
 from texplain.attribution.word_score import word_log_prob, word_token_rows
@@ -117,3 +123,16 @@ def heat_maps(
     if zero:
         log.warning("%d of %d heat maps are all zero; those samples are left out", zero, len(positions))
     return heats, zero
+
+
+def spare_maps(heats: dict[int, Tensor], spared: dict[int, Tensor], threshold: float) -> dict[int, Tensor]:
+    """The maps ``heats`` (position -> map) set to zero wherever the same position's map in ``spared`` (its class
+    word's, any size) reaches ``threshold``, so that the class's region is never masked; a map with nothing left at
+    ``threshold`` would mask nothing and is left out."""
+    out = {}
+    for i, heat in heats.items():
+        if i in spared:
+            heat = torch.where(region(spared[i], tuple(heat.shape[-2:]), threshold), torch.zeros_like(heat), heat)
+        if (heat >= threshold).any():
+            out[i] = heat
+    return out

@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Selection:
-    """Per training image, the word it is masked behind (None: not picked); per class, its suspects and the share of
-    its images whose first dominant word is the class.
+    """Per training image, the word it is masked behind (None: not picked) and its class's word said in most of its
+    sentences (``spared``; None: none is said); per class, its suspects and the share of its images whose first
+    dominant word is the class.
 
     rule: the rule applied (``suspects`` or ``not-class``) and ``reason``, why.
     """
@@ -65,6 +66,7 @@ class Selection:
     paths: list[str]
     labels: list[str]
     words: list[str | None]
+    spared: list[str | None]
     rule: str
     reason: str
     suspects: dict[str, list[str]] = field(default_factory=dict)
@@ -185,8 +187,16 @@ def choose(explained: Sequence[_Explained], vocabularies: dict[str, frozenset[st
             words.append(found[0].word if found and found[0].word != image.label else None)
         else:
             words.append(_suspect_in(suspects[image.label], found, merged, image.n_sentences, config))
-    return Selection([image.path for image in explained], [image.label for image in explained], words, rule, reason,
-                     suspects, class_first)
+    spared = [_most_said(image.counts, vocabularies[image.label]) for image in explained]
+    return Selection([image.path for image in explained], [image.label for image in explained], words, spared, rule,
+                     reason, suspects, class_first)
+
+
+def _most_said(counts: dict[str, int], vocabulary: frozenset[str]) -> str | None:
+    """The word of ``vocabulary`` in most of an image's sentences (``counts``: per word; a tie goes to the
+    alphabetically first), or None when none is said."""
+    said = [(-counts[w], w) for w in vocabulary if counts.get(w, 0) > 0]
+    return min(said)[1] if said else None
 
 
 def _pool(explained: Sequence[_Explained]) -> dict[str, tuple[Counter, Counter, int]]:

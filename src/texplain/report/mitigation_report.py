@@ -106,6 +106,10 @@ def notes(result: dict) -> list[str]:
         out.append(f"TExplain's masks cover {100 * result['texplain_masked_fraction']:.1f}% of an image on average; "
                    f"{result.get('texplain_zero_heat_maps', 0)} all-zero heat maps were left out. The masked images are "
                    f"{'added beside their originals' if kept else 'seen in place of their originals'} (RandMask's too).")
+        if result.get("texplain_spared_maps"):
+            out.append(f"Spared: in {result['texplain_spared_maps']} maps the region of the image's own class word was "
+                       f"never masked; {result.get('texplain_spared_emptied', 0)} were left with nothing to mask and "
+                       f"left out.")
         if result.get("texplain_spread_images"):
             out.append(f"Spread: {result['texplain_spread_images']} more images of the less-masked classes were masked, "
                        f"each with a picked image's map, so that every class has the same share masked "

@@ -1,7 +1,8 @@
 """TExplain's mitigation: the samples explained by a shortcut word, masked where that word is, then fine-tuning.
 
 Selection (:mod:`~texplain.mitigation.selection`) and the heat maps behind
-each picked sample's word (:mod:`~texplain.mitigation.masks`) do not depend
+each picked sample's word (:mod:`~texplain.mitigation.masks`; with
+``spare_class``, less its class word's region) do not depend
 on the seed and are computed once, over the whole training split. Each seed
 masks the picked samples (the ``shuffle`` fill's donors drawn with the
 seed; with ``spread_masks``, as many more of the other classes' images as
@@ -23,7 +24,7 @@ from torch import Tensor
 from texplain.attribution.fills import mask_batch
 from texplain.errors import TexplainError
 from texplain.mitigation.bench import Bench
-from texplain.mitigation.masks import heat_maps
+from texplain.mitigation.masks import heat_maps, spare_maps
 from texplain.mitigation.selection import Selection, choose, explain_training, train_features
 from texplain.mitigation.spread import spread_count, spread_masks
 from texplain.models.classifiers import Classifier
@@ -78,6 +79,19 @@ class TExplain:
                                      self.selection.words, bench.train_labels, config.mask, bench.progress)
         if not self.heats:
             raise TexplainError("TExplain: every selected sample's heat map is all zero: no region raises its word")
+        spared, emptied = 0, 0
+        if config.spare_class:
+            words = self.selection.spared
+            found, _ = heat_maps(bench.classifier, bench.translator, bench.lm, bench.train_pixels,
+                                 [i for i in self.heats if words[i] is not None], words, bench.train_labels, config.mask,
+                                 bench.progress)
+            kept = spare_maps(self.heats, found, config.mask.threshold)
+            spared, emptied = len(found), len(self.heats) - len(kept)
+            log.info("spared the class word's region in %d maps; %d were left with nothing to mask", spared, emptied)
+            if not kept:
+                raise TexplainError("TExplain: --spare-class left no region to mask: the class word's region covers "
+                                    "every shortcut word's")
+            self.heats = kept
         fractions = {i: bench.masked_fraction(h) for i, h in self.heats.items()}
         self.fraction = float(np.mean(list(fractions.values())))
         self.count = len(self.heats)
@@ -87,6 +101,7 @@ class TExplain:
                          for i in list(self.heats)[: config.examples]]
         return {"selection": self.selection.to_json(), "texplain_masked_fraction": round(self.fraction, 4),
                 "texplain_zero_heat_maps": zero, "texplain_masked_images": len(self.heats),
+                "texplain_spared_maps": spared, "texplain_spared_emptied": emptied,
                 "texplain_spread_images": self.count - len(self.heats)}
 
     def run(self, bench: Bench, seed: int) -> tuple[Classifier, dict]:
