@@ -116,7 +116,12 @@ def run(argv: list[str] | None = None) -> int:
             found = cached_maps(bench, chosen.indices(), chosen.words, heats, cache)
             if "+spare" in mode:
                 spared = cached_maps(bench, [i for i in found if chosen.spared[i] is not None], chosen.spared, heats, cache)
-                found = spare_maps(found, spared, config.mask.threshold)
+                before = np.mean([bench.masked_fraction(h) for h in found.values()])
+                kept = spare_maps(found, spared, config.mask.threshold)
+                print(f"{variant}: the class word's region spared in {len(spared)} of {len(found)} maps, "
+                      f"{len(found) - len(kept)} left with nothing to mask; an image's mask covers {100 * before:.1f}% "
+                      f"before, {100 * np.mean([bench.masked_fraction(h) for h in kept.values()]):.1f}% after", flush=True)
+                found = kept
             index, maps = list(found), list(found.values())
             picked = chosen.to_json()
             last_count = spread_count(bench.train_labels, index, classes) if mode.endswith("+spread") else len(index)
