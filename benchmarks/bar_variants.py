@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -119,7 +120,9 @@ def run(argv: list[str] | None = None) -> int:
                 before = np.mean([bench.masked_fraction(h) for h in found.values()])
                 kept = spare_maps(found, spared, config.mask.threshold)
                 print(f"{variant}: the class word's region spared in {len(spared)} of {len(found)} maps, "
-                      f"{len(found) - len(kept)} left with nothing to mask; an image's mask covers {100 * before:.1f}% "
+                      f"{len(found) - len(kept)} left with nothing to mask (spared words: "
+                      f"{', '.join(f'{w} {k}' for w, k in Counter(chosen.spared[i] for i in spared).most_common(4))}); "
+                      f"an image's mask covers {100 * before:.1f}% "
                       f"before, {100 * np.mean([bench.masked_fraction(h) for h in kept.values()]):.1f}% after", flush=True)
                 found = kept
             index, maps = list(found), list(found.values())
