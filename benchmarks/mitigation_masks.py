@@ -12,6 +12,11 @@ scene's true object mask (the synthetic world draws it, so it is exact):
   shortcut hidden: 1 is right);
 * ``area``: the share of the image masked; ``zero_maps``: maps with no positive value.
 
+``..._spare_class`` rows take the region of the class's own word out of the
+background word's map first (``texplain mitigate --spare-class``,
+:func:`~texplain.mitigation.masks.spare_maps`); ``emptied`` counts the maps
+left with nothing to mask (measured as masking nothing; no precision).
+
 Then each fill is applied to the true background (the object kept) and a
 logistic regression on the masked pixels tries to tell the class: the higher
 its held-out accuracy above what the object alone allows, the more class cue
@@ -38,7 +43,7 @@ from texplain.demo.captions import BACKGROUND_WORDS
 from texplain.demo.config import DemoConfig
 from texplain.demo.splits import make_shortcut_split
 from texplain.mitigation.config import MaskConfig
-from texplain.mitigation.masks import cam_layer, localise
+from texplain.mitigation.masks import cam_layer, localise, spare_maps
 from texplain.models.explainer import load_explainer
 from texplain.training.classifier_training import label_indices, load_pixels
 
@@ -52,6 +57,8 @@ HEATS = {
     "gradcam_auto_t0.2": MaskConfig(heat="gradcam", layer="auto", threshold=0.2),
     "occlusion_8": MaskConfig(heat="occlusion", grid=8),
 }
+SPARED = ("keep_8_window_2", "gradcam_auto")
+"""The heat methods measured again with the class word's region spared."""
 
 
 def main() -> None:
@@ -67,11 +74,14 @@ def main() -> None:
     labels = label_indices(items, explainer.classifier.class_names)
     objects = torch.stack([torch.from_numpy(s.foreground_mask()) for s in scenes])  # (n, H, W)
     heats = {name: _measure(explainer, pixels, labels, scenes, objects, mask) for name, mask in HEATS.items()}
+    heats |= {f"{name}_spare_class": _measure(explainer, pixels, labels, scenes, objects, HEATS[name], spare=True)
+              for name in SPARED}
     fills = _fill_cues(pixels, labels, objects)
     write_json(args.out, {"demo": str(args.demo), "images": len(items), "heat": heats, "fill_probe_accuracy": fills})
     for name, row in heats.items():
         print(f"{name:18s} background precision {row['background_precision']:.3f}  object hidden {row['object_hidden']:.3f}  "
-              f"background hidden {row['background_hidden']:.3f}  area {row['area']:.3f}  zero maps {row['zero_maps']}  ({row['layer']})")
+              f"background hidden {row['background_hidden']:.3f}  area {row['area']:.3f}  zero maps {row['zero_maps']}  "
+              f"emptied {row['emptied']}  ({row['layer']})")
     print("class probe accuracy on background-masked images, by fill:", fills)
 
 
@@ -89,27 +99,35 @@ def _training_scenes(demo: Path, limit: int):
     return train[:limit], items[:limit]
 
 
-def _measure(explainer, pixels, labels, scenes, objects, mask: MaskConfig) -> dict:
-    """Mask quality of one heat method against the true object masks."""
+def _measure(explainer, pixels, labels, scenes, objects, mask: MaskConfig, spare: bool = False) -> dict:
+    """Mask quality of one heat method against the true object masks (with ``spare``, less the class word's region)."""
     started = time.perf_counter()
     layer = cam_layer(explainer.classifier, pixels, mask)
-    precision, hidden, background, area, zero = [], [], [], [], 0
+    precision, hidden, background, area, zero, emptied = [], [], [], [], 0, 0
     for i, scene in enumerate(scenes):
         heat = localise(explainer.classifier, explainer.translator, explainer.lm, pixels[i : i + 1],
                         BACKGROUND_WORDS[scene.background], int(labels[i]), mask, layer).cpu()
         if heat.max() <= 0:
             zero += 1
             continue
+        if spare:
+            word = explainer.classifier.class_names[int(labels[i])]
+            kept = spare_maps({0: heat}, {0: localise(explainer.classifier, explainer.translator, explainer.lm,
+                                                      pixels[i : i + 1], word, int(labels[i]), mask, layer).cpu()},
+                              mask.threshold)
+            emptied += not kept
+            heat = kept.get(0, torch.zeros_like(heat))
         masked = region(heat, tuple(objects.shape[-2:]), mask.threshold)  # (H, W)
         on_object = (masked & objects[i]).sum().item()
-        precision.append(1 - on_object / max(masked.sum().item(), 1))
+        if masked.any():  # an emptied map masks nothing: no precision to take
+            precision.append(1 - on_object / masked.sum().item())
         hidden.append(on_object / max(objects[i].sum().item(), 1))
         background.append((masked & ~objects[i]).sum().item() / max((~objects[i]).sum().item(), 1))
         area.append(masked.float().mean().item())
     return {"layer": f"{mask.where(layer)}, threshold {mask.threshold}",
             "background_precision": round(float(np.mean(precision)), 4), "object_hidden": round(float(np.mean(hidden)), 4),
             "background_hidden": round(float(np.mean(background)), 4),
-            "area": round(float(np.mean(area)), 4), "zero_maps": zero, "seconds": round(time.perf_counter() - started, 1)}
+            "area": round(float(np.mean(area)), 4), "zero_maps": zero, "emptied": emptied, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _fill_cues(pixels, labels, objects) -> dict:
