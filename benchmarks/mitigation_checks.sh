@@ -51,3 +51,12 @@ python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/tr
 python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
     --results "$here/results/bar/threshold/zero" --fill zero \
     --variants plain-replace,suspects@0.4-replace+spread,suspects@0.4-add+spread,randmask-add+spread --seeds 3
+# The same selection with each picked image's class word region spared from its mask (--spare-class), beside the
+# unspared masks and random masks on as many images: with the head alone (59 min) and with the last stages and a flat
+# fill; results/bar/spare/.
+python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
+    --results "$here/results/bar/spare/head" --finetune head \
+    --variants plain-replace,suspects@0.4-replace+spread,suspects@0.4-replace+spare+spread,randmask-replace+spread --seeds 3
+python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
+    --results "$here/results/bar/spare/zero" --fill zero \
+    --variants plain-replace,suspects@0.4-replace+spread,suspects@0.4-replace+spare+spread,randmask-replace+spread --seeds 3
