@@ -60,3 +60,8 @@ python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/tr
 python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
     --results "$here/results/bar/spare/zero" --fill zero \
     --variants plain-replace,suspects@0.4-replace+spread,suspects@0.4-replace+spare+spread,randmask-replace+spread --seeds 3
+# The demo's TExplain with the masks as they are and with --spare-class (results/demo_mitigation_spare.md).
+for spare in "" --spare-class; do
+    texplain mitigate --demo "$runs/demo-cnn" --out "$runs/demo-cnn-mitigate-spare$spare" --min-frequency 0.1 \
+        --min-lift 1.5 --finetune all --lr 1e-4 --backbone-lr 1 --methods erm,texplain $spare
+done

@@ -108,8 +108,7 @@ def notes(result: dict) -> list[str]:
                    f"{'added beside their originals' if kept else 'seen in place of their originals'} (RandMask's too).")
         if result.get("texplain_spared_maps"):
             out.append(f"Spared: in {result['texplain_spared_maps']} maps the region of the image's own class word was "
-                       f"never masked; {result.get('texplain_spared_emptied', 0)} were left with nothing to mask and "
-                       f"left out.")
+                       f"never masked; maps left with nothing to mask, and so left out: {result.get('texplain_spared_emptied', 0)}.")
         if result.get("texplain_spread_images"):
             out.append(f"Spread: {result['texplain_spread_images']} more images of the less-masked classes were masked, "
                        f"each with a picked image's map, so that every class has the same share masked "
