@@ -20,7 +20,7 @@ from texplain.generate.config import SamplingConfig
 from texplain.models.classifiers import load_classifier
 
 # The demo's classifier (a resnet10t pretrained on the captioned scenes' objects) at a
-# smaller test split: small enough for CI (about 1.5 minutes each on two cores).
+# smaller test split: small enough for CI (about 3 minutes each on one thread, one test per core).
 GROUND_TRUTH = dict(test_images=90, sampling=SamplingConfig(num_samples=10))
 
 
