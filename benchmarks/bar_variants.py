@@ -20,10 +20,13 @@ share masked; :mod:`texplain.mitigation.spread`);
 fine-tuning itself; ``randmask-MODE`` is random masks of TExplain's size on
 as many random images as the previous variant masked (drawn once, the same
 for every seed), the control for masking itself. ``--fill`` sets what hides
-every variant's masked regions (as ``--mask-fill``). ERM's scores are
-printed first. Writes ``benchmarks/results/bar/variants.md`` and ``.json``; its
-runs need ``benchmarks/bar_analysis.py --head-only`` (the classifier) and
-``make flickr8k`` (the translator), as ``bar_mitigation.py``'s do.
+every variant's masked regions (as ``--mask-fill``), ``--grid`` and
+``--window`` keep's windows (as ``--mask-grid``, ``--mask-window``);
+``--maps-only`` finds each variant's maps and says how much of an image
+they mask, and fine-tunes nothing. ERM's scores are printed first.
+Writes ``benchmarks/results/bar/variants.md`` and ``.json``; its runs
+need ``benchmarks/bar_analysis.py --head-only`` (the classifier) and ``make
+flickr8k`` (the translator), as ``bar_mitigation.py``'s do.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bar_variants.py --bar runs/bar --translator runs/flickr8k/translator \\
         --variants plain-replace,suspects:1-replace,suspects:1-add,randmask-add --seeds 3
@@ -67,7 +70,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="what every variant fine-tunes, as texplain mitigate --finetune")
     parser.add_argument("--fill", default=MaskConfig().fill, choices=FILLS,
                         help="what hides every variant's masked regions, as texplain mitigate --mask-fill")
+    parser.add_argument("--grid", type=int, default=MaskConfig().grid, help="keep's grid, as texplain mitigate --mask-grid")
+    parser.add_argument("--window", type=int, default=MaskConfig().window,
+                        help="keep's window in cells, as texplain mitigate --mask-window")
     parser.add_argument("--plan", action="store_true", help="print what each variant picks, and stop")
+    parser.add_argument("--maps-only", action="store_true",
+                        help="find each variant's heat maps, print how much of an image they mask, and fine-tune nothing")
     parser.add_argument("--every", type=int, default=1, help="every k-th training image only (a smoke test)")
     return parser.parse_args(argv)
 
@@ -79,7 +87,8 @@ def run(argv: list[str] | None = None) -> int:
     selection = replace(MitigateConfig().selection, min_frequency=float(DOMINANCE[1]), min_lift=float(DOMINANCE[3]),
                         class_words=ClassWordConfig(overrides=load_overrides(args.class_words)))
     finetune = replace(MitigateConfig().finetune, trainable=args.finetune)
-    config = MitigateConfig(selection=selection, finetune=finetune, mask=replace(MaskConfig(), fill=args.fill),
+    mask = MaskConfig(fill=args.fill, grid=args.grid, window=args.window)
+    config = MitigateConfig(selection=selection, finetune=finetune, mask=mask,
                             methods=("texplain",), seeds=tuple(range(args.seeds)))
     metadata = args.data / "bar" / "metadata.json"
     spec = str(args.bar / "classifier")
@@ -100,7 +109,7 @@ def run(argv: list[str] | None = None) -> int:
     last_count, last_fraction, classes = 0, 0.0, len(bench.classifier.class_names)
     for variant in args.variants.split(","):
         rule, mode = variant.rsplit("-", 1)
-        if rule in ("randmask", "plain") and args.plan:
+        if rule in ("randmask", "plain") and (args.plan or args.maps_only):
             continue
         if rule == "plain":
             index, maps, picked = [], [], None
@@ -130,11 +139,14 @@ def run(argv: list[str] | None = None) -> int:
             last_count = spread_count(bench.train_labels, index, classes) if mode.endswith("+spread") else len(index)
             picked["masked"] = last_count
             last_fraction = float(np.mean([bench.masked_fraction(h) for h in maps]))
+            if args.maps_only:
+                print(f"{variant}: {len(maps)} maps mask {100 * last_fraction:.1f}% of an image", flush=True)
+                continue
         runs = [bench.score(fine_tuned(bench, index, maps, mode, seed), seed, {}) for seed in config.seeds]
         rows.append(score_row(variant, picked, runs))
         print(rows[-1]["line"], flush=True)
     minutes = (time.perf_counter() - started) / 60
-    if args.plan:
+    if args.plan or args.maps_only:
         return 0
     write_json(args.results / "variants.json", {"rows": rows, "seeds": list(config.seeds), "minutes": round(minutes, 1)})
     write_text(args.results / "variants.md", table(rows, config.seeds, minutes, " ".join(sys.argv[1:])))
