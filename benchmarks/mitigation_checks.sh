@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mitigation on the demo world and on BAR; the tables land in benchmarks/results/.
 #
-#   bash benchmarks/mitigation_checks.sh [RUNS_FOLDER]     # about 4 h on 2 busy CPU cores
+#   bash benchmarks/mitigation_checks.sh [RUNS_FOLDER]     # about 7.5 h on 2 busy CPU cores (its parts summed)
 #
 # Demo world: the demo's default classifier, a resnet10t that first learns the captioned
 # scenes' objects, then is fine-tuned on the biased split. BAR: the linear-probe EfficientNet-Lite0
@@ -60,6 +60,14 @@ python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/tr
 python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
     --results "$here/results/bar/spare/zero" --fill zero \
     --variants plain-replace,suspects@0.4-replace+spread,suspects@0.4-replace+spare+spread,randmask-replace+spread --seeds 3
+# Does a finer keep grid tell the actor's region from the place's? The spared masks' size at three grids (the same
+# 56-pixel windows at a quarter of the stride, then 28-pixel windows) on every 6th training image, maps only, nothing
+# fine-tuned (about 55 min; the printed lines are results/bar/grid/maps.md).
+for grid in 8:2 16:4 16:2; do
+    python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" \
+        --out "$runs/bar-grid-${grid/:/-}" --variants suspects@0.4-replace+spare+spread --maps-only --every 6 \
+        --grid "${grid%:*}" --window "${grid#*:}"
+done
 # The demo's TExplain with the masks as they are and with --spare-class (results/demo_mitigation_spare.md).
 for spare in "" --spare-class; do
     texplain mitigate --demo "$runs/demo-cnn" --out "$runs/demo-cnn-mitigate-spare$spare" --min-frequency 0.1 \
