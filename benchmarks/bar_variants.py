@@ -13,13 +13,18 @@ mitigate`` fine-tunes by default) or ``add`` (the originals are kept and a
 masked copy of each picked image is added, ``--keep-originals``), either
 followed by ``+spare`` (``--spare-class``: the region of the image's
 most-said class word is never masked; :func:`~texplain.mitigation.masks.spare_maps`)
-and by ``+spread`` (``--spread-masks``: images of the less-masked
-classes are masked too, with borrowed maps, until every class has the same
-share masked; :mod:`texplain.mitigation.spread`);
+by ``+person`` (each image's person, found by ``person_masks.py`` in
+``--person-masks``, is never masked: the map at pixel size less the person;
+random masks too) and by ``+spread`` (``--spread-masks``: images of the
+less-masked classes are masked too, with borrowed maps, until every class
+has the same share masked; :mod:`texplain.mitigation.spread`; with
+``+person`` each image spares its own person from a borrowed map);
 ``plain-replace`` fine-tunes with nothing masked, the control for
 fine-tuning itself; ``randmask-MODE`` is random masks of TExplain's size on
 as many random images as the previous variant masked (drawn once, the same
-for every seed), the control for masking itself. ``--fill`` sets what hides
+for every seed), the control for masking itself; ``background-MODE`` masks
+the whole of each image the previous variant picked, so with ``+person``
+everything but the person, the control for the words' maps. ``--fill`` sets what hides
 every variant's masked regions (as ``--mask-fill``), ``--grid`` and
 ``--window`` keep's windows (as ``--mask-grid``, ``--mask-window``);
 ``--maps-only`` finds each variant's maps and says how much of an image
@@ -44,7 +49,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from bar_mitigation import DOMINANCE, bar_parser
+from PIL import Image
 from safetensors.torch import load_file, save_file
+from torch.nn.functional import interpolate
 
 from texplain.atomic import write_json, write_text, writing
 from texplain.attribution.fills import FILLS
@@ -55,7 +62,7 @@ from texplain.mitigation.methods.randmask import random_maps
 from texplain.mitigation.methods.texplain import fine_tune_on_maps
 from texplain.mitigation.runner import load_bench, summarise_runs
 from texplain.mitigation.selection import choose, explain_training, train_features
-from texplain.mitigation.spread import spread_count
+from texplain.mitigation.spread import spread_count, spread_masks
 from texplain.models.explainer import load_explainer
 from texplain.text.class_vocabulary import load_overrides
 from texplain.text.config import ClassWordConfig
@@ -77,6 +84,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--maps-only", action="store_true",
                         help="find each variant's heat maps, print how much of an image they mask, and fine-tune nothing")
     parser.add_argument("--every", type=int, default=1, help="every k-th training image only (a smoke test)")
+    parser.add_argument("--person-masks", type=Path, default=None,
+                        help="person_masks.py's folder of person masks, for the +person variants")
     return parser.parse_args(argv)
 
 
@@ -106,16 +115,21 @@ def run(argv: list[str] | None = None) -> int:
     cache = args.out / "heats.safetensors"  # (image, word) -> heat map, kept between runs of the same --out
     heats = {(int(key.split(":", 1)[0]), key.split(":", 1)[1]): heat for key, heat in load_file(cache).items()} \
         if cache.is_file() else {}
-    last_count, last_fraction, classes = 0, 0.0, len(bench.classifier.class_names)
+    people = person_maps(bench, args.person_masks) if "+person" in args.variants else None
+    last_count, last_fraction, last_index, classes = 0, 0.0, [], len(bench.classifier.class_names)
     for variant in args.variants.split(","):
         rule, mode = variant.rsplit("-", 1)
-        if rule in ("randmask", "plain") and (args.plan or args.maps_only):
+        if rule in ("randmask", "plain", "background") and (args.plan or args.maps_only):
             continue
         if rule == "plain":
             index, maps, picked = [], [], None
         elif rule == "randmask":
             index, maps, picked = random_masks(bench, last_count, last_fraction)
-            mode = mode.split("+")[0]  # random masks are spread over the classes already and spare nothing
+            # random masks are spread over the classes already
+            mode = mode.split("+")[0] + ("+person" if "+person" in mode else "")
+        elif rule == "background":
+            index, maps = last_index, [torch.ones(tuple(bench.train_pixels.shape[-2:])) for _ in last_index]
+            picked = {"selected": len(index), "fraction": round(len(index) / len(names), 4), "rule": "background"}
         else:
             chosen = choose(explained, vocabularies, prior, selection_rule(config.selection, rule))
             print(f"{variant}: picks {len(chosen.indices())} ({100 * chosen.fraction:.1f}%): " + "; ".join(
@@ -135,14 +149,20 @@ def run(argv: list[str] | None = None) -> int:
                       f"before, {100 * np.mean([bench.masked_fraction(h) for h in kept.values()]):.1f}% after", flush=True)
                 found = kept
             index, maps = list(found), list(found.values())
-            picked = chosen.to_json()
+            last_index, picked = index, chosen.to_json()
             last_count = spread_count(bench.train_labels, index, classes) if mode.endswith("+spread") else len(index)
             picked["masked"] = last_count
             last_fraction = float(np.mean([bench.masked_fraction(h) for h in maps]))
+            if "+person" in mode:
+                kept = spare_people(bench, found, people)
+                print(f"{variant}: with the person spared ({sum(i in people for i in found)} of {len(found)} images "
+                      f"have one) an image's mask covers {100 * last_fraction:.1f}% before, "
+                      f"{100 * np.mean([bench.masked_fraction(h) for h in kept.values()]):.1f}% after; "
+                      f"{len(found) - len(kept)} left with nothing to mask", flush=True)
             if args.maps_only:
                 print(f"{variant}: {len(maps)} maps mask {100 * last_fraction:.1f}% of an image", flush=True)
                 continue
-        runs = [bench.score(fine_tuned(bench, index, maps, mode, seed), seed, {}) for seed in config.seeds]
+        runs = [bench.score(fine_tuned(bench, index, maps, mode, seed, people), seed, {}) for seed in config.seeds]
         rows.append(score_row(variant, picked, runs))
         print(rows[-1]["line"], flush=True)
     minutes = (time.perf_counter() - started) / 60
@@ -184,12 +204,50 @@ def random_masks(bench, count: int, fraction: float) -> tuple[list[int], list[to
     return index, maps, {"selected": len(index), "fraction": round(len(index) / n, 4), "rule": "random"}
 
 
-def fine_tuned(bench, index: list[int], maps: list[torch.Tensor], mode: str, seed: int):
+def person_maps(bench, folder: Path | None) -> dict[int, torch.Tensor]:
+    """Each training image's person, a probability (H, W) in [0, 1] on the pixels the classifier sees, from
+    ``person_masks.py``'s PNGs in ``folder`` (by image stem); an image without one is left out. The PNG goes through
+    the classifier's own preprocessing as a photo does, and the normalisation is undone from a black and a white
+    image's values, so any resize and crop lands the mask where the photo's pixels went."""
+    if folder is None or not folder.is_dir():
+        raise SystemExit(f"{folder}: a +person variant needs --person-masks, a folder made by person_masks.py")
+    preprocess = bench.classifier.preprocess
+    black, white = (float(preprocess(Image.new("RGB", (64, 64), (v, v, v)))[0, 0, 0]) for v in (0, 255))
+    people = {}
+    for i, path in enumerate(bench.train_paths):
+        png = folder / f"{Path(path).stem}.png"
+        if png.is_file():
+            people[i] = ((preprocess(Image.open(png).convert("RGB"))[0] - black) / (white - black)).clamp(0, 1)
+    print(f"a person found in {len(people)} of {len(bench.train_paths)} training images", flush=True)
+    return people
+
+
+def spare_people(bench, maps: dict[int, torch.Tensor], people: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """The maps (position -> map, any size) at the images' pixel size less each image's person
+    (:func:`~texplain.mitigation.masks.spare_maps`); a map with nothing left to mask is left out. A map is resized
+    as ``region`` resizes it, so the threshold means what it meant."""
+    size = tuple(bench.train_pixels.shape[-2:])
+    full = {i: interpolate(m[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+            for i, m in maps.items()}
+    return spare_maps(full, {i: people[i] for i in maps if i in people}, bench.config.mask.threshold)
+
+
+def fine_tuned(bench, index: list[int], maps: list[torch.Tensor], mode: str, seed: int,
+               people: dict[int, torch.Tensor] | None = None):
     """The classifier fine-tuned with the images at ``index`` masked by ``maps``, in their place or as added copies,
-    spread over the classes for a ``+spread`` mode (nothing masked: fine-tuned on the training split as it is)."""
+    spread over the classes for a ``+spread`` mode, each image's person spared for a ``+person`` mode (after
+    spreading, so that a borrowed map spares its borrower's person; nothing masked: fine-tuned on the training split
+    as it is)."""
     if not index:
         return bench.fine_tune(bench.train_pixels, bench.tuned, bench.held, seed, "plain")[0]
-    bench.config = replace(bench.config, keep_originals=mode.startswith("add"), spread_masks=mode.endswith("+spread"))
+    spread = mode.endswith("+spread")
+    if "+person" in mode:
+        if spread:
+            classes = len(bench.classifier.class_names)
+            index, maps = spread_masks(bench.train_labels, index, maps, classes, torch.Generator().manual_seed(seed))
+        kept = spare_people(bench, dict(zip(index, maps)), people)
+        index, maps, spread = list(kept), list(kept.values()), False
+    bench.config = replace(bench.config, keep_originals=mode.startswith("add"), spread_masks=spread)
     return fine_tune_on_maps(bench, index, maps, seed, "variant")[0]
 
 
