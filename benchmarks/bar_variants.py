@@ -129,7 +129,8 @@ def run(argv: list[str] | None = None) -> int:
             mode = mode.split("+")[0] + ("+person" if "+person" in mode else "")
         elif rule == "background":
             index, maps = last_index, [torch.ones(tuple(bench.train_pixels.shape[-2:])) for _ in last_index]
-            picked = {"selected": len(index), "fraction": round(len(index) / len(names), 4), "rule": "background"}
+            picked = {"selected": len(index), "fraction": round(len(index) / len(names), 4), "rule": "background",
+                      "masked": spread_count(bench.train_labels, index, classes) if mode.endswith("+spread") else len(index)}
         else:
             chosen = choose(explained, vocabularies, prior, selection_rule(config.selection, rule))
             print(f"{variant}: picks {len(chosen.indices())} ({100 * chosen.fraction:.1f}%): " + "; ".join(
