@@ -28,7 +28,7 @@ everything but the person, the control for the words' maps. ``--fill`` sets what
 every variant's masked regions (as ``--mask-fill``), ``--grid`` and
 ``--window`` keep's windows (as ``--mask-grid``, ``--mask-window``);
 ``--maps-only`` finds each variant's maps and says how much of an image
-they mask, and fine-tunes nothing. ERM's scores are printed first.
+they mask, and fine-tunes nothing. ERM's scores are printed first, and where its test errors went.
 Writes ``benchmarks/results/bar/variants.md`` and ``.json``; its runs
 need ``benchmarks/bar_analysis.py --head-only`` (the classifier) and ``make
 flickr8k`` (the translator), as ``bar_mitigation.py``'s do.
@@ -110,8 +110,11 @@ def run(argv: list[str] | None = None) -> int:
     store = train_features(bench.classifier, bench.train_paths, features if features.is_dir() else args.out / "features")
     explained, vocabularies, prior = explain_training(bench.classifier, bench.translator, bench.lm, store,
                                                       bench.train_paths, names, config.selection, progress=True)
-    rows = [score_row("ERM", None, [bench.score(bench.classifier, 0, {})])]
+    erm = bench.score(bench.classifier, 0, {})
+    rows = [score_row("ERM", None, [erm])]
     print(rows[0]["line"], flush=True)
+    print("ERM's test errors went to: " + "; ".join(f"{c}: " + (", ".join(f"{o} {n}" for o, n in e.items()) or "none")
+                                                   for c, e in erm["mistaken_for"].items()), flush=True)
     cache = args.out / "heats.safetensors"  # (image, word) -> heat map, kept between runs of the same --out
     heats = {(int(key.split(":", 1)[0]), key.split(":", 1)[1]): heat for key, heat in load_file(cache).items()} \
         if cache.is_file() else {}

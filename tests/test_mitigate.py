@@ -304,11 +304,13 @@ def test_the_report_marks_classes_whose_shortcut_was_not_found():
     summary = {"worst_group": stat, "average": stat, "per_group": {}, "per_class": {"climbing": stat, "throwing": stat},
                "seeds": [0, 1]}
     selection = choose(_bar_like(), VOCABULARIES, None, SelectionConfig()).to_json()
+    errors = {"climbing": {}, "throwing": {"climbing": 5, "diving": 3, "fishing": 2, "racing": 1}}
     result = {"summary": {"erm": summary, "texplain": summary}, "selection": selection,
-              "labels": {"erm": "ERM", "texplain": "TExplain"}}
+              "labels": {"erm": "ERM", "texplain": "TExplain"}, "runs": {"erm": [{"mistaken_for": errors}]}}
     table = markdown_table(result)
-    assert "| climbing | rock | rock (4) | 4 of 6 | 50.0 ± 10.0 | 50.0 ± 10.0 | +0.0 |" in table
+    assert "| climbing | rock | rock (4) | 4 of 6 | 50.0 ± 10.0 | 50.0 ± 10.0 | +0.0 |  |" in table
     assert "| throwing (no shortcut found) | none | none | 0 of 4 |" in table
+    assert "| climbing 5, diving 3, fishing 2 (of 11) |" in table  # where ERM's throwing errors went, the first three
     assert "by the suspects rule: the median class is the first word of 0% of its images" in table
 
 

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import binomtest
 
 from texplain.errors import TexplainError
-from texplain.statistics import log_odds_dirichlet, wilson_interval
+from texplain.statistics import log_odds_dirichlet, mistaken_for, wilson_interval
 
 Z95 = 1.959963984540054
 
@@ -112,3 +112,14 @@ def test_log_odds_degenerate_inputs():
         log_odds_dirichlet({"x": 1}, {"y": 1}, prior={"x": -1})
     with pytest.raises(TexplainError):
         log_odds_dirichlet({"x": 1}, {"y": 1}, prior={"x": 1}, prior_strength=0)
+
+
+def test_mistaken_for_counts_each_class_errors_by_the_class_predicted_most_first():
+    names = ["climbing", "fishing", "throwing"]
+    labels = [2, 2, 2, 2, 2, 0, 0, 1]
+    predictions = [2, 1, 0, 1, 1, 0, 2, 1]
+    errors = mistaken_for(predictions, labels, names)
+    assert errors == {"climbing": {"throwing": 1}, "fishing": {}, "throwing": {"fishing": 3, "climbing": 1}}
+    assert list(errors["throwing"]) == ["fishing", "climbing"]
+    with pytest.raises(ValueError):
+        mistaken_for([0], [0, 1], names)

@@ -25,7 +25,7 @@ of a group's document counts.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -169,3 +169,17 @@ def group_accuracy(predictions: Sequence, labels: Sequence, groups: Sequence[str
         "worst_group": min(per_group.values()),
         "average": sum(map(sum, hits.values())) / max(sum(map(len, hits.values())), 1),
     }
+
+
+def mistaken_for(predictions: Sequence[int], labels: Sequence[int], names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Where each class's errors go: class name -> {predicted class name: images}, most first (class indices in).
+
+    A class that no mitigation lifts is often lost to other classes' shortcuts
+    rather than its own (on BAR, throwing photos on rocks and beaches are
+    called climbing, fishing and diving): this says which.
+    """
+    errors: dict[str, Counter] = {name: Counter() for name in names}
+    for prediction, label in zip(predictions, labels, strict=True):
+        if prediction != label:
+            errors[names[label]][names[prediction]] += 1
+    return {name: dict(counts.most_common()) for name, counts in errors.items()}

@@ -27,7 +27,7 @@ from texplain.mitigation.config import MitigateConfig
 from texplain.models.classifiers import Classifier, load_classifier, save_classifier
 from texplain.models.lm import FrozenLM
 from texplain.models.translator import Translator
-from texplain.statistics import group_accuracy
+from texplain.statistics import group_accuracy, mistaken_for
 from texplain.training.classifier_training import TrainingHistory, predict, train_classifier
 from texplain.training.frozen_front import cut_inputs, front_is_a_chain, last_stage, skipping, split_at
 
@@ -169,7 +169,7 @@ class Bench:
         return self._cut[0]
 
     def score(self, classifier: Classifier, seed: int, extra: dict) -> dict:
-        """Accuracy per group and per class on the test images.
+        """Accuracy per group and per class on the test images, and where each class's errors go.
 
         When fine-tuning trains the last stages, no method changes the
         network before them; where the forward pass is a chain through that
@@ -184,7 +184,8 @@ class Bench:
             predictions = predict(classifier, inputs).tolist()
         accuracy = group_accuracy(predictions, self.test_labels.tolist(), self.test_groups)
         per_class = group_accuracy(predictions, self.test_labels.tolist(), self.test_classes)["per_group"]
-        return {"seed": seed, **accuracy, "per_class": per_class, **extra}
+        errors = mistaken_for(predictions, self.test_labels.tolist(), self.classifier.class_names)
+        return {"seed": seed, **accuracy, "per_class": per_class, "mistaken_for": errors, **extra}
 
     def _test_inputs(self) -> tuple[Tensor, list[str]]:
         """The test images as the last stage receives them, and the modules before it; or the pixels and none."""

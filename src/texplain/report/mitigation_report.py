@@ -46,10 +46,20 @@ def table_rows(result: dict) -> list[dict]:
     return rows
 
 
+def errors_to(result: dict, name: str, top: int = 3) -> str:
+    """Where ERM's test errors of class ``name`` go, its first run's: "climbing 23, fishing 16, diving 14 (of 59)";
+    empty without an ERM run that says."""
+    counts = (result.get("runs", {}).get("erm") or [{}])[0].get("mistaken_for", {}).get(name)
+    if not counts:
+        return ""
+    return ", ".join(f"{other} {n}" for other, n in list(counts.items())[:top]) + f" (of {sum(counts.values())})"
+
+
 def class_rows(result: dict) -> list[dict]:
     """Per class, what TExplain did and what it changed: its suspects, the words masked (with how many images),
-    how many of its images were picked, ERM's and TExplain's test accuracy (percent strings), and whether a
-    shortcut was found for it at all (a class with no suspect, or no picked image, has none)."""
+    how many of its images were picked, ERM's and TExplain's test accuracy (percent strings), where ERM's errors
+    went, and whether a shortcut was found for it at all (a class with no suspect, or no picked image, has none).
+    A class lost to other classes' shortcuts gains only when theirs are masked."""
     selection, summary = result.get("selection"), result["summary"]
     if not selection or "texplain" not in summary:
         return []
@@ -63,7 +73,7 @@ def class_rows(result: dict) -> list[dict]:
             "masked": ", ".join(f"{word} ({n})" for word, n in own["masked_words"]) or "none",
             "found": own["selected"] > 0 and (selection["rule"] != "suspects" or bool(own["suspects"])),
             "before": percent(before) if before else "", "after": percent(after) if after else "",
-            "change": "" if change is None else f"{change:+.1f}",
+            "change": "" if change is None else f"{change:+.1f}", "errors_to": errors_to(result, name),
         })
     return rows
 
@@ -81,10 +91,11 @@ def markdown_table(result: dict) -> str:
     per_class = class_rows(result)
     if per_class:
         lines += ["", "TExplain per class (the words masked, with how many of the class's training images each):", "",
-                  "| Class | Suspects | Masked | Picked | ERM | TExplain | Change |", "|---|---|---|---:|---:|---:|---:|"]
+                  "| Class | Suspects | Masked | Picked | ERM | TExplain | Change | ERM's errors went to |",
+                  "|---|---|---|---:|---:|---:|---:|---|"]
         lines += [f"| {c['name']}{'' if c['found'] else ' (no shortcut found)'} | {', '.join(c['suspects']) or 'none'} | "
-                  f"{c['masked']} | {c['selected']} of {c['images']} | {c['before']} | {c['after']} | {c['change']} |"
-                  for c in per_class]
+                  f"{c['masked']} | {c['selected']} of {c['images']} | {c['before']} | {c['after']} | {c['change']} | "
+                  f"{c['errors_to']} |" for c in per_class]
     lines += [""] + notes(result)
     return "\n".join(lines) + "\n"
 
