@@ -4,10 +4,10 @@ BAR's masks must hide the place an action is shot in, not the actor, and the
 translator's heat maps cannot tell the two apart (``results/bar/grid/maps.md``:
 the actor's region covers about three quarters of the place's at any grid). A
 person segmentation can: ``bar_variants.py --person-masks`` spares each image's
-person from its mask. MediaPipe 0.10.14 is the last release whose wheel carries
-its pose model (``pose_landmark_full.tflite``), so nothing is downloaded; it pins
-protobuf below 5, so it gets its own virtual environment and runs this script
-alone (it needs neither torch nor texplain).
+person from its mask. MediaPipe 0.10.14's wheel carries its pose model
+(``pose_landmark_full.tflite``; the newest, 1.2.3, carries none), so nothing is
+downloaded; it pins protobuf below 5, so it gets its own virtual environment and
+runs this script alone (it needs neither torch nor texplain).
 
 Writes ``OUT/<image stem>.png``: the person's probability (0-255) at the
 image's own size, for each image where the pose model finds one person (the
