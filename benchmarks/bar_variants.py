@@ -51,10 +51,10 @@ import torch
 from bar_mitigation import DOMINANCE, bar_parser
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from torch.nn.functional import interpolate
 
 from texplain.atomic import write_json, write_text, writing
 from texplain.attribution.fills import FILLS
+from texplain.attribution.heat import resized
 from texplain.data.labelled import read_labelled
 from texplain.mitigation.config import MaskConfig, MitigateConfig
 from texplain.mitigation.masks import heat_maps, spare_maps
@@ -231,9 +231,8 @@ def spare_people(bench, maps: dict[int, torch.Tensor], people: dict[int, torch.T
     (:func:`~texplain.mitigation.masks.spare_maps`); a map with nothing left to mask is left out. A map is resized
     as ``region`` resizes it, so the threshold means what it meant."""
     size = tuple(bench.train_pixels.shape[-2:])
-    full = {i: interpolate(m[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
-            for i, m in maps.items()}
-    return spare_maps(full, {i: people[i] for i in maps if i in people}, bench.config.mask.threshold)
+    return spare_maps({i: resized(m, size) for i, m in maps.items()}, {i: people[i] for i in maps if i in people},
+                      bench.config.mask.threshold)
 
 
 def fine_tuned(bench, index: list[int], maps: list[torch.Tensor], mode: str, seed: int,

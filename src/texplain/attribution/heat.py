@@ -19,10 +19,16 @@ def normalise(heat: Tensor) -> Tensor:
     return heat / top if top > 0 else heat
 
 
+def resized(heat: Tensor, size: tuple[int, int]) -> Tensor:
+    """``heat`` (h, w) at ``size`` (H, W), bilinear, as every region is taken; unchanged when already that size."""
+    if tuple(heat.shape) == tuple(size):
+        return heat
+    return nn.functional.interpolate(heat[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+
+
 def region(heat: Tensor, size: tuple[int, int], threshold: float) -> Tensor:
     """Boolean mask (H, W): where ``heat`` (h, w), resized to ``size``, reaches ``threshold`` (and is not zero)."""
-    if tuple(heat.shape) != tuple(size):
-        heat = nn.functional.interpolate(heat[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+    heat = resized(heat, size)
     return (heat >= threshold) & (heat > 0)
 
 
