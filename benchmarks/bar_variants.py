@@ -119,7 +119,7 @@ def run(argv: list[str] | None = None) -> int:
     heats = {(int(key.split(":", 1)[0]), key.split(":", 1)[1]): heat for key, heat in load_file(cache).items()} \
         if cache.is_file() else {}
     people = person_maps(bench, args.person_masks) if "+person" in args.variants else None
-    last_count, last_fraction, last_index, classes = 0, 0.0, [], len(bench.classifier.class_names)
+    last_count, last_fraction, last_index = 0, 0.0, []
     for variant in args.variants.split(","):
         rule, mode = variant.rsplit("-", 1)
         if rule in ("randmask", "plain", "background") and (args.plan or args.maps_only):
@@ -133,7 +133,7 @@ def run(argv: list[str] | None = None) -> int:
         elif rule == "background":
             index, maps = last_index, [torch.ones(tuple(bench.train_pixels.shape[-2:])) for _ in last_index]
             picked = {"selected": len(index), "fraction": round(len(index) / len(names), 4), "rule": "background",
-                      "masked": spread_count(bench.train_labels, index, classes) if mode.endswith("+spread") else len(index)}
+                      "masked": masked_count(bench, index, mode)}
         else:
             chosen = choose(explained, vocabularies, prior, selection_rule(config.selection, rule))
             print(f"{variant}: picks {len(chosen.indices())} ({100 * chosen.fraction:.1f}%): " + "; ".join(
@@ -154,7 +154,7 @@ def run(argv: list[str] | None = None) -> int:
                 found = kept
             index, maps = list(found), list(found.values())
             last_index, picked = index, chosen.to_json()
-            last_count = spread_count(bench.train_labels, index, classes) if mode.endswith("+spread") else len(index)
+            last_count = masked_count(bench, index, mode)
             picked["masked"] = last_count
             last_fraction = float(np.mean([bench.masked_fraction(h) for h in maps]))
             if "+person" in mode:
@@ -206,6 +206,14 @@ def random_masks(bench, count: int, fraction: float) -> tuple[list[int], list[to
     quantile = torch.quantile(torch.stack([m.flatten() for m in maps]), 1.0 - fraction) if maps else 0.5
     maps = [(m >= quantile).float() for m in maps]  # covers ``fraction`` at any threshold in (0, 1]
     return index, maps, {"selected": len(index), "fraction": round(len(index) / n, 4), "rule": "random"}
+
+
+def masked_count(bench, index: list[int], mode: str) -> int:
+    """How many images a variant masks: its picked positions ``index``, spread over the classes for a ``+spread``
+    mode (:func:`~texplain.mitigation.spread.spread_count`)."""
+    if not mode.endswith("+spread"):
+        return len(index)
+    return spread_count(bench.train_labels, index, len(bench.classifier.class_names))
 
 
 def person_maps(bench, folder: Path | None) -> dict[int, torch.Tensor]:
