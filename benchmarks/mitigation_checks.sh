@@ -74,7 +74,8 @@ for spare in "" --spare-class; do
         --min-lift 1.5 --finetune all --lr 1e-4 --backbone-lr 1 --methods erm,texplain $spare
 done
 # Masks that spare the person (results/bar/person/): MediaPipe's pose segmentation finds each training photo's person
-# offline (mediapipe 0.10.14, whose wheel holds its model, in its own venv as it pins protobuf < 5; 1 min), and every masked variant takes the person out of its maps; background-... masks all but the person.
+# offline (mediapipe 0.10.14, whose wheel holds its model, in its own venv as it pins protobuf < 5; 1 min), and every
+# masked variant takes the person out of its maps; background-... masks all but the person (53 min).
 [ -x "$runs/.mediapipe/bin/python" ] || { python3 -m venv "$runs/.mediapipe" && "$runs/.mediapipe/bin/pip" install -q mediapipe==0.10.14; }
 "$runs/.mediapipe/bin/python" "$here/person_masks.py" "$here/../../shared/data/bar/train" "$runs/bar/person"
 python "$here/bar_variants.py" --bar "$runs/bar" --translator "$runs/flickr8k/translator" --out "$runs/bar-variants" \
