@@ -9,7 +9,8 @@
 # mitigation holds out), with the Flickr8k translator for EfficientNet-Lite0's features, expected in
 # RUNS_FOLDER/flickr8k/translator (make flickr8k: texplain pretrain-lm, then texplain train
 # --classifier efficientnet_lite0 on ../shared/data/flickr8k/captions.tsv). BAR runs texplain
-# mitigate with its defaults (the last stages fine-tuned, early stopping on the held-out part);
+# mitigate with its defaults (the last stages fine-tuned, early stopping on the held-out part) and
+# the TExplain settings the variant runs below found best (bar_mitigation.py's TEXPLAIN);
 # the demo's small CNN, trained from scratch on 64 px scenes, is fine-tuned whole at lr 1e-4,
 # the recipe its table has always used (its last stage alone sees a 2 x 2 map).
 set -euo pipefail
