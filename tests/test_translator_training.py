@@ -1,4 +1,4 @@
-"""Training: only the translator learns, a tiny one overfits 8 pairs, and resume continues."""
+"""Training: only the translator learns, a tiny one overfits 8 pairs, resume continues, and a seed repeats a run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from texplain.models.config import TranslatorConfig
 from texplain.models.features import extract_features
 from texplain.models.translator import Translator, load_translator
 from texplain.training.config import Phase, TrainConfig
-from texplain.training.translator_training import train_translator
+from texplain.training.translator_training import fit_translator, train_translator
 
 
 def _setup(tmp_path, images, lm):
@@ -48,3 +48,20 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, images, tiny_lm):
                                tmp_path / "part", config, resume=True, progress=False)
     assert [r["phase"] for r in resumed.epochs] == ["a", "a", "b", "b"]
     assert [round(r["train_loss"], 5) for r in resumed.epochs] == [round(r["train_loss"], 5) for r in full.epochs]
+
+
+def test_the_same_seed_trains_the_same_translator(tmp_path, images, tiny_lm):
+    vit = tiny_vit()
+    pairs = [CaptionPair(images[i % len(images)], CAPTIONS[i]) for i in range(8)]
+
+    def fit(name: str, seed: int, drawn_before: int) -> dict:
+        torch.rand(drawn_before)  # whatever drew from torch's generator before must not matter
+        settings = {"prefix_len": 4, "hidden": 32}
+        translator, _ = fit_translator(vit, tiny_lm, [Phase("train", pairs, 1)], tmp_path / name, settings,
+                                       TrainConfig(batch_size=4, warmup_steps=1, seed=seed), features=tmp_path / "features",
+                                       progress=False)
+        return translator.state_dict()
+
+    first, again, other = fit("a", 0, 1), fit("b", 0, 7), fit("c", 1, 1)
+    assert all(torch.equal(v, again[k]) for k, v in first.items())
+    assert not all(torch.equal(v, other[k]) for k, v in first.items())

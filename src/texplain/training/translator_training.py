@@ -199,8 +199,9 @@ def fit_translator(
     Features are cached in ``features`` (default ``<out_dir>/features``), so a
     second run extracts nothing; the phases' streamed sets are extracted
     there too and give their pairs from it. Pairs whose image cannot be read
-    are dropped (and logged); a phase left with no pairs is an error.
-    ``settings`` are the translator's shape-free settings (see
+    are dropped (and logged); a phase left with no pairs is an error. The
+    translator's initial weights are drawn from ``config.seed``, so the same
+    seed trains the same translator. ``settings`` are the translator's shape-free settings (see
     :func:`~texplain.models.translator.new_translator`). Returns the trained
     translator and its loss history.
     """
@@ -220,7 +221,9 @@ def fit_translator(
                 raise TexplainError(f"training phase {phase.name}: none of its images could be read{reason}")
         phases = [replace(ph, pairs=[p for p in ph.pairs if str(p.image) not in bad]) for ph in phases]
     dev_pairs = [p for p in dev_pairs if str(p.image) in store]
-    translator = new_translator(classifier, lm, store.token_shape, **dict(settings or {}))
+    with torch.random.fork_rng(devices=[]):  # the seed, not whatever drew from torch's generator before, sets the start
+        torch.manual_seed(config.seed)
+        translator = new_translator(classifier, lm, store.token_shape, **dict(settings or {}))
     history = train_translator(translator, lm, store, phases, out, config, dev_pairs, resume, progress, replicas)
     return translator, history
 
