@@ -225,7 +225,6 @@ def _train_translator(config: DemoConfig, classifier: Classifier, lm: FrozenLM, 
     folder = out / "translator"
     if (folder / "translator.json").is_file():
         return load_translator(folder)
-    torch.manual_seed(config.seed)
     pairs = read_captions(world["captions"] / "captions.jsonl")
     translator, _ = fit_translator(
         classifier, lm, [Phase("train", pairs, config.translator_epochs, lr=2e-3)], folder,

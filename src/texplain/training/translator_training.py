@@ -201,9 +201,9 @@ def fit_translator(
     there too and give their pairs from it. Pairs whose image cannot be read
     are dropped (and logged); a phase left with no pairs is an error. The
     translator's initial weights are drawn from ``config.seed``, so the same
-    seed trains the same translator. ``settings`` are the translator's shape-free settings (see
-    :func:`~texplain.models.translator.new_translator`). Returns the trained
-    translator and its loss history.
+    seed trains the same translator. ``settings`` are the translator's
+    shape-free settings (see :func:`~texplain.models.translator.new_translator`).
+    Returns the trained translator and its loss history.
     """
     config = config or TrainConfig()
     replicas = Replicas.start(config.device, config.mixed_precision)
