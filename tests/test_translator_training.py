@@ -13,10 +13,15 @@ from texplain.training.config import Phase, TrainConfig
 from texplain.training.translator_training import fit_translator, train_translator
 
 
+def _pairs(images) -> list[CaptionPair]:
+    """Eight (image, caption) pairs over the test images."""
+    return [CaptionPair(images[i % len(images)], CAPTIONS[i]) for i in range(8)]
+
+
 def _setup(tmp_path, images, lm):
     vit = tiny_vit()
     store, _ = extract_features(vit, [str(p) for p in images], tmp_path / "features", progress=False)
-    pairs = [CaptionPair(images[i % len(images)], CAPTIONS[i]) for i in range(8)]
+    pairs = _pairs(images)
     t, d = store.token_shape
     translator = Translator(TranslatorConfig(in_tokens=t, in_dim=d, lm_dim=lm.embed_dim, prefix_len=4, hidden=64, dropout=0.0))
     return store, pairs, translator
@@ -51,8 +56,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, images, tiny_lm):
 
 
 def test_the_same_seed_trains_the_same_translator(tmp_path, images, tiny_lm):
-    vit = tiny_vit()
-    pairs = [CaptionPair(images[i % len(images)], CAPTIONS[i]) for i in range(8)]
+    vit, pairs = tiny_vit(), _pairs(images)
 
     def fit(name: str, seed: int, drawn_before: int) -> dict:
         torch.rand(drawn_before)  # whatever drew from torch's generator before must not matter
